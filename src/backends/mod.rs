@@ -1,0 +1,73 @@
+//! Storage backends: the [`Backend`] trait and its implementations.
+//!
+//! A backend stores opaque bytes under string keys with a TTL. It knows nothing of HTTP; the engine
+//! encodes responses into entries. Backends are cheap to clone (an `Arc` inside) and object safe, so
+//! one can be chosen at run time as an `Arc<dyn Backend>`.
+
+mod memory;
+
+pub use memory::{MemoryBackend, MemoryBackendBuilder};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors a backend reports. The middleware never turns them into failed requests: a failed lookup is a
+/// miss and a failed store is logged and counted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The server could not be reached or the connection broke.
+    #[error("cache backend connection failed: {0}")]
+    Connection(String),
+    /// The operation did not finish within its time limit.
+    #[error("cache backend operation timed out after {0:?}")]
+    Timeout(Duration),
+    /// The server answered with an error or something unexpected.
+    #[error("cache backend error: {0}")]
+    Server(String),
+    /// The value or key cannot be stored by this backend (too large, invalid key).
+    #[error("cache backend rejected the value: {0}")]
+    Rejected(String),
+}
+
+/// Asynchronous key-value storage with per-entry TTL.
+///
+/// Implementations must never return an entry past its TTL.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// The value stored under `key`, if any and not expired.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError>;
+
+    /// Stores `value` under `key`, replacing any previous value, for `ttl`.
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError>;
+
+    /// Removes `key`. Removing a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<(), BackendError>;
+
+    /// Removes every entry this backend stored in its namespace, and nothing else.
+    async fn clear(&self) -> Result<(), BackendError>;
+
+    /// A short name for logs and metrics, such as `"memory"` or `"redis"`.
+    fn name(&self) -> &'static str;
+}
+
+#[async_trait]
+impl<T: Backend + ?Sized> Backend for Arc<T> {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
+        (**self).get(key).await
+    }
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
+        (**self).set(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        (**self).delete(key).await
+    }
+    async fn clear(&self) -> Result<(), BackendError> {
+        (**self).clear().await
+    }
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+}

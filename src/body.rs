@@ -1,0 +1,244 @@
+//! Bodies that the cache hands on: buffered bytes, a stream, or a buffered prefix followed by the rest
+//! of a stream. Reading a body up to a limit never loses data: what was read comes first, then the rest,
+//! then any error the stream reported.
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+/// The request or response body produced by the cache layer.
+pub struct CacheBody<B: Body> {
+    prefix: Option<Bytes>,
+    tail: Tail<B>,
+}
+
+// Nothing here is ever pinned in place but `B` itself, so the body is `Unpin` whenever `B` is, whatever
+// its error type.
+impl<B: Body + Unpin> Unpin for CacheBody<B> {}
+
+impl<B: Body> std::fmt::Debug for CacheBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tail = match self.tail {
+            Tail::Stream(_) => "stream",
+            Tail::Failed(_) => "failed",
+            Tail::End => "end",
+        };
+        f.debug_struct("CacheBody")
+            .field("prefix_len", &self.prefix.as_ref().map(Bytes::len))
+            .field("tail", &tail)
+            .finish()
+    }
+}
+
+enum Tail<B: Body> {
+    Stream(B),
+    Failed(Option<B::Error>),
+    End,
+}
+
+impl<B: Body> CacheBody<B> {
+    /// A body of exactly these bytes.
+    pub fn full(bytes: Bytes) -> Self {
+        CacheBody {
+            prefix: Some(bytes),
+            tail: Tail::End,
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::full(Bytes::new())
+    }
+
+    /// The original body, untouched.
+    pub fn stream(body: B) -> Self {
+        CacheBody {
+            prefix: None,
+            tail: Tail::Stream(body),
+        }
+    }
+
+    fn prefixed(prefix: Bytes, tail: Tail<B>) -> Self {
+        CacheBody {
+            prefix: Some(prefix),
+            tail,
+        }
+    }
+}
+
+impl<B> Body for CacheBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        if let Some(prefix) = this.prefix.take() {
+            if !prefix.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(prefix))));
+            }
+        }
+        match &mut this.tail {
+            Tail::Stream(body) => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                if frame.is_none() {
+                    this.tail = Tail::End;
+                }
+                Poll::Ready(frame)
+            }
+            Tail::Failed(error) => {
+                let error = error.take();
+                this.tail = Tail::End;
+                Poll::Ready(error.map(Err))
+            }
+            Tail::End => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let prefix_done = self.prefix.as_ref().is_none_or(Bytes::is_empty);
+        prefix_done
+            && match &self.tail {
+                Tail::Stream(body) => body.is_end_stream(),
+                Tail::Failed(error) => error.is_none(),
+                Tail::End => true,
+            }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let tail = match &self.tail {
+            Tail::Stream(body) => body.size_hint(),
+            _ => SizeHint::with_exact(0),
+        };
+        let mut hint = SizeHint::new();
+        if let Some(upper) = tail.upper() {
+            hint.set_upper(upper + prefix);
+        }
+        hint.set_lower(tail.lower() + prefix);
+        hint
+    }
+}
+
+/// The result of reading a body up to a limit.
+pub(crate) enum Collected<B: Body> {
+    /// The whole body, within the limit.
+    Complete(Bytes),
+    /// The body passed the limit: reading stopped, nothing is lost.
+    TooLarge(CacheBody<B>),
+    /// The stream failed: what was read, then the error.
+    Failed(CacheBody<B>),
+}
+
+/// Reads `body` into memory, stopping as soon as more than `limit` bytes have arrived.
+/// Trailers of a complete body are dropped (such bodies are not worth caching anyway).
+pub(crate) async fn collect_limited<B>(mut body: B, limit: usize) -> Collected<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Collected::TooLarge(CacheBody::stream(body));
+    }
+    let mut buffer = BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return Collected::Complete(buffer.freeze()),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                buffer.extend_from_slice(&data);
+                if buffer.len() > limit {
+                    return Collected::TooLarge(CacheBody::prefixed(
+                        buffer.freeze(),
+                        Tail::Stream(body),
+                    ));
+                }
+            }
+            Some(Err(error)) => {
+                return Collected::Failed(CacheBody::prefixed(
+                    buffer.freeze(),
+                    Tail::Failed(Some(error)),
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+    use http_body_util::StreamBody;
+    use std::convert::Infallible;
+
+    type Chunks = StreamBody<stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, &'static str>>>>;
+
+    fn chunks(parts: &[&'static str], fail: bool) -> Chunks {
+        let mut frames: Vec<Result<Frame<Bytes>, &'static str>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        if fail {
+            frames.push(Err("connection reset"));
+        }
+        StreamBody::new(stream::iter(frames))
+    }
+
+    async fn read_all<B: Body<Data = Bytes> + Unpin>(body: B) -> (Vec<u8>, Option<B::Error>) {
+        let mut body = body;
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => out.extend_from_slice(&frame.into_data().unwrap_or_default()),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
+    #[tokio::test]
+    async fn bodies_within_the_limit_are_collected_whole() {
+        match collect_limited(chunks(&["ab", "cd"], false), 4).await {
+            Collected::Complete(bytes) => assert_eq!(&bytes[..], b"abcd"),
+            _ => panic!("expected a complete body"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_handed_on_intact() {
+        let Collected::TooLarge(body) =
+            collect_limited(chunks(&["ab", "cd", "ef"], false), 3).await
+        else {
+            panic!("expected too large");
+        };
+        assert_eq!(read_all(body).await, (b"abcdef".to_vec(), None));
+    }
+
+    #[tokio::test]
+    async fn stream_errors_come_after_the_bytes_read_before_them() {
+        let Collected::Failed(body) = collect_limited(chunks(&["ab"], true), 10).await else {
+            panic!("expected failure");
+        };
+        assert_eq!(
+            read_all(body).await,
+            (b"ab".to_vec(), Some("connection reset"))
+        );
+    }
+
+    #[tokio::test]
+    async fn full_bodies_report_their_exact_size() {
+        let body = CacheBody::<http_body_util::Empty<Bytes>>::full(Bytes::from_static(b"hello"));
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let (bytes, error): (Vec<u8>, Option<Infallible>) = read_all(body).await;
+        assert_eq!((bytes, error.is_none()), (b"hello".to_vec(), true));
+        assert!(CacheBody::<http_body_util::Empty<Bytes>>::empty().is_end_stream());
+    }
+}

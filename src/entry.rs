@@ -1,0 +1,299 @@
+//! The stored entry format: magic and version, then length-prefixed fields; the body is a zero-copy
+//! slice of the stored bytes.
+//!
+//! Every entry carries the digest of the key material it was stored for. A lookup checks it, so an entry
+//! written under our key by anything else (another namespace, a bug, a person with `redis-cli`) is a miss,
+//! never somebody else's response. Anything that does not decode is a miss too.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const MAGIC: &[u8; 4] = b"CMWE";
+const VERSION: u8 = 1;
+const KIND_RESPONSE: u8 = 0;
+const KIND_VARIANTS: u8 = 1;
+
+/// A decoded entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Digest of the key material the entry was stored for.
+    pub fingerprint: [u8; 32],
+    /// When it was stored, in milliseconds since the Unix epoch.
+    pub stored_at_ms: u64,
+    /// How long it is fresh from `stored_at_ms`.
+    pub ttl: Duration,
+    pub content: Content,
+}
+
+/// What an entry holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    /// A complete response.
+    Response(StoredResponse),
+    /// The response varies on these request header fields (lower-case, sorted): the response itself
+    /// is stored under the variant key built from them.
+    Variants(Vec<String>),
+}
+
+/// A response as stored: status, end-to-end headers, exact body bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Why stored bytes were not a usable entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("not a cache-middleware entry (bad magic)")]
+    Magic,
+    #[error("entry format version {0} is not supported")]
+    Version(u8),
+    #[error("entry is truncated or malformed")]
+    Malformed,
+}
+
+impl Entry {
+    /// Milliseconds since the Unix epoch, now.
+    pub fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// Time since the entry was stored (zero if the clock went backwards).
+    pub fn age(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.stored_at_ms))
+    }
+
+    /// The stored response, unless this is a variant marker.
+    pub fn response(&self) -> Option<&StoredResponse> {
+        match &self.content {
+            Content::Response(response) => Some(response),
+            Content::Variants(_) => None,
+        }
+    }
+
+    /// Whether the entry is still within its TTL.
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        self.age(now_ms) < self.ttl
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.encoded_len_hint());
+        out.put_slice(MAGIC);
+        out.put_u8(VERSION);
+        out.put_slice(&self.fingerprint);
+        out.put_u64(self.stored_at_ms);
+        out.put_u64(self.ttl.as_millis().min(u128::from(u64::MAX)) as u64);
+        match &self.content {
+            Content::Response(response) => {
+                out.put_u8(KIND_RESPONSE);
+                out.put_u16(response.status.as_u16());
+                out.put_u32(response.headers.len() as u32);
+                for (name, value) in &response.headers {
+                    put_field(&mut out, name.as_str().as_bytes());
+                    put_field(&mut out, value.as_bytes());
+                }
+                put_field(&mut out, &response.body);
+            }
+            Content::Variants(names) => {
+                out.put_u8(KIND_VARIANTS);
+                out.put_u32(names.len() as u32);
+                for name in names {
+                    put_field(&mut out, name.as_bytes());
+                }
+            }
+        }
+        out.freeze()
+    }
+
+    fn encoded_len_hint(&self) -> usize {
+        let content = match &self.content {
+            Content::Response(r) => {
+                r.body.len()
+                    + r.headers
+                        .iter()
+                        .map(|(n, v)| n.as_str().len() + v.len() + 8)
+                        .sum::<usize>()
+            }
+            Content::Variants(names) => names.iter().map(|n| n.len() + 4).sum(),
+        };
+        64 + content
+    }
+
+    /// Decodes stored bytes; the body and header values share `bytes`' allocation.
+    pub fn decode(bytes: &Bytes) -> Result<Entry, DecodeError> {
+        let mut r = Reader(bytes.clone());
+        if r.take(4)? != MAGIC.as_slice() {
+            return Err(DecodeError::Magic);
+        }
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let fingerprint: [u8; 32] = r.take(32)?.as_ref().try_into().expect("32 bytes");
+        let stored_at_ms = r.u64()?;
+        let ttl = Duration::from_millis(r.u64()?);
+        let content = match r.u8()? {
+            KIND_RESPONSE => {
+                let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError::Malformed)?;
+                let count = r.u32()? as usize;
+                // Each header takes at least 8 bytes: reject counts the input cannot hold before allocating.
+                if count > r.0.len() / 8 {
+                    return Err(DecodeError::Malformed);
+                }
+                let mut headers = HeaderMap::with_capacity(count);
+                for _ in 0..count {
+                    let name =
+                        HeaderName::from_bytes(&r.field()?).map_err(|_| DecodeError::Malformed)?;
+                    let value = HeaderValue::from_maybe_shared(r.field()?)
+                        .map_err(|_| DecodeError::Malformed)?;
+                    headers.append(name, value);
+                }
+                let body = r.field()?;
+                Content::Response(StoredResponse {
+                    status,
+                    headers,
+                    body,
+                })
+            }
+            KIND_VARIANTS => {
+                let count = r.u32()? as usize;
+                if count > r.0.len() / 4 {
+                    return Err(DecodeError::Malformed);
+                }
+                let mut names = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let name = String::from_utf8(r.field()?.to_vec())
+                        .map_err(|_| DecodeError::Malformed)?;
+                    names.push(name);
+                }
+                Content::Variants(names)
+            }
+            _ => return Err(DecodeError::Malformed),
+        };
+        if r.0.has_remaining() {
+            return Err(DecodeError::Malformed);
+        }
+        Ok(Entry {
+            fingerprint,
+            stored_at_ms,
+            ttl,
+            content,
+        })
+    }
+}
+
+fn put_field(out: &mut BytesMut, bytes: &[u8]) {
+    out.put_u32(bytes.len() as u32);
+    out.put_slice(bytes);
+}
+
+/// A bounds-checked reader: every read that would run past the end is `Malformed`, never a panic.
+struct Reader(Bytes);
+
+impl Reader {
+    fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError::Malformed);
+        }
+        Ok(self.0.split_to(n))
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(self.take(2)?.get_u16())
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(self.take(4)?.get_u32())
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(self.take(8)?.get_u64())
+    }
+    fn field(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("image/png"));
+        headers.append("x-multi", HeaderValue::from_static("a"));
+        headers.append("x-multi", HeaderValue::from_static("b"));
+        Entry {
+            fingerprint: [7; 32],
+            stored_at_ms: 1_700_000_000_000,
+            ttl: Duration::from_secs(300),
+            content: Content::Response(StoredResponse {
+                status: StatusCode::OK,
+                headers,
+                body: Bytes::from_static(b"\x89PNG\r\n\x1a\n\x00\xff"),
+            }),
+        }
+    }
+
+    #[test]
+    fn responses_round_trip_with_repeated_headers_and_binary_bodies() {
+        let entry = sample();
+        assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
+    }
+
+    #[test]
+    fn variant_markers_round_trip() {
+        let entry = Entry {
+            content: Content::Variants(vec!["accept".into(), "accept-language".into()]),
+            ..sample()
+        };
+        assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
+    }
+
+    #[test]
+    fn every_truncation_and_garbage_is_an_error_not_a_panic() {
+        let bytes = sample().encode();
+        for len in 0..bytes.len() {
+            assert!(Entry::decode(&bytes.slice(..len)).is_err(), "prefix {len}");
+        }
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(Entry::decode(&Bytes::from(longer)).is_err());
+        assert_eq!(
+            Entry::decode(&Bytes::from_static(b"{\"json\":true}")),
+            Err(DecodeError::Magic)
+        );
+        let mut future = bytes.to_vec();
+        future[4] = 9;
+        assert_eq!(
+            Entry::decode(&Bytes::from(future)),
+            Err(DecodeError::Version(9))
+        );
+    }
+
+    #[test]
+    fn absurd_header_counts_are_rejected_before_allocating() {
+        let mut bytes = sample().encode().to_vec();
+        let count_at = 4 + 1 + 32 + 8 + 8 + 1 + 2;
+        bytes[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            Entry::decode(&Bytes::from(bytes)),
+            Err(DecodeError::Malformed)
+        );
+    }
+
+    #[test]
+    fn freshness_follows_the_ttl() {
+        let entry = sample();
+        assert!(entry.is_fresh(entry.stored_at_ms + 299_999));
+        assert!(!entry.is_fresh(entry.stored_at_ms + 300_000));
+        assert_eq!(entry.age(entry.stored_at_ms - 5), Duration::ZERO);
+    }
+}

@@ -1,0 +1,117 @@
+//! `CacheHandle`: what handlers and start-up code use to reach the cache: the backend (for warming),
+//! invalidation of one URL, and clearing.
+
+use crate::backends::{Backend, BackendError};
+use crate::engine::Engine;
+use crate::key::primary_key_from;
+use http::{Method, Uri};
+use std::sync::Arc;
+
+/// A handle to the cache of one [`CacheMiddleware`](crate::CacheMiddleware).
+///
+/// In a handler, take it as an extractor (feature `axum`); relative URLs then refer to the host of
+/// the current request. From start-up code, get it with
+/// [`CacheMiddleware::handle`](crate::CacheMiddleware::handle) and pass absolute URLs.
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use cache_middleware::{CacheHandle, backends::MemoryBackend, CacheMiddleware};
+/// use http::Method;
+///
+/// async fn update_user(cache: CacheHandle) -> &'static str {
+///     // ... write the change, then drop the cached GET /users/5 (every variant of it):
+///     let _ = cache.invalidate(Method::GET, "/users/5").await;
+///     "updated"
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/users/5", post(update_user))
+///     .layer(CacheMiddleware::new(MemoryBackend::new(100)));
+/// ```
+#[derive(Clone)]
+pub struct CacheHandle {
+    engine: Arc<Engine>,
+    host: Option<String>,
+}
+
+impl CacheHandle {
+    pub(crate) fn new(engine: Arc<Engine>, host: Option<String>) -> Self {
+        CacheHandle { engine, host }
+    }
+
+    /// The backend, for warming (`backend.set(...)`) and direct reads.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.engine.backend
+    }
+
+    /// The namespace that prefixes this middleware's keys.
+    pub fn namespace(&self) -> &str {
+        &self.engine.config.namespace
+    }
+
+    /// Removes the cached response for `method` and `url` (path and query; absolute, or relative to
+    /// the current request's host), with every variant of it. HEAD and GET share an entry.
+    /// POST entries are keyed by body; they expire or go with [`clear`](Self::clear).
+    pub async fn invalidate(&self, method: Method, url: &str) -> Result<(), BackendError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| BackendError::Rejected(format!("invalid URL {url:?}: {e}")))?;
+        let host = match uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => self.host.as_deref().unwrap_or(""),
+        };
+        let key = primary_key_from(
+            &self.engine.config.namespace,
+            &method,
+            host.as_bytes(),
+            uri.path(),
+            uri.query(),
+            None,
+            None,
+        );
+        tracing::debug!(key = %key, %method, url, "invalidating cached response");
+        self.engine.remove(&key).await
+    }
+
+    /// Removes every entry of the backend's namespace.
+    pub async fn clear(&self) -> Result<(), BackendError> {
+        self.engine.backend.clear().await
+    }
+}
+
+impl std::fmt::Debug for CacheHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheHandle")
+            .field("backend", &self.engine.backend.name())
+            .field("namespace", &self.engine.config.namespace)
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+#[cfg(feature = "axum")]
+mod extract {
+    use super::CacheHandle;
+    use crate::middleware::EngineHandle;
+    use axum::extract::FromRequestParts;
+    use http::{header::HOST, request::Parts, StatusCode};
+
+    impl<S: Send + Sync> FromRequestParts<S> for CacheHandle {
+        type Rejection = (StatusCode, &'static str);
+
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+            let Some(EngineHandle(engine)) = parts.extensions.get::<EngineHandle>().cloned() else {
+                return Err((
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "CacheHandle needs CacheMiddleware installed around the router",
+                ));
+            };
+            let host = parts
+                .headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned);
+            Ok(CacheHandle::new(engine, host))
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Cache keys: a namespace plus a blake3 hash of a length-prefixed encoding of the request's key material.
+//!
+//! Length prefixes make the encoding injective: no choice of path, query or header values can make two
+//! different requests produce the same byte string, so a collision needs a blake3 collision.
+
+use http::header::{HeaderMap, CONTENT_TYPE, HOST};
+use http::{request::Parts, Method};
+use std::fmt;
+
+const KEY_VERSION: &[u8] = b"cache-middleware/key/1";
+
+/// A cache key: the backend key string and the digest it was made from.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    text: String,
+    digest: [u8; 32],
+}
+
+impl CacheKey {
+    /// The key as stored in the backend: `{namespace}:{hex digest}`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The 32-byte digest of the key material; stored inside each entry and checked on every hit.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+
+    fn from_hasher(namespace: &str, hasher: &blake3::Hasher) -> Self {
+        let digest = *hasher.finalize().as_bytes();
+        let mut text = String::with_capacity(namespace.len() + 1 + 64);
+        text.push_str(namespace);
+        text.push(':');
+        for byte in digest {
+            text.push(char::from(HEX[usize::from(byte >> 4)]));
+            text.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        CacheKey { text, digest }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Writes length-prefixed fields into a hasher.
+struct Material(blake3::Hasher);
+
+impl Material {
+    fn new(tag: &[u8]) -> Self {
+        let mut m = Material(blake3::Hasher::new());
+        m.field(tag);
+        m
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        self.0.update(&(bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    fn count(&mut self, n: usize) {
+        self.0.update(&(n as u64).to_le_bytes());
+    }
+}
+
+/// The primary key of a request: method (HEAD as GET), host, path, query pairs sorted with repeats kept,
+/// and for requests with a body its digest and content type.
+///
+/// Header values the response varies on are not part of it: they select a variant below this key
+/// (see [`variant_key`]), so deleting the primary key invalidates every variant of a URL.
+pub fn primary_key(namespace: &str, parts: &Parts, body: Option<&[u8]>) -> CacheKey {
+    let host = parts
+        .headers
+        .get(HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
+        .unwrap_or_default();
+    let content_type = body.and(parts.headers.get(CONTENT_TYPE));
+    primary_key_from(
+        namespace,
+        &parts.method,
+        host,
+        parts.uri.path(),
+        parts.uri.query(),
+        body,
+        content_type.map(|v| v.as_bytes()),
+    )
+}
+
+/// The primary key from its parts; used for invalidation, where there is no request.
+pub fn primary_key_from(
+    namespace: &str,
+    method: &Method,
+    host: &[u8],
+    path: &str,
+    query: Option<&str>,
+    body: Option<&[u8]>,
+    content_type: Option<&[u8]>,
+) -> CacheKey {
+    let mut m = Material::new(KEY_VERSION);
+    // The namespace is hashed too, so an entry copied into another namespace fails the fingerprint check.
+    m.field(namespace.as_bytes());
+    // A HEAD is answered from the GET entry.
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    m.field(method.as_str().as_bytes());
+    m.field(&host.to_ascii_lowercase());
+    m.field(path.as_bytes());
+    let pairs = canonical_query(query.unwrap_or(""));
+    m.count(pairs.len());
+    for pair in &pairs {
+        m.field(&pair.name);
+        m.field(&[u8::from(pair.has_value)]);
+        m.field(&pair.value);
+    }
+    match body {
+        Some(body) => {
+            m.field(b"body");
+            m.field(blake3::hash(body).as_bytes());
+            m.field(content_type.unwrap_or_default());
+        }
+        None => m.field(b"no-body"),
+    }
+    CacheKey::from_hasher(namespace, &m.0)
+}
+
+/// The key of one variant below `primary`: the request's values of the header fields in `names`.
+/// `names` must be lower-case and sorted so that equal sets produce equal keys.
+pub fn variant_key(
+    namespace: &str,
+    primary: &CacheKey,
+    names: &[String],
+    headers: &HeaderMap,
+) -> CacheKey {
+    let mut m = Material::new(b"variant");
+    m.field(primary.digest());
+    m.count(names.len());
+    for name in names {
+        m.field(name.as_bytes());
+        let values = headers.get_all(name.as_str());
+        m.count(values.iter().count());
+        for value in values {
+            m.field(value.as_bytes());
+        }
+    }
+    CacheKey::from_hasher(namespace, &m.0)
+}
+
+/// One query parameter, percent-decoded to raw bytes (never lossily to UTF-8, so that `%FF` and `%FE`
+/// stay different) with `+` read as a space. `?a` and `?a=` stay different.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct QueryPair {
+    name: Vec<u8>,
+    has_value: bool,
+    value: Vec<u8>,
+}
+
+fn canonical_query(query: &str) -> Vec<QueryPair> {
+    let mut pairs: Vec<QueryPair> = query
+        .split('&')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| {
+            let (name, value) = match segment.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (segment, None),
+            };
+            QueryPair {
+                name: decode_component(name),
+                has_value: value.is_some(),
+                value: value.map(decode_component).unwrap_or_default(),
+            }
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+fn decode_component(text: &str) -> Vec<u8> {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).collect()
+}
+
+/// What debug logs show of a key's parts: never header values or query values, which may hold secrets.
+pub(crate) struct KeyDescription<'a> {
+    pub parts: &'a Parts,
+    pub body_len: Option<usize>,
+}
+
+impl fmt::Display for KeyDescription<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = self
+            .parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        write!(
+            f,
+            "method={} host={host} path={}",
+            self.parts.method,
+            self.parts.uri.path()
+        )?;
+        let pairs = canonical_query(self.parts.uri.query().unwrap_or(""));
+        if !pairs.is_empty() {
+            f.write_str(" query_params=[")?;
+            for (i, pair) in pairs.iter().enumerate() {
+                let sep = if i == 0 { "" } else { "," };
+                write!(f, "{sep}{}", String::from_utf8_lossy(&pair.name))?;
+            }
+            f.write_str("]")?;
+        }
+        if let Some(len) = self.body_len {
+            write!(f, " body_bytes={len}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn key(uri: &str) -> CacheKey {
+        key_with(Request::get(uri).header("host", "example.com"), None)
+    }
+
+    fn key_with(builder: http::request::Builder, body: Option<&[u8]>) -> CacheKey {
+        let (parts, ()) = builder.body(()).unwrap().into_parts();
+        primary_key("ns", &parts, body)
+    }
+
+    #[test]
+    fn query_order_does_not_matter_but_repeats_do() {
+        assert_eq!(key("/p?b=2&a=1"), key("/p?a=1&b=2"));
+        assert_ne!(key("/p?a=1&a=2"), key("/p?a=2"));
+        assert_eq!(key("/p?a=1&a=2"), key("/p?a=2&a=1"));
+        assert_ne!(key("/p?a=1&a=1"), key("/p?a=1"));
+    }
+
+    #[test]
+    fn query_values_are_compared_decoded_and_byte_exact() {
+        assert_eq!(key("/p?q=a%20b"), key("/p?q=a+b"));
+        assert_ne!(key("/p?q=%FF"), key("/p?q=%FE"));
+        assert_ne!(key("/p?a"), key("/p?a="));
+        assert_eq!(key("/p?a=1&&b=2"), key("/p?b=2&a=1"));
+    }
+
+    #[test]
+    fn length_prefixes_prevent_field_boundary_collisions() {
+        assert_ne!(key("/p?ab=c"), key("/p?a=bc"));
+        assert_ne!(key("/p?a=b%26c=d"), key("/p?a=b&c=d"));
+        assert_ne!(key("/p?a=%3D"), key("/p?a%3D="));
+        // An empty query is no query, as every framework reads it.
+        assert_eq!(key("/a"), key("/a?"));
+    }
+
+    #[test]
+    fn method_path_and_host_are_part_of_the_key_and_head_is_get() {
+        assert_ne!(key("/a"), key("/b"));
+        let get = key_with(Request::get("/a").header("host", "x"), None);
+        let head = key_with(Request::head("/a").header("host", "x"), None);
+        let post = key_with(Request::post("/a").header("host", "x"), Some(b""));
+        let other_host = key_with(Request::get("/a").header("host", "y"), None);
+        assert_eq!(get, head);
+        assert_ne!(get, post);
+        assert_ne!(get, other_host);
+    }
+
+    #[test]
+    fn post_bodies_and_their_content_type_are_part_of_the_key() {
+        let post = |body: &[u8], ct: &'static str| {
+            key_with(
+                Request::post("/calc")
+                    .header("host", "x")
+                    .header("content-type", ct),
+                Some(body),
+            )
+        };
+        assert_eq!(post(b"{\"n\":1}", "json"), post(b"{\"n\":1}", "json"));
+        assert_ne!(post(b"{\"n\":1}", "json"), post(b"{\"n\":2}", "json"));
+        assert_ne!(post(b"\xff\x00", "json"), post(b"\xff\x01", "json"));
+        assert_ne!(post(b"a=1", "json"), post(b"a=1", "form"));
+    }
+
+    #[test]
+    fn keys_are_namespaced_hex_digests() {
+        let k = key("/");
+        assert!(k.as_str().starts_with("ns:"));
+        assert_eq!(k.as_str().len(), 3 + 64);
+        assert_eq!(&k.as_str()[3..5], format!("{:02x}", k.digest()[0]));
+    }
+
+    #[test]
+    fn variants_differ_by_the_named_header_values_only() {
+        let primary = key("/");
+        let names = vec!["accept-language".to_string()];
+        let variant = |lang: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("accept-language", lang.parse().unwrap());
+            headers.insert("cookie", "irrelevant".parse().unwrap());
+            variant_key("ns", &primary, &names, &headers)
+        };
+        assert_eq!(variant("en"), variant("en"));
+        assert_ne!(variant("en"), variant("fr"));
+        assert_ne!(variant("en"), primary);
+        let absent = variant_key("ns", &primary, &names, &HeaderMap::new());
+        assert_ne!(absent, variant(""));
+    }
+
+    #[test]
+    fn key_descriptions_name_query_parameters_but_not_their_values() {
+        let (parts, ()) = Request::get("/p?token=secret&b=2")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let text = KeyDescription {
+            parts: &parts,
+            body_len: None,
+        }
+        .to_string();
+        assert!(text.contains("query_params=[b,token]"), "{text}");
+        assert!(!text.contains("secret"));
+    }
+}

@@ -1,0 +1,50 @@
+//! HTTP response caching for axum and any tower/hyper service.
+//!
+//! Add [`CacheMiddleware`] once, around the application, with a backend; opt routes in with
+//! [`cache`]`(timeout)`. Only routes that carry `cache(..)` are cached.
+//!
+//! ```
+//! use axum::{extract::{Path, Query}, routing::get, Json, Router};
+//! use cache_middleware::{backends::MemoryBackend, cache, CacheMiddleware};
+//! use serde_json::{json, Value};
+//! use std::{collections::HashMap, time::Duration};
+//!
+//! async fn read_root() -> Json<Value> {
+//!     Json(json!({"Hello": "World"}))
+//! }
+//!
+//! async fn read_item(Path(item_id): Path<i64>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+//!     Json(json!({"item_id": item_id, "q": q.get("q")}))
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(read_root).layer(cache(Duration::from_secs(300))))
+//!     .route("/items/{item_id}", get(read_item).layer(cache(Duration::from_secs(600))))
+//!     .layer(CacheMiddleware::new(MemoryBackend::new(1000)));
+//! ```
+//!
+//! Responses of cached routes carry `X-Cache: HIT`, `MISS`, `REFRESH` or `BYPASS`; hits carry `Age`.
+//! What is stored, and why something was not, is in the crate's `tracing` debug events.
+
+pub mod backends;
+mod body;
+mod coalesce;
+mod engine;
+pub mod entry;
+mod handle;
+pub mod key;
+mod middleware;
+pub mod policy;
+mod replay;
+mod route;
+
+pub use body::CacheBody;
+pub use handle::CacheHandle;
+pub use middleware::{CacheMiddleware, CacheMiddlewareService};
+pub use replay::{CacheStatus, X_CACHE};
+pub use route::{cache, CacheLayer, CacheService, IntoTimeout};
+
+/// The README's code blocks, compiled as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

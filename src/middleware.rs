@@ -1,0 +1,142 @@
+//! `CacheMiddleware`: the layer added once around the application. It owns the engine (backend and
+//! engine-wide settings) and hands it to the `cache(ttl)` route layers through request extensions.
+
+use crate::backends::Backend;
+use crate::engine::{Engine, EngineConfig};
+use crate::handle::CacheHandle;
+use http::{Request, StatusCode};
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The engine handle the route layers find in request extensions.
+#[derive(Clone)]
+pub(crate) struct EngineHandle(pub Arc<Engine>);
+
+/// The cache middleware: add it once, around the router; opt routes in with [`cache`](crate::cache).
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use cache_middleware::{backends::MemoryBackend, cache, CacheMiddleware};
+/// use std::time::Duration;
+///
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "Hello, World" }).layer(cache(Duration::from_secs(300))))
+///     .layer(CacheMiddleware::new(MemoryBackend::new(1000)).namespace("my-app"));
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct CacheMiddleware {
+    engine: Arc<Engine>,
+}
+
+impl CacheMiddleware {
+    /// A middleware storing responses in `backend`: a concrete backend or an `Arc<dyn Backend>`.
+    pub fn new<B: Backend + 'static>(backend: B) -> Self {
+        CacheMiddleware {
+            engine: Arc::new(Engine::new(Arc::new(backend), EngineConfig::default())),
+        }
+    }
+
+    /// A handle for start-up code: the backend (for warming) and invalidation.
+    pub fn handle(&self) -> CacheHandle {
+        CacheHandle::new(Arc::clone(&self.engine), None)
+    }
+
+    fn configure(self, change: impl FnOnce(&mut EngineConfig)) -> Self {
+        let mut config = self.engine.config.clone();
+        change(&mut config);
+        CacheMiddleware {
+            engine: Arc::new(Engine::new(Arc::clone(&self.engine.backend), config)),
+        }
+    }
+
+    /// Prefix of every key this middleware writes (default `"cache"`). Applications sharing one
+    /// backend under different namespaces never see each other's entries.
+    pub fn namespace(self, namespace: impl Into<String>) -> Self {
+        let namespace = namespace.into();
+        self.configure(|c| c.namespace = namespace)
+    }
+
+    /// Largest response body stored, in bytes (default 1 MiB). Larger bodies stream through unstored.
+    pub fn max_body_size(self, bytes: usize) -> Self {
+        self.configure(|c| c.max_body_size = bytes)
+    }
+
+    /// Largest POST body that is read to build a key, in bytes (default 64 KiB). A larger request
+    /// bypasses the cache and reaches the handler intact.
+    pub fn max_request_body_size(self, bytes: usize) -> Self {
+        self.configure(|c| c.max_request_body_size = bytes)
+    }
+
+    /// Whether request `Cache-Control: no-cache / no-store` (and `Pragma: no-cache`) are obeyed
+    /// (default `true`). Switch off when clients must not be able to force handler runs.
+    pub fn honor_request_cache_control(self, honor: bool) -> Self {
+        self.configure(|c| c.honor_request_cache_control = honor)
+    }
+
+    /// Status codes that may be stored, for routes that do not set their own (default: 200 only).
+    pub fn cacheable_statuses(self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
+        let statuses: Vec<_> = statuses.into_iter().collect();
+        self.configure(|c| c.cacheable_statuses = statuses)
+    }
+
+    /// Most time one backend call may take before it counts as a miss (default 250 ms).
+    pub fn backend_timeout(self, limit: Duration) -> Self {
+        self.configure(|c| c.backend_timeout = limit)
+    }
+
+    /// Most time a request waits for an identical request's handler run before running its own
+    /// (default 10 s).
+    pub fn coalesce_timeout(self, limit: Duration) -> Self {
+        self.configure(|c| c.coalesce_timeout = limit)
+    }
+}
+
+impl fmt::Debug for CacheMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheMiddleware")
+            .field("backend", &self.engine.backend.name())
+            .field("config", &self.engine.config)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for CacheMiddleware {
+    type Service = CacheMiddlewareService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheMiddlewareService {
+            inner,
+            engine: EngineHandle(Arc::clone(&self.engine)),
+        }
+    }
+}
+
+/// The service [`CacheMiddleware`] wraps around an application.
+#[derive(Clone)]
+pub struct CacheMiddlewareService<S> {
+    inner: S,
+    engine: EngineHandle,
+}
+
+impl<S, B> Service<Request<B>> for CacheMiddlewareService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.engine.clone());
+        self.inner.call(request)
+    }
+}

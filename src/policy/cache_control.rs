@@ -1,0 +1,228 @@
+//! A typed `Cache-Control` parser (RFC 9111 §5.2).
+//!
+//! Directives are parsed once into fields; nothing downstream searches header text for substrings.
+//! Malformed directives are skipped, never errors: a client or origin that sends garbage gets the
+//! behaviour of a header without that directive.
+
+use http::header::{HeaderMap, CACHE_CONTROL, PRAGMA};
+use std::time::Duration;
+
+/// The directives this crate acts on, from every `Cache-Control` field line of a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    pub no_cache: bool,
+    pub no_store: bool,
+    pub private: bool,
+    pub public: bool,
+    pub must_revalidate: bool,
+    pub proxy_revalidate: bool,
+    pub only_if_cached: bool,
+    pub max_age: Option<Duration>,
+    pub s_maxage: Option<Duration>,
+    pub max_stale: Option<Duration>,
+    pub min_fresh: Option<Duration>,
+    pub stale_while_revalidate: Option<Duration>,
+    pub stale_if_error: Option<Duration>,
+}
+
+impl CacheControl {
+    /// Parses every `Cache-Control` value in `headers`. A request's `Pragma: no-cache` counts as
+    /// `no-cache` when no `Cache-Control` is present (RFC 9111 §5.4).
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let mut cc = CacheControl::default();
+        let mut seen = false;
+        for value in headers.get_all(CACHE_CONTROL) {
+            if let Ok(text) = value.to_str() {
+                seen = true;
+                cc.apply_all(text);
+            }
+        }
+        if !seen {
+            cc.no_cache = headers
+                .get_all(PRAGMA)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"));
+        }
+        cc
+    }
+
+    /// Parses one header value, e.g. `"max-age=60, no-cache"`.
+    pub fn parse(text: &str) -> Self {
+        let mut cc = CacheControl::default();
+        cc.apply_all(text);
+        cc
+    }
+
+    fn apply_all(&mut self, text: &str) {
+        for (name, value) in directives(text) {
+            self.apply(name, value);
+        }
+    }
+
+    fn apply(&mut self, name: &str, value: Option<&str>) {
+        let seconds = || value.and_then(parse_delta_seconds);
+        match name.to_ascii_lowercase().as_str() {
+            // `no-cache="Set-Cookie"` (field names) is at least as strict as plain `no-cache` for us.
+            "no-cache" => self.no_cache = true,
+            "no-store" => self.no_store = true,
+            "private" => self.private = true,
+            "public" => self.public = true,
+            "must-revalidate" => self.must_revalidate = true,
+            "proxy-revalidate" => self.proxy_revalidate = true,
+            "only-if-cached" => self.only_if_cached = true,
+            // A duplicated max-age is conflicting (RFC 9111 §4.2.1): the strictest value wins.
+            "max-age" => self.max_age = lowest(self.max_age, seconds()),
+            "s-maxage" => self.s_maxage = lowest(self.s_maxage, seconds()),
+            // `max-stale` without a value means "any staleness".
+            "max-stale" => self.max_stale = seconds().or(Some(Duration::MAX)),
+            "min-fresh" => self.min_fresh = seconds().or(self.min_fresh),
+            "stale-while-revalidate" => self.stale_while_revalidate = seconds(),
+            "stale-if-error" => self.stale_if_error = seconds(),
+            _ => {}
+        }
+    }
+}
+
+fn lowest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `delta-seconds` (RFC 9111 §1.2.2): digits only; values too large saturate.
+fn parse_delta_seconds(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(Duration::from_secs(
+        text.parse::<u64>().unwrap_or(u64::MAX / 2),
+    ))
+}
+
+/// Splits a header value into `(name, value)` pairs, honouring quoted strings so that a comma inside
+/// quotes does not start a new directive. Empty names are skipped.
+fn directives(text: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    let mut rest = text;
+    std::iter::from_fn(move || loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return None;
+        }
+        let end = directive_end(rest);
+        let item = &rest[..end];
+        rest = &rest[end..];
+        let (name, value) = match item.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(unquote(v.trim()))),
+            None => (item.trim(), None),
+        };
+        if !name.is_empty() {
+            return Some((name, value));
+        }
+    })
+}
+
+fn directive_end(text: &str) -> usize {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            ',' if !in_quotes => return i,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+fn unquote(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn parses_flags_and_durations_case_insensitively() {
+        let cc = CacheControl::parse("No-Cache, MAX-AGE=60, s-maxage=\"30\", private");
+        assert!(cc.no_cache && cc.private && !cc.no_store);
+        assert_eq!(cc.max_age, Some(Duration::from_secs(60)));
+        assert_eq!(cc.s_maxage, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn malformed_directives_are_ignored_not_errors() {
+        let cc = CacheControl::parse(",,, =5, no-store, max-stale=abc, min-fresh=-3, ===, \"");
+        assert!(cc.no_store);
+        assert_eq!(cc.max_stale, Some(Duration::MAX));
+        assert_eq!(cc.min_fresh, None);
+    }
+
+    #[test]
+    fn invalid_max_age_is_ignored_and_duplicates_keep_the_strictest_value() {
+        assert_eq!(CacheControl::parse("max-age=abc").max_age, None);
+        assert_eq!(CacheControl::parse("max-age").max_age, None);
+        assert_eq!(
+            CacheControl::parse("max-age=60, max-age=10").max_age,
+            Some(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn commas_inside_quoted_values_do_not_split_directives() {
+        let cc = CacheControl::parse("no-cache=\"set-cookie, x-foo\", max-age=5");
+        assert!(cc.no_cache);
+        assert_eq!(cc.max_age, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn huge_numbers_saturate_instead_of_failing() {
+        let cc = CacheControl::parse("max-age=99999999999999999999999");
+        assert!(cc.max_age.unwrap() > Duration::from_secs(1 << 40));
+    }
+
+    #[test]
+    fn directives_from_several_field_lines_combine() {
+        let cc = CacheControl::from_headers(&headers(&[
+            ("cache-control", "max-age=0"),
+            ("cache-control", "no-store"),
+        ]));
+        assert!(cc.no_store);
+        assert_eq!(cc.max_age, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn pragma_no_cache_counts_only_without_cache_control() {
+        assert!(CacheControl::from_headers(&headers(&[("pragma", "no-cache")])).no_cache);
+        let both = headers(&[("pragma", "no-cache"), ("cache-control", "max-age=5")]);
+        assert!(!CacheControl::from_headers(&both).no_cache);
+    }
+
+    #[test]
+    fn non_ascii_header_values_are_skipped() {
+        let mut map = HeaderMap::new();
+        map.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_bytes(b"no-store\xff").unwrap(),
+        );
+        assert_eq!(CacheControl::from_headers(&map), CacheControl::default());
+    }
+}

@@ -1,0 +1,254 @@
+//! Turning responses into stored form and stored entries back into responses: `X-Cache`, `Age`, a stable
+//! `ETag`, HEAD without a body, and `304 Not Modified` for a matching `If-None-Match`.
+
+use crate::body::CacheBody;
+use crate::entry::StoredResponse;
+use crate::policy::is_hop_by_hop;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{response, Method, Response, StatusCode};
+use http_body::Body;
+use std::time::Duration;
+
+/// The header that tells how the cache handled a response.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// How the cache handled a response, as `X-Cache` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from the cache.
+    Hit,
+    /// Not in the cache: the handler ran.
+    Miss,
+    /// The request asked for a fresh response (`no-cache`): the handler ran and replaced the entry.
+    Refresh,
+    /// The cache was not used for this request.
+    Bypass,
+}
+
+impl CacheStatus {
+    fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Refresh => "REFRESH",
+            CacheStatus::Bypass => "BYPASS",
+        })
+    }
+}
+
+/// The stored form of a fresh response: end-to-end headers only, and an `ETag` derived from the body
+/// when the handler set none.
+pub(crate) fn to_stored(parts: &response::Parts, body: Bytes) -> StoredResponse {
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 1);
+    for (name, value) in &parts.headers {
+        if !is_hop_by_hop(name, &parts.headers) && name != X_CACHE && name != header::AGE {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if !headers.contains_key(header::ETAG) {
+        headers.insert(header::ETAG, body_etag(&body));
+    }
+    StoredResponse {
+        status: parts.status,
+        headers,
+        body,
+    }
+}
+
+/// A strong validator from the body bytes: the same in every process and on every machine.
+pub(crate) fn body_etag(body: &[u8]) -> HeaderValue {
+    let digest = blake3::hash(body);
+    let hex = digest.to_hex();
+    HeaderValue::from_str(&format!("\"{}\"", &hex[..32])).expect("hex is a valid header value")
+}
+
+/// The response for `stored`, as the client of this request should see it.
+pub(crate) fn replay<B: Body>(
+    stored: &StoredResponse,
+    method: &Method,
+    request_headers: &HeaderMap,
+    status: CacheStatus,
+    age: Option<Duration>,
+) -> Response<CacheBody<B>> {
+    let etag = stored.headers.get(header::ETAG);
+    let mut response = if etag.is_some_and(|etag| if_none_match(request_headers, etag)) {
+        not_modified(stored)
+    } else {
+        let body = if method == Method::HEAD {
+            CacheBody::empty()
+        } else {
+            CacheBody::full(stored.body.clone())
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = stored.status;
+        *response.headers_mut() = stored.headers.clone();
+        if method == Method::HEAD && !stored.headers.contains_key(header::CONTENT_LENGTH) {
+            // The empty body would otherwise announce a length of 0; HEAD reports the GET body's length.
+            let length = HeaderValue::from(stored.body.len());
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, length);
+        }
+        response
+    };
+    let headers = response.headers_mut();
+    headers.insert(X_CACHE, status.header_value());
+    if let Some(age) = age {
+        headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    }
+    response
+}
+
+/// Marks a response the cache passed on without storing.
+pub(crate) fn mark<B>(mut response: Response<B>, status: CacheStatus) -> Response<B> {
+    response
+        .headers_mut()
+        .insert(X_CACHE, status.header_value());
+    response
+}
+
+/// RFC 9110 §15.4.5: a 304 carries the fields a 200 would have sent that describe caching.
+fn not_modified<B: Body>(stored: &StoredResponse) -> Response<CacheBody<B>> {
+    const KEPT: [HeaderName; 6] = [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::VARY,
+    ];
+    let mut response = Response::new(CacheBody::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    for name in KEPT {
+        for value in stored.headers.get_all(&name) {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    response
+}
+
+/// RFC 9110 §13.1.2: `If-None-Match` uses the weak comparison; `*` matches any current entry.
+fn if_none_match(request_headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let ours = opaque_tag(etag.as_bytes());
+    request_headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(|candidate| candidate.trim_ascii())
+        .any(|candidate| candidate == b"*" || opaque_tag(candidate) == ours)
+}
+
+fn opaque_tag(tag: &[u8]) -> &[u8] {
+    tag.strip_prefix(b"W/").unwrap_or(tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+
+    fn stored() -> StoredResponse {
+        let (parts, ()) = Response::builder()
+            .header("content-type", "text/csv")
+            .header("connection", "x-secret-hop")
+            .header("x-secret-hop", "1")
+            .header("transfer-encoding", "chunked")
+            .header("x-cache", "HIT")
+            .header("cache-control", "max-age=60")
+            .body(())
+            .unwrap()
+            .into_parts();
+        to_stored(&parts, Bytes::from_static(b"a,b\n1,2\n"))
+    }
+
+    fn request_with(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn stored_form_drops_hop_by_hop_fields_and_adds_a_stable_etag() {
+        let stored = stored();
+        let names: Vec<_> = stored.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "cache-control", "etag"]);
+        let etag = stored.headers[header::ETAG].to_str().unwrap();
+        assert_eq!(etag, body_etag(b"a,b\n1,2\n"));
+        assert!(
+            etag.len() == 34 && etag.starts_with('"') && etag.ends_with('"'),
+            "{etag}"
+        );
+        assert_eq!(body_etag(b"x"), body_etag(b"x"));
+        assert_ne!(body_etag(b"x"), body_etag(b"y"));
+    }
+
+    #[test]
+    fn an_etag_set_by_the_handler_is_kept() {
+        let (parts, ()) = Response::builder()
+            .header("etag", "W/\"v1\"")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(
+            to_stored(&parts, Bytes::new()).headers[header::ETAG],
+            "W/\"v1\""
+        );
+    }
+
+    #[tokio::test]
+    async fn replays_carry_status_headers_body_x_cache_and_age() {
+        let response = replay::<Empty<Bytes>>(
+            &stored(),
+            &Method::GET,
+            &HeaderMap::new(),
+            CacheStatus::Hit,
+            Some(Duration::from_millis(7900)),
+        );
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["x-cache"], "HIT");
+        assert_eq!(response.headers()["age"], "7");
+        assert_eq!(response.headers()["content-type"], "text/csv");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"a,b\n1,2\n");
+    }
+
+    #[tokio::test]
+    async fn head_replays_have_headers_but_no_body() {
+        let response = replay::<Empty<Bytes>>(
+            &stored(),
+            &Method::HEAD,
+            &HeaderMap::new(),
+            CacheStatus::Hit,
+            None,
+        );
+        assert!(response.headers().contains_key("etag"));
+        assert_eq!(response.headers()["content-length"], "8");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn matching_if_none_match_answers_304_with_the_etag() {
+        let stored = stored();
+        let etag = stored.headers[header::ETAG].to_str().unwrap().to_owned();
+        for candidate in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"x\", {etag}"),
+            "*".into(),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::IF_NONE_MATCH, candidate.parse().unwrap());
+            let response =
+                replay::<Empty<Bytes>>(&stored, &Method::GET, &headers, CacheStatus::Hit, None);
+            assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{candidate}");
+            assert_eq!(response.headers()["etag"], etag.as_str());
+            assert!(!response.headers().contains_key("content-type"));
+        }
+        let other = request_with("if-none-match", "\"other\"");
+        let response =
+            replay::<Empty<Bytes>>(&stored, &Method::GET, &other, CacheStatus::Hit, None);
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}

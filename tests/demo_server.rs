@@ -1,0 +1,122 @@
+//! The demo binary as a newcomer runs it, checked over HTTP on loopback.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use serde_json::{json, Value};
+use support::DemoServer;
+
+fn json_of(observed: &support::Observed) -> Value {
+    serde_json::from_slice(&observed.body).unwrap()
+}
+
+#[tokio::test]
+async fn the_demo_serves_the_guides_routes_with_caching() {
+    let demo = DemoServer::start(&[]);
+
+    let first = demo.get("/").await;
+    let second = demo.get("/").await;
+    assert_eq!(json_of(&first), json!({"Hello": "World"}));
+    assert_eq!((first.x_cache(), second.x_cache()), ("MISS", "HIT"));
+
+    let item = demo.get("/items/42?q=hello").await;
+    assert_eq!(json_of(&item), json!({"item_id": 42, "q": "hello"}));
+    assert_eq!(
+        json_of(&demo.get("/items/42").await),
+        json!({"item_id": 42, "q": null})
+    );
+    assert_eq!(demo.get("/items/42?q=hello").await.x_cache(), "HIT");
+
+    for _ in 0..2 {
+        let bad = demo.get("/items/not-a-number").await;
+        assert!(bad.status.is_client_error(), "{}", bad.status);
+        assert_eq!(bad.x_cache(), "MISS");
+    }
+
+    let user = demo.get("/users/7").await;
+    assert_eq!(json_of(&user), json!({"user_id": 7, "name": "User 7"}));
+    assert_eq!(
+        json_of(&demo.get("/stats").await),
+        json!({"requests": 12345, "active_users": 678})
+    );
+    assert_eq!(
+        json_of(&demo.get("/config").await),
+        json!({"version": "1.0", "features": ["caching", "auth"]})
+    );
+    assert_eq!(
+        json_of(&demo.get("/data").await),
+        json!({"data": "cached_value"})
+    );
+
+    let debug = demo.get("/debug").await;
+    assert!(json_of(&debug)["timestamp"].as_f64().unwrap() > 1.0e9);
+    assert_eq!(demo.get("/debug").await.body, debug.body);
+
+    let health = demo.get("/health").await;
+    assert_eq!(
+        (health.status, health.header("x-cache")),
+        (StatusCode::OK, None)
+    );
+}
+
+#[tokio::test]
+async fn the_demo_caches_post_calculations_by_body_and_rejects_bad_json() {
+    let demo = DemoServer::start(&[]);
+    let calculate = |body: &'static str| {
+        let request = Request::post("/calculate").header("content-type", "application/json");
+        demo.request(request, Bytes::from_static(body.as_bytes()))
+    };
+    let first = calculate(r#"{"numbers":[1,2,3]}"#).await;
+    assert_eq!(
+        json_of(&first),
+        json!({"input": {"numbers": [1, 2, 3]}, "result": 14})
+    );
+    assert_eq!(calculate(r#"{"numbers":[1,2,3]}"#).await.x_cache(), "HIT");
+    assert_eq!(calculate(r#"{"numbers":[3]}"#).await.x_cache(), "MISS");
+    for bad in [r#"{"numbers":[1,2,"#, r#"{"numbers":"x"}"#, "\u{0}"] {
+        for _ in 0..2 {
+            let response = calculate(bad).await;
+            assert!(
+                response.status.is_client_error(),
+                "{bad:?}: {}",
+                response.status
+            );
+            assert_eq!(response.x_cache(), "MISS");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_expensive_operation_is_computed_once_then_served_from_cache() {
+    let demo = DemoServer::start(&[]);
+    let first = demo.get("/expensive-operation").await;
+    let second = demo.get("/expensive-operation").await;
+    assert_eq!((first.x_cache(), second.x_cache()), ("MISS", "HIT"));
+    assert_eq!(
+        json_of(&first)["computed_at"],
+        json_of(&second)["computed_at"]
+    );
+    let etag = first.header("etag").unwrap().to_owned();
+    let revalidated = demo
+        .request(
+            Request::get("/expensive-operation").header("if-none-match", etag),
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+}
+
+#[test]
+fn a_bad_port_stops_the_demo_with_a_message_naming_the_variable() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cache-middleware"))
+        .env("PORT", "eighty")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("PORT") && stderr.contains("eighty"),
+        "{stderr}"
+    );
+}

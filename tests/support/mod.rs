@@ -1,0 +1,159 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::Router;
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// What a client observes of one response.
+#[derive(Debug)]
+pub struct Observed {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Observed {
+    pub fn x_cache(&self) -> &str {
+        self.headers
+            .get("x-cache")
+            .map_or("<none>", |v| v.to_str().unwrap())
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `request` through `app` (as the server would) and reads the whole response.
+pub async fn send(app: &Router, request: Request<Body>) -> Observed {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    Observed {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// A GET with a Host header, as every HTTP/1.1 client sends.
+pub fn get(uri: &str) -> http::request::Builder {
+    Request::get(uri).header("host", "test.local")
+}
+
+pub fn empty() -> Body {
+    Body::empty()
+}
+
+/// Counts handler runs.
+#[derive(Clone, Default)]
+pub struct Counter(Arc<AtomicUsize>);
+
+impl Counter {
+    pub fn bump(&self) -> usize {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The demo binary, running on a free loopback port; stopped when dropped.
+pub struct DemoServer {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl DemoServer {
+    /// Starts the demo with `env` added to this process's environment.
+    pub fn start(env: &[(&str, &str)]) -> DemoServer {
+        use std::io::{BufRead, BufReader};
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cache-middleware"));
+        command
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("demo binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(at) = line.find("listening on http://") {
+                        let address = line[at + "listening on ".len()..].trim().to_owned();
+                        sent = tx.send(address).is_ok();
+                    }
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the demo announces its address");
+        DemoServer { child, base }
+    }
+
+    /// One request to the demo; returns what the client observes.
+    pub async fn request(&self, request: http::request::Builder, body: Bytes) -> Observed {
+        use hyper_util::client::legacy::Client;
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Full<Bytes>>();
+        let uri = request.uri_ref().unwrap().to_string();
+        let request = request
+            .uri(format!("{}{uri}", self.base))
+            .body(http_body_util::Full::new(body))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        Observed {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Observed {
+        self.request(Request::get(path), Bytes::new()).await
+    }
+}
+
+impl Drop for DemoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET of `uri` through `app`.
+pub async fn fetch(app: &Router, uri: &str) -> Observed {
+    fetch_with(app, uri, &[]).await
+}
+
+/// A GET of `uri` through `app` with extra request headers.
+pub async fn fetch_with(app: &Router, uri: &str, headers: &[(&str, &str)]) -> Observed {
+    let mut request = get(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(app, request.body(empty()).unwrap()).await
+}
+
+/// The `X-Cache` values of several responses, for one comparison.
+pub fn x_caches<const N: usize>(responses: [&Observed; N]) -> [&str; N] {
+    responses.map(Observed::x_cache)
+}
