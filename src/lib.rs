@@ -32,9 +32,11 @@ mod coalesce;
 mod engine;
 pub mod entry;
 mod handle;
+pub mod helpers;
 pub mod key;
 mod middleware;
 pub mod policy;
+pub mod redact;
 mod replay;
 mod route;
 

@@ -4,10 +4,12 @@
 
 mod demo;
 
-use cache_middleware::backends::MemoryBackend;
+use cache_middleware::backends::Backend;
+use cache_middleware::helpers::{auto_configure_backend, get_backend_for_environment, ENVIRONMENT};
 use cache_middleware::CacheMiddleware;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -27,10 +29,10 @@ async fn main() -> ExitCode {
 
 async fn serve() -> Result<(), String> {
     let address = listen_address()?;
-    let backend = MemoryBackend::new(1000);
-    demo::warm_cache(&backend).await;
+    let backend = configured_backend()?;
+    demo::warm_cache(&*backend).await;
     let middleware = CacheMiddleware::new(backend);
-    tracing::info!(backend = ?middleware, "cache configured");
+    tracing::info!(config = ?middleware, "cache configured");
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
@@ -40,6 +42,18 @@ async fn serve() -> Result<(), String> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server failed: {e}"))
+}
+
+/// `ENVIRONMENT` picks a preset (as in the guide's multi-environment set-up); otherwise
+/// `CACHE_BACKEND` and its companion variables decide.
+fn configured_backend() -> Result<Arc<dyn Backend>, String> {
+    let backend = match std::env::var(ENVIRONMENT) {
+        Ok(environment) if !environment.trim().is_empty() => {
+            get_backend_for_environment(&environment)
+        }
+        _ => auto_configure_backend(),
+    };
+    backend.map_err(|e| e.to_string())
 }
 
 fn listen_address() -> Result<SocketAddr, String> {

@@ -99,7 +99,7 @@ impl CacheMiddleware {
 impl fmt::Debug for CacheMiddleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheMiddleware")
-            .field("backend", &self.engine.backend.name())
+            .field("backend", &self.engine.backend)
             .field("config", &self.engine.config)
             .finish()
     }

@@ -120,3 +120,98 @@ fn a_bad_port_stops_the_demo_with_a_message_naming_the_variable() {
         "{stderr}"
     );
 }
+
+/// Two demo runs one after the other on `env`: the second serves what the first stored.
+/// Both listen on one port, as a restarted service does: the host is part of the key.
+async fn hits_survive_a_restart(env: &[(&str, &str)]) {
+    let port = support::servers::free_port().to_string();
+    let env = [env, &[("PORT", port.as_str())]].concat();
+    let env = env.as_slice();
+    let first = DemoServer::start(env);
+    let computed = first.get("/expensive-operation").await;
+    assert_eq!(computed.x_cache(), "MISS");
+    drop(first);
+    let second = DemoServer::start(env);
+    let replayed = second.get("/expensive-operation").await;
+    assert_eq!(replayed.x_cache(), "HIT");
+    assert_eq!(replayed.body, computed.body);
+}
+
+#[tokio::test]
+async fn on_redis_a_restarted_demo_serves_hits_stored_by_the_previous_one() {
+    let redis = support::servers::Redis::start();
+    let url = redis.url();
+    hits_survive_a_restart(&[("CACHE_BACKEND", "redis"), ("REDIS_URL", &url)]).await;
+    // The guide's warm-up entries are in Redis under the backend's namespace.
+    assert_eq!(
+        redis.cli(&["GET", "cache-middleware:config:version"]),
+        "1.0"
+    );
+}
+
+#[tokio::test]
+async fn on_memcached_a_restarted_demo_serves_hits_stored_by_the_previous_one() {
+    let memcached = support::servers::Memcached::start();
+    let url = memcached.url();
+    hits_survive_a_restart(&[("CACHE_BACKEND", "memcached"), ("MEMCACHED_URL", &url)]).await;
+}
+
+#[tokio::test]
+async fn environment_production_uses_redis_from_redis_url() {
+    let redis = support::servers::Redis::start();
+    let url = redis.url();
+    let demo = DemoServer::start(&[("ENVIRONMENT", "production"), ("REDIS_URL", &url)]);
+    demo.get("/").await;
+    assert_eq!(demo.get("/").await.x_cache(), "HIT");
+    assert!(redis.cli(&["DBSIZE"]).parse::<u32>().unwrap() >= 3);
+}
+
+#[tokio::test]
+async fn a_demo_whose_redis_is_down_starts_and_serves_uncached() {
+    let port = support::servers::free_port().to_string();
+    let url = format!("redis://127.0.0.1:{port}");
+    let demo = DemoServer::start(&[("CACHE_BACKEND", "redis"), ("REDIS_URL", &url)]);
+    for _ in 0..3 {
+        let response = demo.get("/").await;
+        assert_eq!(
+            (response.status, response.x_cache()),
+            (StatusCode::OK, "MISS")
+        );
+    }
+}
+
+#[test]
+fn bad_configuration_stops_the_demo_with_a_message_naming_the_variable() {
+    let cases: [&[(&str, &str)]; 5] = [
+        &[("CACHE_BACKEND", "mongo")],
+        &[("MEMORY_CACHE_SIZE", "abc")],
+        &[
+            ("CACHE_BACKEND", "redis"),
+            ("REDIS_URL", "redis://h"),
+            ("REDIS_MAX_CONNECTIONS", "0"),
+        ],
+        &[
+            ("CACHE_BACKEND", "redis"),
+            ("REDIS_URL", "http://:hunter2@h:6379"),
+        ],
+        &[("ENVIRONMENT", "production")],
+    ];
+    for env in cases {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cache-middleware"));
+        command.env("PORT", "0").env_remove("REDIS_URL");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{env:?} started");
+        let named = env.last().unwrap().0;
+        let named = if named == "ENVIRONMENT" {
+            "REDIS_URL"
+        } else {
+            named
+        };
+        assert!(stderr.contains(named), "{env:?}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}

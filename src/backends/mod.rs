@@ -4,9 +4,19 @@
 //! encodes responses into entries. Backends are cheap to clone (an `Arc` inside) and object safe, so
 //! one can be chosen at run time as an `Arc<dyn Backend>`.
 
+#[cfg(feature = "memcached")]
+mod memcached;
 mod memory;
+#[cfg(any(feature = "redis", feature = "memcached"))]
+mod pool;
+#[cfg(feature = "redis")]
+mod redis;
 
+#[cfg(feature = "memcached")]
+pub use memcached::{MemcachedBackend, MemcachedBackendBuilder};
 pub use memory::{MemoryBackend, MemoryBackendBuilder};
+#[cfg(feature = "redis")]
+pub use redis::{CertReqs, KeepaliveOptions, RedisBackend, RedisBackendBuilder};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,11 +42,26 @@ pub enum BackendError {
     Rejected(String),
 }
 
+/// A backend could not be built from its options: the message names the option and what is accepted.
+/// URLs in it have their passwords masked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    #[error("invalid URL {url}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        option: &'static str,
+        reason: String,
+    },
+}
+
 /// Asynchronous key-value storage with per-entry TTL.
 ///
-/// Implementations must never return an entry past its TTL.
+/// Implementations must never return an entry past its TTL, and their `Debug` output must not show
+/// secrets (start-up logs print it).
 #[async_trait]
-pub trait Backend: Send + Sync {
+pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The value stored under `key`, if any and not expired.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError>;
 

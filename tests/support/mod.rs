@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use axum::body::Body;
 use axum::Router;
 use bytes::Bytes;

@@ -1,0 +1,251 @@
+//! Opening connections for each topology, with the builder's TCP, TLS and password settings.
+
+use super::builder::{CertReqs, RedisBackendBuilder, Topology};
+use crate::backends::{BackendError, BuildError};
+use crate::redact::redact_url;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::{socket2, TcpSettings};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
+    Pipeline, RedisFuture, TlsCertificates, TlsMode, Value,
+};
+use std::sync::Arc;
+
+/// One pooled connection: a multiplexed connection to one server, or a cluster connection (which
+/// holds one per node and routes each key to its slot's node).
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Opens connections; cloned into the pool's connect function.
+#[derive(Clone)]
+pub(crate) enum Connector {
+    Single(Client, AsyncConnectionConfig),
+    Sentinel(
+        Arc<tokio::sync::Mutex<SentinelClient>>,
+        AsyncConnectionConfig,
+    ),
+    Cluster(ClusterClient),
+}
+
+impl Connector {
+    pub(crate) fn new(options: &RedisBackendBuilder) -> Result<Self, BuildError> {
+        ensure_crypto_provider();
+        let certificates = certificates(options)?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.timeout));
+        match &options.topology {
+            Topology::Standalone { url } => {
+                let info = connection_info(url, options)?;
+                let client = match certificates {
+                    Some(certs) => Client::build_with_tls(info, certs),
+                    None => Client::open(info),
+                }
+                .map_err(|e| invalid_url(url, e))?;
+                Ok(Connector::Single(client, config))
+            }
+            Topology::Cluster { nodes } => {
+                let infos = nodes
+                    .iter()
+                    .map(|url| connection_info(url, options))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
+                    .tcp_settings(tcp_settings(options))
+                    .connection_timeout(options.connect_timeout)
+                    .response_timeout(options.timeout)
+                    .retries(1);
+                if options.uses_tls() {
+                    builder = builder.tls(tls_mode(options));
+                    if let Some(certs) = certificates {
+                        builder = builder.certs(certs);
+                    }
+                }
+                let client = builder.build().map_err(|e| invalid_url(&nodes[0], e))?;
+                Ok(Connector::Cluster(client))
+            }
+            Topology::Sentinel {
+                master_name,
+                sentinels,
+            } => {
+                let mut addresses = Vec::new();
+                let mut sentinel_password = None;
+                for url in sentinels {
+                    let info = url
+                        .as_str()
+                        .into_connection_info()
+                        .map_err(|e| invalid_url(url, e))?;
+                    sentinel_password =
+                        sentinel_password.or(info.redis_settings().password().map(str::to_owned));
+                    addresses.push(info.addr().clone());
+                }
+                let tcp = tcp_settings(options);
+                let mut builder =
+                    SentinelClientBuilder::new(addresses, master_name, SentinelServerType::Master)
+                        .map_err(|e| invalid_url(&sentinels[0], e))?
+                        .set_client_to_redis_tcp_settings(tcp.clone())
+                        .set_client_to_sentinel_tcp_settings(tcp);
+                if let Some(password) = options.password.clone().or(sentinel_password.clone()) {
+                    builder = builder.set_client_to_redis_password(password);
+                }
+                if let Some(password) = sentinel_password {
+                    builder = builder.set_client_to_sentinel_password(password);
+                }
+                if options.uses_tls() {
+                    builder = builder
+                        .set_client_to_redis_tls_mode(tls_mode(options))
+                        .set_client_to_sentinel_tls_mode(tls_mode(options));
+                    if let Some(certs) = certificates {
+                        builder = builder.set_client_to_redis_certificates(certs);
+                    }
+                }
+                let client = builder.build().map_err(|e| invalid_url(&sentinels[0], e))?;
+                Ok(Connector::Sentinel(
+                    Arc::new(tokio::sync::Mutex::new(client)),
+                    config,
+                ))
+            }
+        }
+    }
+
+    pub(crate) async fn connect(&self) -> Result<Conn, BackendError> {
+        let connection = match self {
+            Connector::Single(client, config) => client
+                .get_multiplexed_async_connection_with_config(config)
+                .await
+                .map(Conn::Single),
+            // Asks the sentinels for the current master on every (re)connect: a failover is followed.
+            Connector::Sentinel(client, config) => client
+                .lock()
+                .await
+                .get_async_connection_with_config(config)
+                .await
+                .map(Conn::Single),
+            Connector::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        };
+        connection.map_err(|e| BackendError::Connection(e.to_string()))
+    }
+
+    /// A client for one node of the cluster with the same settings (for per-node SCAN).
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Connector::Cluster(_))
+    }
+}
+
+/// The URL as redis-rs reads it, with the builder's password, TCP settings and certificate checks.
+fn connection_info(url: &str, options: &RedisBackendBuilder) -> Result<ConnectionInfo, BuildError> {
+    let mut info = url
+        .into_connection_info()
+        .map_err(|e| invalid_url(url, e))?;
+    if let Some(password) = &options.password {
+        let redis = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(redis);
+    }
+    if let ConnectionAddr::TcpTls { host, port, .. } = info.addr().clone() {
+        if options.ssl_cert_reqs == CertReqs::None {
+            info = info.set_addr(ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: true,
+                tls_params: None,
+            });
+        }
+    }
+    Ok(info.set_tcp_settings(tcp_settings(options)))
+}
+
+/// No Nagle delay (requests are small and latency-bound); keepalive with the guide's timing.
+fn tcp_settings(options: &RedisBackendBuilder) -> TcpSettings {
+    let settings = TcpSettings::default().set_nodelay(true);
+    if !options.socket_keepalive {
+        return settings;
+    }
+    let mut keepalive = socket2::TcpKeepalive::new();
+    if let Some(idle) = options.keepalive.idle {
+        keepalive = keepalive.with_time(idle);
+    }
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    {
+        if let Some(interval) = options.keepalive.interval {
+            keepalive = keepalive.with_interval(interval);
+        }
+        if let Some(count) = options.keepalive.count {
+            keepalive = keepalive.with_retries(count);
+        }
+    }
+    settings.set_keepalive(keepalive)
+}
+
+fn tls_mode(options: &RedisBackendBuilder) -> TlsMode {
+    match options.ssl_cert_reqs {
+        CertReqs::Required => TlsMode::Secure,
+        CertReqs::None => TlsMode::Insecure,
+    }
+}
+
+fn certificates(options: &RedisBackendBuilder) -> Result<Option<TlsCertificates>, BuildError> {
+    let Some(path) = &options.ssl_ca_certs else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).map_err(|e| BuildError::InvalidOption {
+        option: "ssl_ca_certs",
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(BuildError::InvalidOption {
+            option: "ssl_ca_certs",
+            reason: format!("{} holds no PEM certificate", path.display()),
+        });
+    }
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
+}
+
+fn invalid_url(url: &str, error: redis::RedisError) -> BuildError {
+    BuildError::InvalidUrl {
+        url: redact_url(url),
+        reason: error.to_string().replace(url, &redact_url(url)),
+    }
+}
+
+/// rustls needs one process-wide crypto provider; install ring's unless the application chose one.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}

@@ -1,0 +1,410 @@
+//! The Redis backend (feature `redis`): standalone, TLS, Sentinel and Cluster, on redis-rs.
+//!
+//! Values are written with `SET key value PX ttl`, so the TTL is set atomically with the value.
+//! `clear()` walks this namespace with `SCAN` and removes keys with `UNLINK`, in batches, on every
+//! cluster master; it never uses `KEYS` or `FLUSHDB`, so other data in the same Redis survives.
+
+mod builder;
+mod connect;
+
+pub use builder::{CertReqs, KeepaliveOptions, RedisBackendBuilder};
+
+use super::pool::{Pool, Ticket};
+use super::{Backend, BackendError, BuildError};
+use async_trait::async_trait;
+use builder::Topology;
+use bytes::Bytes;
+use connect::{Conn, Connector};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{FromRedisValue, RedisError};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+const SCAN_BATCH: usize = 500;
+
+/// The Redis backend. Cloning gives another handle to the same connections.
+///
+/// ```no_run
+/// use cache_middleware::backends::{KeepaliveOptions, RedisBackend};
+/// use std::time::Duration;
+///
+/// // Basic configuration
+/// let redis_backend = RedisBackend::new("redis://localhost:6379")?;
+///
+/// // Production configuration with connection pooling
+/// let redis_backend = RedisBackend::builder("redis://prod-redis:6379")
+///     .max_connections(20)
+///     .retry_on_timeout(true)
+///     .socket_keepalive(true)
+///     .socket_keepalive_options(
+///         KeepaliveOptions::new()
+///             .idle(Duration::from_secs(1))      // TCP_KEEPIDLE
+///             .interval(Duration::from_secs(3))  // TCP_KEEPINTVL
+///             .count(5),                         // TCP_KEEPCNT
+///     )
+///     .health_check_interval(Duration::from_secs(30))
+///     .build()?;
+/// # Ok::<(), cache_middleware::backends::BuildError>(())
+/// ```
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool<Conn>,
+    connector: Connector,
+    prefix: String,
+    retry_on_timeout: bool,
+    timeout: Duration,
+    health_check_interval: Option<Duration>,
+    health_started: AtomicBool,
+    options: RedisBackendBuilder,
+}
+
+impl RedisBackend {
+    /// A backend for the server at `url` (`redis://[:password@]host[:port][/db]`, or `rediss://`
+    /// for TLS) with default options.
+    pub fn new(url: impl Into<String>) -> Result<Self, BuildError> {
+        Self::builder(url).build()
+    }
+
+    /// A builder for one server (or a proxy), with every option of the guide.
+    pub fn builder(url: impl Into<String>) -> RedisBackendBuilder {
+        RedisBackendBuilder::new(Topology::Standalone { url: url.into() })
+    }
+
+    /// A builder for a Redis Cluster reached through any of these seed nodes.
+    pub fn cluster_builder<S: Into<String>>(
+        nodes: impl IntoIterator<Item = S>,
+    ) -> RedisBackendBuilder {
+        RedisBackendBuilder::new(Topology::Cluster {
+            nodes: nodes.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    /// A builder for the master that these sentinels (`redis://host:26379` URLs) know as
+    /// `master_name`. Connections follow a failover to the promoted replica.
+    pub fn sentinel_builder<S: Into<String>>(
+        master_name: impl Into<String>,
+        sentinels: impl IntoIterator<Item = S>,
+    ) -> RedisBackendBuilder {
+        RedisBackendBuilder::new(Topology::Sentinel {
+            master_name: master_name.into(),
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    pub(crate) fn from_builder(options: RedisBackendBuilder) -> Result<Self, BuildError> {
+        let connector = Connector::new(&options)?;
+        let connect = connector.clone();
+        let pool = Pool::new(
+            options.max_connections,
+            options.connect_timeout,
+            move || {
+                let connect = connect.clone();
+                Box::pin(async move { connect.connect().await })
+            },
+        );
+        Ok(RedisBackend {
+            inner: Arc::new(Inner {
+                pool,
+                connector,
+                prefix: format!("{}:", options.namespace),
+                retry_on_timeout: options.retry_on_timeout,
+                timeout: options.timeout,
+                health_check_interval: options.health_check_interval,
+                health_started: AtomicBool::new(false),
+                options,
+            }),
+        })
+    }
+
+    /// Where this backend connects, with passwords masked.
+    pub fn target(&self) -> String {
+        self.inner.options.describe()
+    }
+
+    /// Keepalive, pool size and the other options it was built with (passwords masked).
+    pub fn options(&self) -> &RedisBackendBuilder {
+        &self.inner.options
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.inner.prefix)
+    }
+
+    /// Runs `cmd`; a time-out or a dropped connection discards the connection and, with
+    /// `retry_on_timeout`, tries once more on a fresh one.
+    async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BackendError> {
+        self.start_health_checks();
+        let attempts = if self.inner.retry_on_timeout { 2 } else { 1 };
+        let mut last_error = None;
+        for _ in 0..attempts {
+            let (mut conn, ticket) = match self.inner.pool.checkout_shared().await {
+                Ok(checked_out) => checked_out,
+                Err(error) => return Err(last_error.unwrap_or(error)),
+            };
+            match tokio::time::timeout(self.inner.timeout, cmd.query_async::<T>(&mut conn)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) if !is_connection_failure(&error) => {
+                    return Err(server_error(error))
+                }
+                Ok(Err(error)) => {
+                    self.inner.pool.discard(ticket).await;
+                    last_error = Some(BackendError::Connection(error.to_string()));
+                }
+                Err(_) => {
+                    self.inner.pool.discard(ticket).await;
+                    last_error = Some(BackendError::Timeout(self.inner.timeout));
+                }
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    /// Spawns the health check task on first use (construction may happen outside a runtime).
+    fn start_health_checks(&self) {
+        let Some(every) = self.inner.health_check_interval else {
+            return;
+        };
+        if self.inner.health_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(health_checks(weak, every));
+    }
+
+    /// SCAN + UNLINK of this namespace through `conn`, optionally routed to one cluster node.
+    async fn clear_through(&self, node: Option<(String, u16)>) -> Result<(), BackendError> {
+        let pattern = format!("{}*", escape_glob(&self.inner.prefix));
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_BATCH);
+            let (next, keys): (u64, Vec<String>) = match &node {
+                None => self.run(&scan).await?,
+                Some((host, port)) => {
+                    let (mut conn, _) = self.inner.pool.checkout_shared().await?;
+                    let Conn::Cluster(cluster) = &mut conn else {
+                        unreachable!("node routing is for clusters")
+                    };
+                    let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port: *port,
+                    });
+                    let reply = cluster
+                        .route_command(scan, routing)
+                        .await
+                        .map_err(server_error)?;
+                    FromRedisValue::from_redis_value(reply)
+                        .map_err(|e| BackendError::Server(e.to_string()))?
+                }
+            };
+            if !keys.is_empty() {
+                // UNLINK frees memory in the background; in a cluster redis-rs splits it by slot.
+                let mut unlink = redis::cmd("UNLINK");
+                unlink.arg(&keys);
+                self.run::<i64>(&unlink).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// The masters of the cluster, from `CLUSTER NODES`.
+    async fn cluster_masters(&self) -> Result<Vec<(String, u16)>, BackendError> {
+        let text: String = self
+            .run(&redis::cmd("CLUSTER").arg("NODES").to_owned())
+            .await?;
+        Ok(parse_cluster_masters(&text))
+    }
+}
+
+async fn health_checks(inner: Weak<Inner>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let live: Vec<(Conn, Ticket)> = inner.pool.snapshot();
+        for (mut conn, ticket) in live {
+            let ping = redis::cmd("PING");
+            let reply =
+                tokio::time::timeout(inner.timeout, ping.query_async::<String>(&mut conn)).await;
+            if !matches!(reply, Ok(Ok(_))) {
+                tracing::info!(target = %inner.options.describe(), "health check failed; reconnecting");
+                inner.pool.discard(ticket).await;
+            }
+        }
+    }
+}
+
+fn is_connection_failure(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        // A master demoted by a failover answers READONLY: reconnect to find the new one.
+        || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+}
+
+fn server_error(error: RedisError) -> BackendError {
+    BackendError::Server(error.to_string())
+}
+
+fn escape_glob(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// `<id> <ip:port@cport[,hostname]> <flags> ...`: the addresses of live masters.
+fn parse_cluster_masters(text: &str) -> Vec<(String, u16)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.nth(1)?;
+            let flags = fields.next()?;
+            let is_master = flags.split(',').any(|f| f == "master");
+            let failed = flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            if !is_master || failed {
+                return None;
+            }
+            let address = address.split(['@', ',']).next()?;
+            let (host, port) = address.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
+        let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(self.key(key))).await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
+        let millis = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key))
+            .arg(value.as_ref())
+            .arg("PX")
+            .arg(millis);
+        self.run::<()>(&cmd).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        self.run::<i64>(redis::cmd("UNLINK").arg(self.key(key)))
+            .await
+            .map(drop)
+    }
+
+    async fn clear(&self) -> Result<(), BackendError> {
+        if self.inner.connector.is_cluster() {
+            for master in self.cluster_masters().await? {
+                self.clear_through(Some(master)).await?;
+            }
+            Ok(())
+        } else {
+            self.clear_through(None).await
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("target", &self.target())
+            .field("namespace", &self.inner.options.namespace)
+            .field("max_connections", &self.inner.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_masters_are_read_from_cluster_nodes() {
+        let text = "\
+07c3 127.0.0.1:30004@31004 slave e7d1 0 1 4 connected
+67ed 127.0.0.1:30002@31002 master - 0 1 2 connected 5461-10922
+292f 127.0.0.1:30003@31003,node-3.local master - 0 1 3 connected 10923-16383
+e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
+dead 127.0.0.1:30005@31005 master,fail - 0 0 1 disconnected
+";
+        assert_eq!(
+            parse_cluster_masters(text),
+            vec![
+                ("127.0.0.1".to_owned(), 30002),
+                ("127.0.0.1".to_owned(), 30003),
+                ("127.0.0.1".to_owned(), 30001)
+            ]
+        );
+    }
+
+    #[test]
+    fn glob_characters_in_the_namespace_match_literally() {
+        assert_eq!(escape_glob("app*[1]?:"), "app\\*\\[1\\]\\?:");
+    }
+
+    #[test]
+    fn bad_urls_and_options_are_errors_that_never_show_the_password() {
+        let error = RedisBackend::new("http://:hunter2@host:6379")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("redis://") && !error.contains("hunter2"),
+            "{error}"
+        );
+        let error = RedisBackend::builder("redis://host")
+            .max_connections(0)
+            .build()
+            .unwrap_err();
+        assert!(error.to_string().contains("max_connections"), "{error}");
+        let error = RedisBackend::builder("redis://host")
+            .socket_keepalive_options(KeepaliveOptions::new().count(3))
+            .build()
+            .unwrap_err();
+        assert!(error.to_string().contains("socket_keepalive"), "{error}");
+        let error = RedisBackend::builder("redis://host")
+            .ssl_ca_certs("/nonexistent/ca.pem")
+            .build()
+            .unwrap_err();
+        assert!(error.to_string().contains("rediss://"), "{error}");
+    }
+
+    #[test]
+    fn building_needs_no_server_and_debug_output_masks_the_password() {
+        let backend = RedisBackend::builder("redis://:hunter2@127.0.0.1:1/0")
+            .password("other-secret")
+            .build()
+            .unwrap();
+        let debug = format!("{backend:?} {:?}", backend.options());
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("other-secret"),
+            "{debug}"
+        );
+        assert!(debug.contains("127.0.0.1:1"));
+    }
+}

@@ -1,0 +1,329 @@
+//! The Redis backend's options, each checked against a real redis-server.
+
+mod support;
+
+use bytes::Bytes;
+use cache_middleware::backends::{Backend, BackendError, CertReqs, KeepaliveOptions, RedisBackend};
+use std::time::Duration;
+use support::servers::{free_port, wait_until, Cluster, Redis, SentinelSetup};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn round_trip(backend: &RedisBackend) -> Result<(), BackendError> {
+    backend
+        .set("probe", Bytes::from_static(b"ok"), MINUTE)
+        .await?;
+    assert_eq!(backend.get("probe").await?.as_deref(), Some(&b"ok"[..]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_password_works_in_the_url_or_apart_and_a_wrong_one_is_never_shown() {
+    let redis = Redis::start_with(free_port(), &["--requirepass", "s3cret-pw"]);
+    let in_url = RedisBackend::new(format!("redis://:s3cret-pw@127.0.0.1:{}", redis.port)).unwrap();
+    round_trip(&in_url).await.unwrap();
+    let apart = RedisBackend::builder(redis.url())
+        .password("s3cret-pw")
+        .build()
+        .unwrap();
+    round_trip(&apart).await.unwrap();
+
+    let wrong_url = format!("redis://:wrong-pw-123@127.0.0.1:{}", redis.port);
+    let wrong = RedisBackend::new(&wrong_url).unwrap();
+    let error = wrong.get("probe").await.unwrap_err().to_string();
+    assert!(!error.contains("wrong-pw-123"), "{error}");
+    let debug = format!("{wrong:?} {}", wrong.target());
+    assert!(!debug.contains("wrong-pw-123"), "{debug}");
+}
+
+#[tokio::test]
+async fn tls_verifies_the_server_against_the_given_ca_unless_told_not_to() {
+    let (redis, tls) = Redis::start_tls();
+    let url = format!("rediss://localhost:{}", redis.port);
+    let verified = RedisBackend::builder(&url)
+        .ssl_ca_certs(&tls.ca)
+        .build()
+        .unwrap();
+    round_trip(&verified).await.unwrap();
+
+    // Without our CA the certificate is unknown: the connection is refused, the call is an error.
+    let unverified = RedisBackend::builder(&url).build().unwrap();
+    assert!(unverified.get("probe").await.is_err());
+
+    let trusting = RedisBackend::builder(&url)
+        .ssl_cert_reqs(CertReqs::None)
+        .build()
+        .unwrap();
+    round_trip(&trusting).await.unwrap();
+
+    let error = RedisBackend::builder(&url)
+        .ssl_ca_certs("/nonexistent/ca.pem")
+        .build()
+        .unwrap_err();
+    assert!(error.to_string().contains("ssl_ca_certs"), "{error}");
+}
+
+/// The keepalive settings of this process's sockets connected to `port`, read back from the kernel.
+fn keepalive_of_sockets_to(port: u16) -> Vec<(bool, Duration, Duration, u32)> {
+    use std::os::fd::BorrowedFd;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let is_socket = std::fs::read_link(entry.path())
+            .map(|target| target.to_string_lossy().starts_with("socket:"))
+            .unwrap_or(false);
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: the descriptor is open (listed just now) and only borrowed for these reads.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&borrowed);
+        let peer_port = socket
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port());
+        if peer_port != Some(port) {
+            continue;
+        }
+        found.push((
+            socket.keepalive().unwrap(),
+            socket.tcp_keepalive_time().unwrap(),
+            socket.tcp_keepalive_interval().unwrap(),
+            socket.tcp_keepalive_retries().unwrap(),
+        ));
+    }
+    found
+}
+
+#[tokio::test]
+async fn keepalive_options_reach_the_sockets() {
+    let redis = Redis::start();
+    let backend = RedisBackend::builder(redis.url())
+        .socket_keepalive(true)
+        .socket_keepalive_options(
+            KeepaliveOptions::new()
+                .idle(Duration::from_secs(1))
+                .interval(Duration::from_secs(3))
+                .count(5),
+        )
+        .build()
+        .unwrap();
+    round_trip(&backend).await.unwrap();
+    let sockets = keepalive_of_sockets_to(redis.port);
+    assert!(!sockets.is_empty(), "no socket to redis found");
+    for socket in sockets {
+        assert_eq!(
+            socket,
+            (true, Duration::from_secs(1), Duration::from_secs(3), 5)
+        );
+    }
+}
+
+#[tokio::test]
+async fn open_connections_never_exceed_max_connections() {
+    let redis = Redis::start();
+    let backend = RedisBackend::builder(redis.url())
+        .max_connections(3)
+        .build()
+        .unwrap();
+    let calls = (0..300).map(|i| {
+        let backend = backend.clone();
+        async move {
+            backend
+                .set(&format!("k{i}"), Bytes::from_static(b"v"), MINUTE)
+                .await
+        }
+    });
+    for result in futures_util::future::join_all(calls).await {
+        result.unwrap();
+    }
+    // CLIENT LIST shows our connections plus redis-cli's own.
+    let clients = redis.cli(&["CLIENT", "LIST"]).lines().count() - 1;
+    assert!((1..=3).contains(&clients), "{clients} connections open");
+}
+
+#[tokio::test]
+async fn retry_on_timeout_retries_once_on_a_dropped_connection() {
+    let redis = Redis::start();
+    let plain = RedisBackend::builder(redis.url())
+        .max_connections(1)
+        .build()
+        .unwrap();
+    let retrying = RedisBackend::builder(redis.url())
+        .max_connections(1)
+        .retry_on_timeout(true)
+        .build()
+        .unwrap();
+    round_trip(&plain).await.unwrap();
+    round_trip(&retrying).await.unwrap();
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    assert!(
+        plain.get("probe").await.is_err(),
+        "without retry the dropped connection shows"
+    );
+    assert_eq!(
+        retrying.get("probe").await.unwrap().as_deref(),
+        Some(&b"ok"[..])
+    );
+    // The plain backend reconnects on the following call.
+    assert!(plain.get("probe").await.is_ok());
+}
+
+#[tokio::test]
+async fn health_checks_replace_broken_connections_before_they_are_used() {
+    let redis = Redis::start();
+    let backend = RedisBackend::builder(redis.url())
+        .max_connections(1)
+        .health_check_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    round_trip(&backend).await.unwrap();
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No retry configured: this succeeds only because the health check already reconnected.
+    assert_eq!(
+        backend.get("probe").await.unwrap().as_deref(),
+        Some(&b"ok"[..])
+    );
+}
+
+#[tokio::test]
+async fn clear_removes_only_this_namespace_and_leaves_foreign_keys() {
+    let redis = Redis::start();
+    redis.cli(&["SET", "other-app:session", "keep"]);
+    redis.cli(&["SET", "myapp-other:x", "keep"]);
+    redis.cli(&["SET", "myapp", "keep"]);
+    let backend = RedisBackend::builder(redis.url())
+        .namespace("myapp")
+        .build()
+        .unwrap();
+    for i in 0..2500 {
+        backend
+            .set(&format!("k{i}"), Bytes::from_static(b"v"), MINUTE)
+            .await
+            .unwrap();
+    }
+    assert_eq!(redis.cli(&["DBSIZE"]), "2503");
+    backend.clear().await.unwrap();
+    assert_eq!(redis.cli(&["DBSIZE"]), "3");
+    assert_eq!(redis.cli(&["GET", "other-app:session"]), "keep");
+}
+
+#[tokio::test]
+async fn values_are_stored_with_their_ttl_in_one_command() {
+    let redis = Redis::start();
+    let backend = RedisBackend::builder(redis.url())
+        .namespace("ns")
+        .build()
+        .unwrap();
+    backend
+        .set("k", Bytes::from_static(b"v"), Duration::from_millis(90_500))
+        .await
+        .unwrap();
+    let pttl: i64 = redis.cli(&["PTTL", "ns:k"]).parse().unwrap();
+    assert!((89_000..=90_500).contains(&pttl), "{pttl}");
+    let commands = redis.cli(&["INFO", "commandstats"]);
+    assert!(
+        !commands.contains("cmdstat_expire") && !commands.contains("cmdstat_pexpire"),
+        "{commands}"
+    );
+}
+
+#[tokio::test]
+async fn cluster_keys_spread_over_nodes_and_clear_empties_all_of_them() {
+    let cluster = Cluster::start();
+    for node in &cluster.nodes {
+        node.cli(&["SET", "foreign-{keep}", "yes"]);
+    }
+    let backend = RedisBackend::cluster_builder(cluster.urls())
+        .namespace("app")
+        .build()
+        .unwrap();
+    for i in 0..300 {
+        backend
+            .set(&format!("k{i}"), Bytes::from_static(b"v"), MINUTE)
+            .await
+            .unwrap();
+    }
+    let ours = |node: &Redis| node.cli(&["--scan", "--pattern", "app:*"]).lines().count();
+    let per_node: Vec<usize> = cluster.nodes.iter().map(ours).collect();
+    assert!(
+        per_node.iter().all(|&n| n > 50),
+        "keys per node: {per_node:?}"
+    );
+    assert_eq!(per_node.iter().sum::<usize>(), 300);
+    backend.clear().await.unwrap();
+    let per_node: Vec<usize> = cluster.nodes.iter().map(ours).collect();
+    assert_eq!(per_node, [0, 0, 0]);
+    let foreign: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| n.cli(&["DBSIZE"]).parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(foreign, 1, "the foreign key survives on its node");
+}
+
+#[tokio::test]
+async fn sentinel_failover_is_followed() {
+    let mut setup = SentinelSetup::start();
+    let backend =
+        RedisBackend::sentinel_builder(SentinelSetup::MASTER_NAME, [setup.sentinel_url()])
+            .retry_on_timeout(true)
+            .build()
+            .unwrap();
+    round_trip(&backend).await.unwrap();
+    setup.master.process.kill();
+    let replica_port = setup.replica.port.to_string();
+    wait_until(
+        "the sentinel to promote the replica",
+        Duration::from_secs(60),
+        || {
+            setup
+                .sentinel_cli(&[
+                    "SENTINEL",
+                    "GET-MASTER-ADDR-BY-NAME",
+                    SentinelSetup::MASTER_NAME,
+                ])
+                .contains(&replica_port)
+        },
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match round_trip(&backend).await {
+            Ok(()) => break,
+            Err(error) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "backend never recovered: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    assert_eq!(setup.replica.cli(&["GET", "cache-middleware:probe"]), "ok");
+}
+
+#[tokio::test]
+async fn a_backend_built_while_redis_is_down_works_once_it_is_up() {
+    let port = free_port();
+    let backend = RedisBackend::new(format!("redis://127.0.0.1:{port}")).unwrap();
+    let started = std::time::Instant::now();
+    assert!(backend.get("probe").await.is_err());
+    assert!(backend.get("probe").await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a down server fails fast"
+    );
+    let _redis = Redis::start_with(port, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while round_trip(&backend).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery after the server came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
