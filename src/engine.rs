@@ -1,15 +1,18 @@
 //! The shared engine behind every cached route: backend, settings, entry lookup and storage.
 //!
-//! Every backend call here is bounded by the latency budget, and every failure (error, time-out,
-//! undecodable or foreign entry) becomes a miss or a dropped store: the cache is never the reason a
-//! request fails.
+//! Every backend call here passes the circuit breaker and is bounded by the latency budget. Every
+//! failure (error, time-out, open breaker, undecodable or foreign entry) becomes a miss or a dropped
+//! store: the cache is never the reason a request fails.
 
-use crate::backends::Backend;
+use crate::backends::{Backend, BackendError};
+use crate::breaker::Breaker;
 use crate::coalesce::Flights;
 use crate::entry::{Content, Entry, StoredResponse};
 use crate::key::{variant_key, CacheKey};
+use crate::stats::{CacheStats, Counters};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +26,8 @@ pub(crate) struct EngineConfig {
     pub cacheable_statuses: Vec<StatusCode>,
     pub backend_timeout: Duration,
     pub coalesce_timeout: Duration,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
 }
 
 impl Default for EngineConfig {
@@ -33,8 +38,10 @@ impl Default for EngineConfig {
             max_request_body_size: 64 * 1024,
             honor_request_cache_control: true,
             cacheable_statuses: vec![StatusCode::OK],
-            backend_timeout: Duration::from_millis(250),
+            backend_timeout: Duration::from_millis(100),
             coalesce_timeout: Duration::from_secs(10),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(1),
         }
     }
 }
@@ -49,32 +56,64 @@ pub(crate) struct Shared {
     pub variant: Option<CacheKey>,
 }
 
+/// What a lookup found.
+pub(crate) enum Found {
+    Fresh(Entry),
+    /// Past its TTL but within the grace period the route allows.
+    Stale(Entry),
+    Nothing,
+}
+
 pub(crate) struct Engine {
     pub backend: Arc<dyn Backend>,
     pub config: EngineConfig,
     pub flights: Flights<Arc<Shared>>,
+    pub counters: Counters,
+    breaker: Breaker,
 }
 
 impl Engine {
     pub(crate) fn new(backend: Arc<dyn Backend>, config: EngineConfig) -> Self {
         Engine {
             backend,
+            breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
             config,
             flights: Flights::default(),
+            counters: Counters::default(),
         }
     }
 
-    /// The fresh response stored for `primary`, following a variant marker with the request's headers.
-    pub(crate) async fn lookup(&self, primary: &CacheKey, headers: &HeaderMap) -> Option<Entry> {
-        let entry = self.fetch(primary).await?;
+    pub(crate) fn stats(&self) -> CacheStats {
+        self.counters
+            .snapshot(self.breaker.state(), self.breaker.opened_total())
+    }
+
+    /// The response stored for `primary` (following a variant marker with the request's headers):
+    /// fresh, or stale within `grace`.
+    pub(crate) async fn lookup(
+        &self,
+        primary: &CacheKey,
+        headers: &HeaderMap,
+        grace: Duration,
+    ) -> Found {
+        let Some(entry) = self.fetch(primary, grace).await else {
+            return Found::Nothing;
+        };
         let entry = match &entry.content {
             Content::Response(_) => entry,
             Content::Variants(names) => {
                 let variant = variant_key(&self.config.namespace, primary, names, headers);
-                self.fetch(&variant).await?
+                match self.fetch(&variant, grace).await {
+                    Some(entry) if entry.response().is_some() => entry,
+                    _ => return Found::Nothing,
+                }
             }
         };
-        entry.response().is_some().then_some(entry)
+        if entry.is_fresh(Entry::now_ms()) {
+            Found::Fresh(entry)
+        } else {
+            Found::Stale(entry)
+        }
     }
 
     /// Whether a response shared by a leader fits this request: same values of every varying field.
@@ -92,7 +131,8 @@ impl Engine {
         }
     }
 
-    /// Stores `response` for `ttl`; with varying fields, as a variant below a marker at `primary`.
+    /// Stores `response`, fresh for `ttl` and kept `grace` longer for stale serving; with varying
+    /// fields, as a variant below a marker at `primary`.
     pub(crate) async fn store(
         &self,
         primary: &CacheKey,
@@ -100,6 +140,7 @@ impl Engine {
         headers: &HeaderMap,
         response: StoredResponse,
         ttl: Duration,
+        grace: Duration,
     ) -> Shared {
         let stored_at_ms = Entry::now_ms();
         let entry_for = |key: &CacheKey, content| Entry {
@@ -108,9 +149,10 @@ impl Engine {
             ttl,
             content,
         };
+        let keep = ttl.saturating_add(grace);
         if vary.is_empty() {
             let entry = entry_for(primary, Content::Response(response));
-            self.put(primary, &entry, ttl).await;
+            self.put(primary, &entry, keep).await;
             return Shared {
                 entry,
                 vary,
@@ -121,8 +163,8 @@ impl Engine {
         let marker = entry_for(primary, Content::Variants(vary.clone()));
         let entry = entry_for(&variant, Content::Response(response));
         futures_util::future::join(
-            self.put(primary, &marker, ttl),
-            self.put(&variant, &entry, ttl),
+            self.put(primary, &marker, keep),
+            self.put(&variant, &entry, keep),
         )
         .await;
         Shared {
@@ -133,16 +175,19 @@ impl Engine {
     }
 
     /// Removes the entry at `key` (and so every variant below it).
-    pub(crate) async fn remove(&self, key: &CacheKey) -> Result<(), crate::backends::BackendError> {
-        self.bounded(self.backend.delete(key.as_str())).await?
+    pub(crate) async fn remove(&self, key: &CacheKey) -> Result<(), BackendError> {
+        self.call(self.backend.delete(key.as_str()))
+            .await
+            .unwrap_or(Err(BackendError::Connection("circuit open".into())))
     }
 
-    async fn fetch(&self, key: &CacheKey) -> Option<Entry> {
-        let bytes: Bytes = match self.bounded(self.backend.get(key.as_str())).await {
-            Ok(Ok(Some(bytes))) => bytes,
-            Ok(Ok(None)) => return None,
-            Ok(Err(error)) | Err(error) => {
-                tracing::warn!(key = %key, %error, "cache lookup failed; serving as a miss");
+    async fn fetch(&self, key: &CacheKey, grace: Duration) -> Option<Entry> {
+        let bytes: Bytes = match self.call(self.backend.get(key.as_str())).await? {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
+            Err(error) => {
+                Counters::bump(&self.counters.lookup_failures);
+                tracing::debug!(key = %key, %error, "cache lookup failed; serving as a miss");
                 return None;
             }
         };
@@ -157,33 +202,50 @@ impl Engine {
             tracing::warn!(key = %key, "stored entry belongs to other key material; serving as a miss");
             return None;
         }
-        if !entry.is_fresh(Entry::now_ms()) {
+        if entry.age(Entry::now_ms()) >= entry.ttl.saturating_add(grace) {
             tracing::debug!(key = %key, "stored entry expired");
             return None;
         }
         Some(entry)
     }
 
-    async fn put(&self, key: &CacheKey, entry: &Entry, ttl: Duration) {
+    async fn put(&self, key: &CacheKey, entry: &Entry, keep: Duration) {
         match self
-            .bounded(self.backend.set(key.as_str(), entry.encode(), ttl))
+            .call(self.backend.set(key.as_str(), entry.encode(), keep))
             .await
         {
-            Ok(Ok(())) => tracing::debug!(key = %key, ttl_secs = ttl.as_secs(), "response stored"),
-            Ok(Err(error)) | Err(error) => {
-                tracing::warn!(key = %key, %error, "cache store failed; response served uncached")
+            Some(Ok(())) => {
+                Counters::bump(&self.counters.stores);
+                tracing::debug!(key = %key, ttl_secs = entry.ttl.as_secs(), "response stored");
             }
+            Some(Err(error)) => {
+                Counters::bump(&self.counters.store_failures);
+                tracing::debug!(key = %key, %error, "cache store failed; response served uncached");
+            }
+            None => Counters::bump(&self.counters.store_failures),
         }
     }
 
-    /// Runs a backend call within the latency budget.
-    async fn bounded<T>(
+    /// Runs a backend call through the breaker and within the latency budget. `None`: the breaker
+    /// is open and the backend was not called.
+    async fn call<T>(
         &self,
-        call: impl std::future::Future<Output = T>,
-    ) -> Result<T, crate::backends::BackendError> {
+        call: impl Future<Output = Result<T, BackendError>>,
+    ) -> Option<Result<T, BackendError>> {
+        if !self.breaker.allow() {
+            return None;
+        }
         let limit = self.config.backend_timeout;
-        tokio::time::timeout(limit, call)
-            .await
-            .map_err(|_| crate::backends::BackendError::Timeout(limit))
+        let result = match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::Timeout(limit)),
+        };
+        match &result {
+            Ok(_) => self.breaker.on_success(),
+            // A rejected value (too large for the backend) says nothing about the backend's health.
+            Err(BackendError::Rejected(_)) => self.breaker.on_success(),
+            Err(_) => self.breaker.on_failure(),
+        }
+        Some(result)
     }
 }

@@ -44,6 +44,11 @@ impl CacheHandle {
         &self.engine.backend
     }
 
+    /// What the cache has done since start: hits, misses, stores, failures, breaker state.
+    pub fn stats(&self) -> crate::CacheStats {
+        self.engine.stats()
+    }
+
     /// The namespace that prefixes this middleware's keys.
     pub fn namespace(&self) -> &str {
         &self.engine.config.namespace

@@ -51,7 +51,7 @@ pub const REDIS_SOCKET_KEEPALIVE_INTERVAL: &str = "REDIS_SOCKET_KEEPALIVE_INTERV
 pub const REDIS_SOCKET_KEEPALIVE_COUNT: &str = "REDIS_SOCKET_KEEPALIVE_COUNT";
 /// Seconds between background connection checks.
 pub const REDIS_HEALTH_CHECK_INTERVAL: &str = "REDIS_HEALTH_CHECK_INTERVAL";
-/// Seconds one Redis operation may take (default 0.2).
+/// Seconds one Redis operation attempt may take (default 0.05).
 pub const REDIS_TIMEOUT: &str = "REDIS_TIMEOUT";
 /// Path of the CA certificate (PEM) for `rediss://`.
 pub const REDIS_SSL_CA_CERTS: &str = "REDIS_SSL_CA_CERTS";

@@ -23,11 +23,13 @@
 //!     .layer(CacheMiddleware::new(MemoryBackend::new(1000)));
 //! ```
 //!
-//! Responses of cached routes carry `X-Cache: HIT`, `MISS`, `REFRESH` or `BYPASS`; hits carry `Age`.
+//! Responses of cached routes carry `X-Cache: HIT`, `MISS`, `REFRESH`, `STALE` or `BYPASS`; hits
+//! carry `Age`.
 //! What is stored, and why something was not, is in the crate's `tracing` debug events.
 
 pub mod backends;
 mod body;
+mod breaker;
 mod coalesce;
 mod engine;
 pub mod entry;
@@ -39,12 +41,15 @@ pub mod policy;
 pub mod redact;
 mod replay;
 mod route;
+mod stats;
 
 pub use body::CacheBody;
+pub use breaker::BreakerState;
 pub use handle::CacheHandle;
 pub use middleware::{CacheMiddleware, CacheMiddlewareService};
 pub use replay::{CacheStatus, X_CACHE};
 pub use route::{cache, CacheLayer, CacheService, IntoTimeout};
+pub use stats::CacheStats;
 
 /// The README's code blocks, compiled as doc tests.
 #[doc = include_str!("../README.md")]

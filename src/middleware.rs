@@ -41,6 +41,11 @@ impl CacheMiddleware {
         }
     }
 
+    /// What the cache has done since start: hits, misses, stores, failures, breaker state.
+    pub fn stats(&self) -> crate::CacheStats {
+        self.engine.stats()
+    }
+
     /// A handle for start-up code: the backend (for warming) and invalidation.
     pub fn handle(&self) -> CacheHandle {
         CacheHandle::new(Arc::clone(&self.engine), None)
@@ -84,9 +89,21 @@ impl CacheMiddleware {
         self.configure(|c| c.cacheable_statuses = statuses)
     }
 
-    /// Most time one backend call may take before it counts as a miss (default 250 ms).
+    /// The latency budget: most time one backend call may take before a lookup counts as a miss
+    /// and a store is dropped (default 100 ms).
     pub fn backend_timeout(self, limit: Duration) -> Self {
         self.configure(|c| c.backend_timeout = limit)
+    }
+
+    /// Consecutive backend failures that open the circuit breaker (default 5). While open, requests
+    /// go straight to the handler without touching the backend.
+    pub fn breaker_threshold(self, failures: u32) -> Self {
+        self.configure(|c| c.breaker_threshold = failures)
+    }
+
+    /// How long the open breaker waits before probing the backend again (default 1 s).
+    pub fn breaker_cooldown(self, cooldown: Duration) -> Self {
+        self.configure(|c| c.breaker_cooldown = cooldown)
     }
 
     /// Most time a request waits for an identical request's handler run before running its own

@@ -22,6 +22,9 @@ pub enum CacheStatus {
     Miss,
     /// The request asked for a fresh response (`no-cache`): the handler ran and replaced the entry.
     Refresh,
+    /// A stale entry served: the handler failed (stale-if-error) or is refreshing it in the
+    /// background (stale-while-revalidate).
+    Stale,
     /// The cache was not used for this request.
     Bypass,
 }
@@ -32,6 +35,7 @@ impl CacheStatus {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",
             CacheStatus::Refresh => "REFRESH",
+            CacheStatus::Stale => "STALE",
             CacheStatus::Bypass => "BYPASS",
         })
     }

@@ -75,7 +75,7 @@ impl MemcachedBackend {
         MemcachedBackendBuilder {
             urls: urls.into(),
             max_connections: 8,
-            timeout: Duration::from_millis(200),
+            timeout: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(1),
             namespace: "cache-middleware".to_owned(),
             generation_refresh: Duration::from_secs(1),
@@ -213,7 +213,7 @@ impl MemcachedBackendBuilder {
         self
     }
 
-    /// Most time one operation may take (default 200 ms).
+    /// Most time one operation may take (default 50 ms).
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = limit;
         self

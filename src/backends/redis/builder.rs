@@ -105,7 +105,7 @@ impl RedisBackendBuilder {
             health_check_interval: None,
             ssl_ca_certs: None,
             ssl_cert_reqs: CertReqs::Required,
-            timeout: Duration::from_millis(200),
+            timeout: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(1),
             namespace: "cache-middleware".to_owned(),
         }
@@ -159,7 +159,7 @@ impl RedisBackendBuilder {
         self
     }
 
-    /// Most time one operation may take (default 200 ms). The middleware's latency budget applies
+    /// Most time one attempt of an operation may take (default 50 ms). The middleware's latency budget applies
     /// on top of it.
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = limit;

@@ -1,0 +1,377 @@
+//! The request flow of a cached route, orchestration only; the rules live in `policy`, the storage in
+//! `engine`, the replay in `replay`.
+//!
+//! 1. Classify the request (look up, refresh or bypass); read a POST body up to the limit.
+//! 2. Build the key. 3. Look up: fresh → replay; stale → serve it and refresh in the background
+//!    (stale-while-revalidate) or keep it as a fallback (stale-if-error).
+//! 4. On a miss, run the handler once per key (single flight), classify the response, read its body
+//!    up to the limit, store it, answer.
+
+use super::RouteConfig;
+use crate::body::{collect_limited, CacheBody, Collected};
+use crate::coalesce::{Join, Leader};
+use crate::engine::{Engine, Found, Shared};
+use crate::entry::Entry;
+use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
+use crate::middleware::EngineHandle;
+use crate::policy::{
+    classify_request, classify_response, BypassReason, RequestDecision, RequestPolicy,
+    ResponseDecision, ResponsePolicy,
+};
+use crate::replay::{mark, replay, to_stored, CacheStatus};
+use crate::stats::Counters;
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response};
+use http_body::Body;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tower_service::Service;
+
+type Reply<ResB, E> = Result<Response<CacheBody<ResB>>, E>;
+
+/// The wrapped route, as the flow needs it: callable from a spawned task.
+pub(super) trait Handler<ReqB: Body, ResB>:
+    Service<
+        Request<CacheBody<ReqB>>,
+        Response = Response<ResB>,
+        Future: Send + 'static,
+        Error: Send + 'static,
+    > + Send
+    + 'static
+{
+}
+
+impl<T, ReqB: Body, ResB> Handler<ReqB, ResB> for T where
+    T: Service<
+            Request<CacheBody<ReqB>>,
+            Response = Response<ResB>,
+            Future: Send + 'static,
+            Error: Send + 'static,
+        > + Send
+        + 'static
+{
+}
+
+/// A request or response body the flow can hold across tasks.
+pub(super) trait SendBody: Body<Data = Bytes, Error: Send> + Send + Unpin + 'static {}
+
+impl<B> SendBody for B where B: Body<Data = Bytes, Error: Send> + Send + Unpin + 'static {}
+
+pub(super) async fn run<S, ReqB, ResB>(
+    mut inner: S,
+    route: Arc<RouteConfig>,
+    request: Request<ReqB>,
+) -> Reply<ResB, S::Error>
+where
+    S: Handler<ReqB, ResB>,
+    ReqB: SendBody,
+    ResB: SendBody,
+{
+    let Some(EngineHandle(engine)) = request.extensions().get::<EngineHandle>().cloned() else {
+        warn_missing_middleware();
+        let request = request.map(CacheBody::stream);
+        return Ok(inner.call(request).await?.map(CacheBody::stream));
+    };
+    let (parts, body) = request.into_parts();
+    let policy = RequestPolicy {
+        allow_authorization: route.allow_authorization,
+        honor_request_cache_control: engine.config.honor_request_cache_control,
+    };
+    let decision = classify_request(&parts, policy);
+    if let RequestDecision::Bypass(reason) = decision {
+        return bypass(inner, &engine, parts, CacheBody::stream(body), reason).await;
+    }
+
+    let (body, body_bytes) = if parts.method == Method::POST {
+        match collect_limited(body, engine.config.max_request_body_size).await {
+            Collected::Complete(bytes) => (CacheBody::full(bytes.clone()), Some(bytes)),
+            Collected::TooLarge(body) => {
+                return bypass(inner, &engine, parts, body, BypassReason::BodyTooLarge).await
+            }
+            Collected::Failed(body) => {
+                return bypass(inner, &engine, parts, body, BypassReason::BodyUnreadable).await
+            }
+        }
+    } else {
+        (CacheBody::stream(body), None)
+    };
+
+    let key = primary_key(&engine.config.namespace, &parts, body_bytes.as_deref());
+    let described = KeyDescription {
+        parts: &parts,
+        body_len: body_bytes.as_ref().map(Bytes::len),
+    };
+    tracing::debug!(key = %key, parts = %described, "cache key generated");
+
+    if decision == RequestDecision::Refresh {
+        tracing::debug!(key = %key, "request asked for a fresh response (no-cache)");
+        Counters::bump(&engine.counters.refreshes);
+        let miss = Miss::new(&engine, &route, key, CacheStatus::Refresh);
+        return miss.fetch_and_store(&mut inner, parts, body, None).await;
+    }
+
+    let mut fallback = None;
+    match engine.lookup(&key, &parts.headers, route.grace()).await {
+        Found::Fresh(entry) => {
+            tracing::debug!(key = %key, "cache hit");
+            Counters::bump(&engine.counters.hits);
+            return Ok(replay_entry(&entry, &parts, CacheStatus::Hit));
+        }
+        Found::Stale(entry) if within(&entry, route.stale_while_revalidate) => {
+            tracing::debug!(key = %key, "serving stale while revalidating");
+            Counters::bump(&engine.counters.stale);
+            let response = replay_entry(&entry, &parts, CacheStatus::Stale);
+            if parts.method != Method::HEAD {
+                revalidate_in_background(inner, engine, route, key, parts, body);
+            }
+            return Ok(response);
+        }
+        Found::Stale(entry) => fallback = Some(entry),
+        Found::Nothing => {}
+    }
+    tracing::debug!(key = %key, "cache miss");
+
+    // Single flight: identical requests (same key and same values of the route's varying fields,
+    // credentials included) wait for one handler run. HEAD cannot lead: its response has no body.
+    let mut leader = None;
+    if parts.method != Method::HEAD {
+        match engine
+            .flights
+            .join(flight_key(&engine, &route, &key, &parts.headers).as_str())
+        {
+            Join::Leader(guard) => leader = Some(guard),
+            Join::Waiter(waiter) => match waiter.wait(engine.config.coalesce_timeout).await {
+                Some(shared) if engine.shared_fits(&shared, &key, &parts.headers) => {
+                    tracing::debug!(key = %key, "served the response of an identical request in flight");
+                    Counters::bump(&engine.counters.hits);
+                    Counters::bump(&engine.counters.coalesced);
+                    return Ok(replay_entry(&shared.entry, &parts, CacheStatus::Hit));
+                }
+                _ => tracing::debug!(key = %key, "no shared response; running the handler"),
+            },
+        }
+    }
+    Counters::bump(&engine.counters.misses);
+    let mut miss = Miss::new(&engine, &route, key, CacheStatus::Miss);
+    miss.leader = leader;
+    miss.fetch_and_store(&mut inner, parts, body, fallback)
+        .await
+}
+
+/// One handler run whose response may be stored.
+struct Miss<'a> {
+    engine: &'a Engine,
+    route: &'a RouteConfig,
+    key: CacheKey,
+    status: CacheStatus,
+    leader: Option<Leader<Arc<Shared>>>,
+}
+
+impl<'a> Miss<'a> {
+    fn new(engine: &'a Engine, route: &'a RouteConfig, key: CacheKey, status: CacheStatus) -> Self {
+        Miss {
+            engine,
+            route,
+            key,
+            status,
+            leader: None,
+        }
+    }
+
+    /// Runs the handler and stores what may be stored. With a `fallback` (stale-if-error), a failed
+    /// handler or a 5xx answer is replaced by the stale entry.
+    async fn fetch_and_store<S, ReqB, ResB>(
+        self,
+        inner: &mut S,
+        parts: Parts,
+        body: CacheBody<ReqB>,
+        fallback: Option<Entry>,
+    ) -> Reply<ResB, S::Error>
+    where
+        S: Service<Request<CacheBody<ReqB>>, Response = Response<ResB>>,
+        ReqB: Body<Data = Bytes> + Unpin,
+        ResB: Body<Data = Bytes> + Unpin,
+    {
+        let Miss {
+            engine, route, key, ..
+        } = &self;
+        let method = parts.method.clone();
+        let request_headers = parts.headers.clone();
+        let response = match inner.call(Request::from_parts(parts, body)).await {
+            Ok(response) => response,
+            Err(error) => {
+                return match fallback {
+                    Some(stale) => {
+                        Ok(self.serve_stale(&stale, &method, &request_headers, "handler error"))
+                    }
+                    None => Err(error),
+                }
+            }
+        };
+        if response.status().is_server_error() {
+            if let Some(stale) = &fallback {
+                let reason = response.status();
+                return Ok(self.serve_stale(stale, &method, &request_headers, reason.as_str()));
+            }
+        }
+        let (response_parts, response_body) = response.into_parts();
+        let statuses = route
+            .statuses
+            .as_deref()
+            .unwrap_or(&engine.config.cacheable_statuses);
+        let policy = ResponsePolicy {
+            statuses,
+            max_body: engine.config.max_body_size,
+        };
+        let decision = classify_response(
+            &method,
+            response_parts.status,
+            &response_parts.headers,
+            policy,
+        );
+        if let ResponseDecision::Skip(reason) = decision {
+            tracing::debug!(key = %key, %reason, status = %response_parts.status, "response not cached");
+            Counters::bump(&engine.counters.not_stored);
+            let response = Response::from_parts(response_parts, CacheBody::stream(response_body));
+            return Ok(mark(response, self.status));
+        }
+        let body = match collect_limited(response_body, engine.config.max_body_size).await {
+            Collected::Complete(bytes) => bytes,
+            Collected::TooLarge(body) | Collected::Failed(body) => {
+                tracing::debug!(key = %key, reason = "response-body-too-large-or-failed", "response not cached");
+                Counters::bump(&engine.counters.not_stored);
+                return Ok(mark(
+                    Response::from_parts(response_parts, body),
+                    self.status,
+                ));
+            }
+        };
+        let stored = to_stored(&response_parts, body);
+        let vary = route.vary_names(&response_parts.headers);
+        let shared = engine
+            .store(
+                key,
+                vary,
+                &request_headers,
+                stored,
+                route.ttl,
+                route.grace(),
+            )
+            .await;
+        let shared = Arc::new(shared);
+        let response = replay(
+            shared
+                .entry
+                .response()
+                .expect("stored entries hold responses"),
+            &method,
+            &request_headers,
+            self.status,
+            None,
+        );
+        if let Some(leader) = self.leader {
+            leader.finish(Some(shared));
+        }
+        Ok(response)
+    }
+
+    fn serve_stale<ResB: Body>(
+        &self,
+        stale: &Entry,
+        method: &Method,
+        headers: &HeaderMap,
+        reason: &str,
+    ) -> Response<CacheBody<ResB>> {
+        tracing::debug!(key = %self.key, reason, "handler failed; serving stale entry");
+        Counters::bump(&self.engine.counters.stale);
+        let response = stale.response().expect("lookups return responses");
+        replay(
+            response,
+            method,
+            headers,
+            CacheStatus::Stale,
+            Some(stale.age(Entry::now_ms())),
+        )
+    }
+}
+
+/// Refreshes a stale entry with one background handler run per key.
+fn revalidate_in_background<S, ReqB, ResB>(
+    mut inner: S,
+    engine: Arc<Engine>,
+    route: Arc<RouteConfig>,
+    key: CacheKey,
+    parts: Parts,
+    body: CacheBody<ReqB>,
+) where
+    S: Handler<ReqB, ResB>,
+    ReqB: SendBody,
+    ResB: SendBody,
+{
+    let flight = flight_key(&engine, &route, &key, &parts.headers);
+    let Join::Leader(leader) = engine.flights.join(flight.as_str()) else {
+        return; // a refresh (or a miss) for this key is already under way
+    };
+    tokio::spawn(async move {
+        let mut miss = Miss::new(&engine, &route, key, CacheStatus::Refresh);
+        miss.leader = Some(leader);
+        // Drain the response so that the handler's body runs to completion.
+        if let Ok(response) = miss.fetch_and_store(&mut inner, parts, body, None).await {
+            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+        }
+    });
+}
+
+async fn bypass<S, ReqB, ResB>(
+    mut inner: S,
+    engine: &Engine,
+    parts: Parts,
+    body: CacheBody<ReqB>,
+    reason: BypassReason,
+) -> Reply<ResB, S::Error>
+where
+    S: Service<Request<CacheBody<ReqB>>, Response = Response<ResB>>,
+    ReqB: Body<Data = Bytes> + Unpin,
+    ResB: Body<Data = Bytes> + Unpin,
+{
+    tracing::debug!(method = %parts.method, path = parts.uri.path(), %reason, "request bypasses the cache");
+    engine.counters.bypass(reason);
+    let response = inner.call(Request::from_parts(parts, body)).await?;
+    Ok(mark(response.map(CacheBody::stream), CacheStatus::Bypass))
+}
+
+/// Requests share a handler run only with identical key material: the key, plus the values of the
+/// route's varying fields (credentials included).
+fn flight_key(
+    engine: &Engine,
+    route: &RouteConfig,
+    key: &CacheKey,
+    headers: &HeaderMap,
+) -> CacheKey {
+    variant_key(&engine.config.namespace, key, &route.vary, headers)
+}
+
+fn within(entry: &Entry, grace: std::time::Duration) -> bool {
+    !grace.is_zero() && entry.age(Entry::now_ms()) < entry.ttl.saturating_add(grace)
+}
+
+fn replay_entry<B: Body>(
+    entry: &Entry,
+    parts: &Parts,
+    status: CacheStatus,
+) -> Response<CacheBody<B>> {
+    let response = entry.response().expect("lookups return responses");
+    let age = entry.age(Entry::now_ms());
+    replay(response, &parts.method, &parts.headers, status, Some(age))
+}
+
+fn warn_missing_middleware() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "a route has cache(..) but no CacheMiddleware is installed around the router: \
+             requests pass through uncached (add .layer(CacheMiddleware::new(backend)))"
+        );
+    }
+}

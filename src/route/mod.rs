@@ -1,0 +1,197 @@
+//! `cache(ttl)`: the per-route opt-in, its options, and the service that runs the request flow
+//! (in `flow.rs`).
+
+mod flow;
+
+use crate::body::CacheBody;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::header::{HeaderName, AUTHORIZATION};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Opts a route into caching for `timeout`: the counterpart of `@cache(timeout=300)`.
+///
+/// Takes a [`Duration`] or a whole number of seconds.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use cache_middleware::{backends::MemoryBackend, cache, CacheMiddleware};
+/// use std::time::Duration;
+///
+/// let app: Router = Router::new()
+///     .route("/stats", get(|| async { "12345" }).layer(cache(Duration::from_secs(60))))
+///     .route("/config", get(|| async { "1.0" }).layer(cache(3600)))
+///     .route(
+///         "/me",
+///         get(|| async { "per user" }).layer(cache(30).allow_authorization().vary_on("accept-language")),
+///     )
+///     .layer(CacheMiddleware::new(MemoryBackend::new(1000)));
+/// ```
+pub fn cache(timeout: impl IntoTimeout) -> CacheLayer {
+    CacheLayer {
+        route: Arc::new(RouteConfig {
+            ttl: timeout.into_timeout(),
+            vary: Vec::new(),
+            allow_authorization: false,
+            statuses: None,
+            stale_if_error: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+        }),
+    }
+}
+
+/// A cache lifetime: a [`Duration`], or whole seconds as an integer (negative counts as zero).
+pub trait IntoTimeout {
+    fn into_timeout(self) -> Duration;
+}
+
+impl IntoTimeout for Duration {
+    fn into_timeout(self) -> Duration {
+        self
+    }
+}
+
+macro_rules! seconds_into_timeout {
+    ($($int:ty),*) => {$(
+        impl IntoTimeout for $int {
+            fn into_timeout(self) -> Duration {
+                Duration::from_secs(u64::try_from(self).unwrap_or(0))
+            }
+        }
+    )*};
+}
+seconds_into_timeout!(i32, i64, u32, u64, usize);
+
+#[derive(Debug, Clone)]
+struct RouteConfig {
+    ttl: Duration,
+    /// Request fields always varied on: lower-case, sorted, without duplicates.
+    vary: Vec<String>,
+    allow_authorization: bool,
+    statuses: Option<Vec<StatusCode>>,
+    stale_if_error: Duration,
+    stale_while_revalidate: Duration,
+}
+
+/// The route layer returned by [`cache`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CacheLayer {
+    route: Arc<RouteConfig>,
+}
+
+impl CacheLayer {
+    /// Keeps a separate entry per value of this request header (in addition to what the
+    /// response's own `Vary` lists).
+    ///
+    /// # Panics
+    /// If `header` is not a valid header name: a programming error, found at start-up.
+    pub fn vary_on(mut self, header: impl AsRef<str>) -> Self {
+        let name = HeaderName::try_from(header.as_ref())
+            .unwrap_or_else(|_| panic!("vary_on: {:?} is not a header name", header.as_ref()));
+        let route = Arc::make_mut(&mut self.route);
+        route.vary.push(name.as_str().to_owned());
+        route.vary.sort();
+        route.vary.dedup();
+        self
+    }
+
+    /// Lets requests that carry `Authorization` use the cache. The credential becomes part of the
+    /// key, so each credential has its own entries; without this, such requests bypass the cache.
+    pub fn allow_authorization(mut self) -> Self {
+        Arc::make_mut(&mut self.route).allow_authorization = true;
+        self.vary_on(AUTHORIZATION)
+    }
+
+    /// Status codes this route may store (replaces the middleware's set, default 200 only).
+    pub fn cacheable_statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
+        Arc::make_mut(&mut self.route).statuses = Some(statuses.into_iter().collect());
+        self
+    }
+
+    /// Keeps entries `grace` past their timeout; when the handler then fails (an error or a 5xx),
+    /// the stale entry is served instead (`X-Cache: STALE`). Off by default.
+    pub fn stale_if_error(mut self, grace: Duration) -> Self {
+        Arc::make_mut(&mut self.route).stale_if_error = grace;
+        self
+    }
+
+    /// Keeps entries `grace` past their timeout; a request in that window is answered at once with
+    /// the stale entry (`X-Cache: STALE`) while one background run of the handler refreshes it
+    /// (one per key at a time). Off by default.
+    pub fn stale_while_revalidate(mut self, grace: Duration) -> Self {
+        Arc::make_mut(&mut self.route).stale_while_revalidate = grace;
+        self
+    }
+
+    /// The lifetime of this route's entries.
+    pub fn timeout(&self) -> Duration {
+        self.route.ttl
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheService {
+            inner,
+            route: Arc::clone(&self.route),
+        }
+    }
+}
+
+/// The service [`cache`] wraps around a route.
+#[derive(Clone)]
+pub struct CacheService<S> {
+    inner: S,
+    route: Arc<RouteConfig>,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for CacheService<S>
+where
+    S: Service<Request<CacheBody<ReqB>>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ReqB::Error: Send,
+    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB::Error: Send,
+{
+    type Response = Response<CacheBody<ResB>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        // Keep the service that was driven to readiness; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(flow::run(inner, Arc::clone(&self.route), request))
+    }
+}
+
+impl RouteConfig {
+    /// How long entries are kept past their timeout for stale serving.
+    fn grace(&self) -> Duration {
+        self.stale_if_error.max(self.stale_while_revalidate)
+    }
+
+    /// The route's varying fields and those the response's `Vary` names, sorted and deduplicated.
+    fn vary_names(&self, response_headers: &HeaderMap) -> Vec<String> {
+        let mut names = self.vary.clone();
+        names.extend(crate::policy::vary_names(response_headers));
+        names.sort();
+        names.dedup();
+        names
+    }
+}

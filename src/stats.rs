@@ -1,0 +1,106 @@
+//! Counters of what the cache did, and why it did not. Cheap atomics on the request path; a
+//! [`CacheStats`] snapshot for operators (the demo's `/metrics`, logs, tests).
+
+use crate::breaker::BreakerState;
+use crate::policy::BypassReason;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const BYPASS_REASONS: [BypassReason; 6] = [
+    BypassReason::Method,
+    BypassReason::NoStore,
+    BypassReason::Authorization,
+    BypassReason::BodyTooLarge,
+    BypassReason::BodyUnreadable,
+    BypassReason::NoMiddleware,
+];
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub refreshes: AtomicU64,
+    pub stale: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub stores: AtomicU64,
+    pub store_failures: AtomicU64,
+    pub lookup_failures: AtomicU64,
+    pub not_stored: AtomicU64,
+    bypasses: [AtomicU64; BYPASS_REASONS.len()],
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bypass(&self, reason: BypassReason) {
+        if let Some(i) = BYPASS_REASONS.iter().position(|r| *r == reason) {
+            Self::bump(&self.bypasses[i]);
+        }
+    }
+
+    pub(crate) fn snapshot(&self, breaker: BreakerState, breaker_opened: u64) -> CacheStats {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CacheStats {
+            hits: read(&self.hits),
+            misses: read(&self.misses),
+            refreshes: read(&self.refreshes),
+            stale: read(&self.stale),
+            coalesced: read(&self.coalesced),
+            stores: read(&self.stores),
+            store_failures: read(&self.store_failures),
+            lookup_failures: read(&self.lookup_failures),
+            not_stored: read(&self.not_stored),
+            bypasses: BYPASS_REASONS
+                .iter()
+                .zip(&self.bypasses)
+                .map(|(reason, count)| (reason.as_str(), read(count)))
+                .collect(),
+            breaker,
+            breaker_opened,
+        }
+    }
+}
+
+/// What the cache has done since start.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Responses served from the cache (including those shared by a concurrent identical request).
+    pub hits: u64,
+    /// Lookups that found nothing fresh: the handler ran.
+    pub misses: u64,
+    /// Requests that asked for a fresh response (`no-cache`).
+    pub refreshes: u64,
+    /// Stale responses served (stale-if-error, stale-while-revalidate).
+    pub stale: u64,
+    /// Of the hits: responses shared with requests that waited for an identical one in flight.
+    pub coalesced: u64,
+    /// Responses written to the backend.
+    pub stores: u64,
+    /// Writes that failed or ran out of time (the client got its response regardless).
+    pub store_failures: u64,
+    /// Reads that failed or ran out of time (served as misses).
+    pub lookup_failures: u64,
+    /// Responses not stored (status, `Set-Cookie`, `private`, too large, ...).
+    pub not_stored: u64,
+    /// Requests that bypassed the cache, by reason.
+    pub bypasses: Vec<(&'static str, u64)>,
+    /// The backend circuit breaker's state now.
+    pub breaker: BreakerState,
+    /// Times the breaker has opened.
+    pub breaker_opened: u64,
+}
+
+impl CacheStats {
+    /// Hits over hits and misses; `None` before the first lookup.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let lookups = self.hits + self.misses;
+        (lookups > 0).then(|| self.hits as f64 / lookups as f64)
+    }
+
+    /// Bypasses of every reason.
+    pub fn bypass_total(&self) -> u64 {
+        self.bypasses.iter().map(|(_, n)| n).sum()
+    }
+}

@@ -1,0 +1,243 @@
+//! Hostile and malformed input never panics and never fails a request.
+
+mod support;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use cache_middleware::backends::{Backend, MemoryBackend, RedisBackend};
+use cache_middleware::{cache, CacheMiddleware};
+use http::{HeaderValue, Request, StatusCode};
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+use support::servers::Redis;
+use support::{fetch, send, Counter};
+
+fn app(backend: Arc<dyn Backend>) -> (Router, Counter) {
+    let counter = Counter::default();
+    let runs = counter.clone();
+    let echo_vary = |request: Request<Body>| async move {
+        let mut response = http::Response::new(Body::from("varied"));
+        if let Some(vary) = request.headers().get("x-send-vary") {
+            response.headers_mut().insert("vary", vary.clone());
+        }
+        response
+    };
+    let app = Router::new()
+        .route(
+            "/r",
+            get(move || {
+                let run = runs.bump();
+                async move { format!("run {run}") }
+            })
+            .layer(cache(60)),
+        )
+        .route(
+            "/vary",
+            get(echo_vary).layer(cache(60).allow_authorization()),
+        )
+        .layer(CacheMiddleware::new(backend));
+    (app, counter)
+}
+
+fn raw(name: &'static str, value: &[u8]) -> Request<Body> {
+    raw_at("/vary", name, value)
+}
+
+fn raw_at(uri: &str, name: &'static str, value: &[u8]) -> Request<Body> {
+    let mut request = Request::get(uri)
+        .header("host", "test.local")
+        .body(Body::empty())
+        .unwrap();
+    request
+        .headers_mut()
+        .insert(name, HeaderValue::from_bytes(value).unwrap());
+    request
+}
+
+#[tokio::test]
+async fn malformed_header_values_are_served_normally() {
+    let (app, _) = app(Arc::new(MemoryBackend::new(100)));
+    let values: [&[u8]; 5] = [
+        b"\xff\xfe",
+        b"no-cache\x80",
+        b"\"unterminated",
+        b"W/",
+        &[b'a'; 60_000],
+    ];
+    for name in [
+        "cache-control",
+        "if-none-match",
+        "host",
+        "authorization",
+        "accept-language",
+        "pragma",
+    ] {
+        for value in values {
+            let response = send(&app, raw(name, value)).await;
+            assert!(
+                response.status.is_success(),
+                "{name}: {:?}",
+                response.status
+            );
+        }
+    }
+    // A Vary that is not text cannot be matched: the response is served but not stored.
+    for _ in 0..2 {
+        let response = send(
+            &app,
+            raw_at("/vary?bad-vary", "x-send-vary", b"accept, \xff"),
+        )
+        .await;
+        assert_eq!(
+            (response.status, response.x_cache()),
+            (StatusCode::OK, "MISS")
+        );
+    }
+}
+
+#[tokio::test]
+async fn odd_and_enormous_queries_are_keyed_without_failing() {
+    let (app, counter) = app(Arc::new(MemoryBackend::new(100)));
+    // Just under the longest URI the http crate accepts (64 KiB).
+    let long = format!("/r?q={}", "x".repeat(60_000));
+    let many = format!(
+        "/r?{}",
+        (0..5_000)
+            .map(|i| format!("p{i}={i}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    );
+    let odd = [
+        "/r?%%%&=&==&a=%ZZ&%FF=1&%00=%00",
+        "/r?a=%E2%82",
+        "/r?&&&",
+        "/r?=",
+        "/r?a==b=c",
+        "/r?%2",
+        long.as_str(),
+        many.as_str(),
+    ];
+    for uri in odd {
+        let first = fetch(&app, uri).await;
+        let second = fetch(&app, uri).await;
+        assert_eq!(
+            (first.status, second.status),
+            (StatusCode::OK, StatusCode::OK),
+            "{uri}"
+        );
+        assert_eq!(second.x_cache(), "HIT", "{}", &uri[..uri.len().min(40)]);
+    }
+    assert_eq!(counter.get(), odd.len());
+}
+
+/// Sends raw bytes to `address` and returns the status line of the answer.
+fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.write_all(request);
+    let mut answer = vec![0; 4096];
+    let n = stream.read(&mut answer).unwrap_or(0);
+    String::from_utf8_lossy(&answer[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_server_with_the_cache_survives_malformed_requests_on_the_wire() {
+    let (app, _) = app(Arc::new(MemoryBackend::new(100)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let ok = b"GET /r HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let huge_header = [
+        &b"GET /r HTTP/1.1\r\nHost: x\r\nX-Big: "[..],
+        &vec![b'a'; 1 << 20],
+        b"\r\n\r\n",
+    ]
+    .concat();
+    let cases: Vec<(&[u8], &str)> = vec![
+        (b"GARBAGE\r\n\r\n", "HTTP/1.1 400"),
+        (
+            b"GET /r HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
+        (&huge_header, "HTTP/1.1 431"),
+    ];
+    for (request, expected) in cases {
+        let status = tokio::task::spawn_blocking({
+            let request = request.to_vec();
+            move || raw_exchange(address, &request)
+        })
+        .await
+        .unwrap();
+        assert!(
+            status.is_empty() || status.starts_with(expected),
+            "{status}"
+        );
+        let after = tokio::task::spawn_blocking(move || raw_exchange(address, ok))
+            .await
+            .unwrap();
+        assert_eq!(after, "HTTP/1.1 200 OK", "the server still serves");
+    }
+    server.abort();
+}
+
+#[tokio::test]
+async fn garbage_truncated_and_foreign_entries_in_redis_are_misses_then_overwritten() {
+    let redis = Redis::start();
+    let backend = RedisBackend::builder(redis.url())
+        .namespace("app")
+        .build()
+        .unwrap();
+    let (app, counter) = app(Arc::new(backend.clone()));
+    fetch(&app, "/r?user=bob").await;
+    let bob_key = redis.cli(&["--scan", "--pattern", "app:*"]);
+    let bob_key = bob_key.strip_prefix("app:").expect("one key").to_owned();
+    let bob_entry = backend.get(&bob_key).await.unwrap().unwrap();
+    fetch(&app, "/r?user=alice").await;
+    let alice_key = redis
+        .cli(&["--scan", "--pattern", "app:*"])
+        .lines()
+        .find(|k| *k != format!("app:{bob_key}"))
+        .unwrap()
+        .strip_prefix("app:")
+        .unwrap()
+        .to_owned();
+
+    let planted: [Bytes; 4] = [
+        Bytes::from_static(b"garbage"),
+        bob_entry.slice(..bob_entry.len() / 2),
+        Bytes::from_static(b"CMWE\x09"),
+        bob_entry.clone(),
+    ];
+    for (i, value) in planted.into_iter().enumerate() {
+        backend
+            .set(&alice_key, value, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let planted_read = fetch(&app, "/r?user=alice").await;
+        assert_eq!(
+            (planted_read.status, planted_read.x_cache()),
+            (StatusCode::OK, "MISS"),
+            "case {i}"
+        );
+        assert_ne!(
+            planted_read.text(),
+            "run 1",
+            "bob's response is never served to alice"
+        );
+        assert_eq!(
+            fetch(&app, "/r?user=alice").await.x_cache(),
+            "HIT",
+            "overwritten, case {i}"
+        );
+    }
+    assert_eq!(counter.get(), 6);
+}
