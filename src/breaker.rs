@@ -95,6 +95,7 @@ impl Breaker {
                     .is_ok();
                 if claimed {
                     self.deadline_ms.store(self.later_ms(), Ordering::Release);
+                    export_state(HALF_OPEN);
                     if state == OPEN {
                         tracing::info!("cache backend circuit half-open: probing the backend");
                     }
@@ -112,6 +113,7 @@ impl Breaker {
             && self.state.swap(CLOSED, Ordering::AcqRel) != CLOSED
         {
             tracing::warn!("cache backend circuit closed: the backend answers again");
+            export_state(CLOSED);
         }
     }
 
@@ -136,8 +138,11 @@ impl Breaker {
             .is_ok()
         {
             self.failures.store(0, Ordering::Relaxed);
+            export_state(OPEN);
             if from == CLOSED {
                 self.opened_total.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                metrics::counter!("cache_breaker_opened_total").increment(1);
                 tracing::warn!(
                     failures,
                     cooldown_ms = self.cooldown.as_millis() as u64,
@@ -148,6 +153,14 @@ impl Breaker {
             }
         }
     }
+}
+
+/// The state as the `cache_breaker_state` gauge: 0 closed, 1 open, 2 half-open.
+fn export_state(state: u8) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("cache_breaker_state").set(f64::from(state));
+    #[cfg(not(feature = "metrics"))]
+    let _ = state;
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::breaker::Breaker;
 use crate::coalesce::Flights;
 use crate::entry::{Content, Entry, StoredResponse};
 use crate::key::{variant_key, CacheKey};
-use crate::stats::{CacheStats, Counters};
+use crate::stats::{CacheStats, Counters, Event};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use std::future::Future;
@@ -89,27 +89,28 @@ impl Engine {
     }
 
     /// The response stored for `primary` (following a variant marker with the request's headers):
-    /// fresh, or stale within `grace`.
+    /// fresh, or stale within `grace`, as of `now_ms`.
     pub(crate) async fn lookup(
         &self,
         primary: &CacheKey,
         headers: &HeaderMap,
         grace: Duration,
+        now_ms: u64,
     ) -> Found {
-        let Some(entry) = self.fetch(primary, grace).await else {
+        let Some(entry) = self.fetch(primary, grace, now_ms).await else {
             return Found::Nothing;
         };
         let entry = match &entry.content {
             Content::Response(_) => entry,
             Content::Variants(names) => {
                 let variant = variant_key(&self.config.namespace, primary, names, headers);
-                match self.fetch(&variant, grace).await {
+                match self.fetch(&variant, grace, now_ms).await {
                     Some(entry) if entry.response().is_some() => entry,
                     _ => return Found::Nothing,
                 }
             }
         };
-        if entry.is_fresh(Entry::now_ms()) {
+        if entry.is_fresh(now_ms) {
             Found::Fresh(entry)
         } else {
             Found::Stale(entry)
@@ -176,17 +177,23 @@ impl Engine {
 
     /// Removes the entry at `key` (and so every variant below it).
     pub(crate) async fn remove(&self, key: &CacheKey) -> Result<(), BackendError> {
-        self.call(self.backend.delete(key.as_str()))
+        self.call("delete", self.backend.delete(key.as_str()))
             .await
             .unwrap_or(Err(BackendError::Connection("circuit open".into())))
     }
 
-    async fn fetch(&self, key: &CacheKey, grace: Duration) -> Option<Entry> {
-        let bytes: Bytes = match self.call(self.backend.get(key.as_str())).await? {
+    async fn fetch(&self, key: &CacheKey, grace: Duration, now_ms: u64) -> Option<Entry> {
+        // An in-process store answers at once: no budget, breaker or boxing needed.
+        let found = match self.backend.get_ready(key.as_str()) {
+            Some(found) => found,
+            // Boxed: the timer and the backend's future stay out of the request's own future.
+            None => Box::pin(self.call("get", self.backend.get(key.as_str()))).await?,
+        };
+        let bytes: Bytes = match found {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return None,
             Err(error) => {
-                Counters::bump(&self.counters.lookup_failures);
+                self.counters.record(Event::LookupFailed);
                 tracing::debug!(key = %key, %error, "cache lookup failed; serving as a miss");
                 return None;
             }
@@ -202,7 +209,7 @@ impl Engine {
             tracing::warn!(key = %key, "stored entry belongs to other key material; serving as a miss");
             return None;
         }
-        if entry.age(Entry::now_ms()) >= entry.ttl.saturating_add(grace) {
+        if entry.age(now_ms) >= entry.ttl.saturating_add(grace) {
             tracing::debug!(key = %key, "stored entry expired");
             return None;
         }
@@ -211,18 +218,18 @@ impl Engine {
 
     async fn put(&self, key: &CacheKey, entry: &Entry, keep: Duration) {
         match self
-            .call(self.backend.set(key.as_str(), entry.encode(), keep))
+            .call("set", self.backend.set(key.as_str(), entry.encode(), keep))
             .await
         {
             Some(Ok(())) => {
-                Counters::bump(&self.counters.stores);
+                self.counters.record(Event::Stored);
                 tracing::debug!(key = %key, ttl_secs = entry.ttl.as_secs(), "response stored");
             }
             Some(Err(error)) => {
-                Counters::bump(&self.counters.store_failures);
+                self.counters.record(Event::StoreFailed);
                 tracing::debug!(key = %key, %error, "cache store failed; response served uncached");
             }
-            None => Counters::bump(&self.counters.store_failures),
+            None => self.counters.record(Event::StoreFailed),
         }
     }
 
@@ -230,16 +237,24 @@ impl Engine {
     /// is open and the backend was not called.
     async fn call<T>(
         &self,
+        op: &'static str,
         call: impl Future<Output = Result<T, BackendError>>,
     ) -> Option<Result<T, BackendError>> {
         if !self.breaker.allow() {
             return None;
         }
         let limit = self.config.backend_timeout;
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
         let result = match tokio::time::timeout(limit, call).await {
             Ok(result) => result,
             Err(_) => Err(BackendError::Timeout(limit)),
         };
+        #[cfg(feature = "metrics")]
+        metrics::histogram!("cache_backend_duration_seconds", "op" => op, "backend" => self.backend.name())
+            .record(started.elapsed().as_secs_f64());
+        #[cfg(not(feature = "metrics"))]
+        let _ = op;
         match &result {
             Ok(_) => self.breaker.on_success(),
             // A rejected value (too large for the backend) says nothing about the backend's health.

@@ -5,7 +5,7 @@
 //! written under our key by anything else (another namespace, a bug, a person with `redis-cli`) is a miss,
 //! never somebody else's response. Anything that does not decode is a miss too.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,6 +77,14 @@ impl Entry {
         }
     }
 
+    /// The stored response, owned, unless this is a variant marker.
+    pub fn into_response(self) -> Option<StoredResponse> {
+        match self.content {
+            Content::Response(response) => Some(response),
+            Content::Variants(_) => None,
+        }
+    }
+
     /// Whether the entry is still within its TTL.
     pub fn is_fresh(&self, now_ms: u64) -> bool {
         self.age(now_ms) < self.ttl
@@ -127,7 +135,7 @@ impl Entry {
 
     /// Decodes stored bytes; the body and header values share `bytes`' allocation.
     pub fn decode(bytes: &Bytes) -> Result<Entry, DecodeError> {
-        let mut r = Reader(bytes.clone());
+        let mut r = Reader { bytes, at: 0 };
         if r.take(4)? != MAGIC.as_slice() {
             return Err(DecodeError::Magic);
         }
@@ -135,7 +143,7 @@ impl Entry {
         if version != VERSION {
             return Err(DecodeError::Version(version));
         }
-        let fingerprint: [u8; 32] = r.take(32)?.as_ref().try_into().expect("32 bytes");
+        let fingerprint: [u8; 32] = r.take(32)?.try_into().expect("32 bytes");
         let stored_at_ms = r.u64()?;
         let ttl = Duration::from_millis(r.u64()?);
         let content = match r.u8()? {
@@ -143,18 +151,19 @@ impl Entry {
                 let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError::Malformed)?;
                 let count = r.u32()? as usize;
                 // Each header takes at least 8 bytes: reject counts the input cannot hold before allocating.
-                if count > r.0.len() / 8 {
+                if count > r.remaining() / 8 {
                     return Err(DecodeError::Malformed);
                 }
-                let mut headers = HeaderMap::with_capacity(count);
+                // Room for what a replay adds (X-Cache, Age, Content-Length) without regrowing.
+                let mut headers = HeaderMap::with_capacity(count + 3);
                 for _ in 0..count {
                     let name =
-                        HeaderName::from_bytes(&r.field()?).map_err(|_| DecodeError::Malformed)?;
-                    let value = HeaderValue::from_maybe_shared(r.field()?)
+                        HeaderName::from_bytes(r.field()?).map_err(|_| DecodeError::Malformed)?;
+                    let value = HeaderValue::from_maybe_shared(r.shared_field()?)
                         .map_err(|_| DecodeError::Malformed)?;
                     headers.append(name, value);
                 }
-                let body = r.field()?;
+                let body = r.shared_field()?;
                 Content::Response(StoredResponse {
                     status,
                     headers,
@@ -163,20 +172,20 @@ impl Entry {
             }
             KIND_VARIANTS => {
                 let count = r.u32()? as usize;
-                if count > r.0.len() / 4 {
+                if count > r.remaining() / 4 {
                     return Err(DecodeError::Malformed);
                 }
                 let mut names = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let name = String::from_utf8(r.field()?.to_vec())
-                        .map_err(|_| DecodeError::Malformed)?;
-                    names.push(name);
+                    let name =
+                        std::str::from_utf8(r.field()?).map_err(|_| DecodeError::Malformed)?;
+                    names.push(name.to_owned());
                 }
                 Content::Variants(names)
             }
             _ => return Err(DecodeError::Malformed),
         };
-        if r.0.has_remaining() {
+        if r.remaining() != 0 {
             return Err(DecodeError::Malformed);
         }
         Ok(Entry {
@@ -194,30 +203,52 @@ fn put_field(out: &mut BytesMut, bytes: &[u8]) {
 }
 
 /// A bounds-checked reader: every read that would run past the end is `Malformed`, never a panic.
-struct Reader(Bytes);
+/// Fields are borrowed; only header values and the body become shared `Bytes` (each one an atomic
+/// reference count, so the fixed fields are read without them).
+struct Reader<'a> {
+    bytes: &'a Bytes,
+    at: usize,
+}
 
-impl Reader {
-    fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
-        if self.0.len() < n {
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+    fn range(&mut self, n: usize) -> Result<std::ops::Range<usize>, DecodeError> {
+        if self.remaining() < n {
             return Err(DecodeError::Malformed);
         }
-        Ok(self.0.split_to(n))
+        let range = self.at..self.at + n;
+        self.at += n;
+        Ok(range)
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let range = self.range(n)?;
+        Ok(&self.bytes[range])
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
     }
     fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
+        Ok(self.array::<1>()?[0])
     }
     fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(self.take(2)?.get_u16())
+        Ok(u16::from_be_bytes(self.array()?))
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(self.take(4)?.get_u32())
+        Ok(u32::from_be_bytes(self.array()?))
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(self.take(8)?.get_u64())
+        Ok(u64::from_be_bytes(self.array()?))
     }
-    fn field(&mut self) -> Result<Bytes, DecodeError> {
+    fn field(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = self.u32()? as usize;
         self.take(len)
+    }
+    fn shared_field(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.u32()? as usize;
+        let range = self.range(len)?;
+        Ok(self.bytes.slice(range))
     }
 }
 

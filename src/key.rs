@@ -27,20 +27,17 @@ impl CacheKey {
         &self.digest
     }
 
-    fn from_hasher(namespace: &str, hasher: &blake3::Hasher) -> Self {
-        let digest = *hasher.finalize().as_bytes();
+    fn from_digest(namespace: &str, digest: blake3::Hash) -> Self {
         let mut text = String::with_capacity(namespace.len() + 1 + 64);
         text.push_str(namespace);
         text.push(':');
-        for byte in digest {
-            text.push(char::from(HEX[usize::from(byte >> 4)]));
-            text.push(char::from(HEX[usize::from(byte & 0xf)]));
+        text.push_str(&digest.to_hex());
+        CacheKey {
+            text,
+            digest: *digest.as_bytes(),
         }
-        CacheKey { text, digest }
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl fmt::Debug for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -54,24 +51,40 @@ impl fmt::Display for CacheKey {
     }
 }
 
-/// Writes length-prefixed fields into a hasher.
-struct Material(blake3::Hasher);
+/// Length-prefixed fields, gathered in one buffer and hashed in one call (many small hasher updates
+/// cost several times more for key-sized inputs).
+struct Material<'a>(&'a mut Vec<u8>);
 
-impl Material {
-    fn new(tag: &[u8]) -> Self {
-        let mut m = Material(blake3::Hasher::new());
-        m.field(tag);
-        m
-    }
-
+impl Material<'_> {
     fn field(&mut self, bytes: &[u8]) {
-        self.0.update(&(bytes.len() as u64).to_le_bytes());
-        self.0.update(bytes);
+        self.count(bytes.len());
+        self.0.extend_from_slice(bytes);
     }
 
     fn count(&mut self, n: usize) {
-        self.0.update(&(n as u64).to_le_bytes());
+        self.0.extend_from_slice(&(n as u64).to_le_bytes());
     }
+}
+
+thread_local! {
+    static MATERIAL: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+}
+
+/// Gathers the material that `write` produces, after `tag`, and hashes it.
+fn digest_of(tag: &[u8], write: impl FnOnce(&mut Material<'_>)) -> blake3::Hash {
+    MATERIAL.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        buffer.clear();
+        let mut material = Material(&mut buffer);
+        material.field(tag);
+        write(&mut material);
+        let digest = blake3::hash(&buffer);
+        // Do not keep a huge buffer alive after a huge request.
+        if buffer.capacity() > 64 * 1024 {
+            *buffer = Vec::with_capacity(512);
+        }
+        digest
+    })
 }
 
 /// The primary key of a request: method (HEAD as GET), host, path, query pairs sorted with repeats kept,
@@ -108,34 +121,39 @@ pub fn primary_key_from(
     body: Option<&[u8]>,
     content_type: Option<&[u8]>,
 ) -> CacheKey {
-    let mut m = Material::new(KEY_VERSION);
-    // The namespace is hashed too, so an entry copied into another namespace fails the fingerprint check.
-    m.field(namespace.as_bytes());
-    // A HEAD is answered from the GET entry.
-    let method = if method == Method::HEAD {
-        &Method::GET
-    } else {
-        method
-    };
-    m.field(method.as_str().as_bytes());
-    m.field(&host.to_ascii_lowercase());
-    m.field(path.as_bytes());
-    let pairs = canonical_query(query.unwrap_or(""));
-    m.count(pairs.len());
-    for pair in &pairs {
-        m.field(&pair.name);
-        m.field(&[u8::from(pair.has_value)]);
-        m.field(&pair.value);
-    }
-    match body {
-        Some(body) => {
-            m.field(b"body");
-            m.field(blake3::hash(body).as_bytes());
-            m.field(content_type.unwrap_or_default());
+    let digest = digest_of(KEY_VERSION, |m| {
+        // The namespace is hashed too, so an entry copied into another namespace fails the fingerprint check.
+        m.field(namespace.as_bytes());
+        // A HEAD is answered from the GET entry.
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        m.field(method.as_str().as_bytes());
+        if host.iter().any(u8::is_ascii_uppercase) {
+            m.field(&host.to_ascii_lowercase());
+        } else {
+            m.field(host);
         }
-        None => m.field(b"no-body"),
-    }
-    CacheKey::from_hasher(namespace, &m.0)
+        m.field(path.as_bytes());
+        let pairs = canonical_query(query.unwrap_or(""));
+        m.count(pairs.len());
+        for pair in &pairs {
+            m.field(&pair.name);
+            m.field(&[u8::from(pair.has_value)]);
+            m.field(&pair.value);
+        }
+        match body {
+            Some(body) => {
+                m.field(b"body");
+                m.field(blake3::hash(body).as_bytes());
+                m.field(content_type.unwrap_or_default());
+            }
+            None => m.field(b"no-body"),
+        }
+    });
+    CacheKey::from_digest(namespace, digest)
 }
 
 /// The key of one variant below `primary`: the request's values of the header fields in `names`.
@@ -146,18 +164,19 @@ pub fn variant_key(
     names: &[String],
     headers: &HeaderMap,
 ) -> CacheKey {
-    let mut m = Material::new(b"variant");
-    m.field(primary.digest());
-    m.count(names.len());
-    for name in names {
-        m.field(name.as_bytes());
-        let values = headers.get_all(name.as_str());
-        m.count(values.iter().count());
-        for value in values {
-            m.field(value.as_bytes());
+    let digest = digest_of(b"variant", |m| {
+        m.field(primary.digest());
+        m.count(names.len());
+        for name in names {
+            m.field(name.as_bytes());
+            let values = headers.get_all(name.as_str());
+            m.count(values.iter().count());
+            for value in values {
+                m.field(value.as_bytes());
+            }
         }
-    }
-    CacheKey::from_hasher(namespace, &m.0)
+    });
+    CacheKey::from_digest(namespace, digest)
 }
 
 /// One query parameter, percent-decoded to raw bytes (never lossily to UTF-8, so that `%FF` and `%FE`

@@ -36,6 +36,8 @@ pub mod entry;
 mod handle;
 pub mod helpers;
 pub mod key;
+#[cfg(feature = "logging")]
+pub mod logger_config;
 mod middleware;
 pub mod policy;
 pub mod redact;

@@ -1,24 +1,36 @@
 //! The demo server: the user guide's example application on the cache middleware.
 //!
-//! `cargo run --release` serves it on `HOST`:`PORT` (default 127.0.0.1:8000).
+//! - `cache-middleware` (or `cache-middleware serve`): serve on `HOST`:`PORT` (default
+//!   127.0.0.1:8000), with the backend from the environment (`CACHE_BACKEND`, `REDIS_URL`, ...,
+//!   or `ENVIRONMENT`).
+//! - `cache-middleware healthcheck [URL]`: exit 0 when the server's `/health` answers 200, 1 otherwise
+//!   (for container health checks; default URL `http://127.0.0.1:$PORT/health`).
 
 mod demo;
 
 use cache_middleware::backends::Backend;
 use cache_middleware::helpers::{auto_configure_backend, get_backend_for_environment, ENVIRONMENT};
+use cache_middleware::logger_config::configure_logger;
 use cache_middleware::CacheMiddleware;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+const USAGE: &str = "usage: cache-middleware [serve | healthcheck [URL] | --help]";
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match serve().await {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None | Some("serve") => serve().await,
+        Some("healthcheck") => return demo::healthcheck::run(args.get(1).cloned()).await,
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
@@ -28,7 +40,18 @@ async fn main() -> ExitCode {
 }
 
 async fn serve() -> Result<(), String> {
+    let _logs = configure_logger().map_err(|e| e.to_string())?;
     let address = listen_address()?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("cache_backend_duration_seconds".into()),
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ],
+        )
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     let backend = configured_backend()?;
     demo::warm_cache(&*backend).await;
     let middleware = CacheMiddleware::new(backend);
@@ -38,7 +61,7 @@ async fn serve() -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("listening on http://{local}");
-    axum::serve(listener, demo::app(middleware))
+    axum::serve(listener, demo::app(middleware, metrics))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server failed: {e}"))
@@ -58,14 +81,16 @@ fn configured_backend() -> Result<Arc<dyn Backend>, String> {
 
 fn listen_address() -> Result<SocketAddr, String> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
-    let port = std::env::var("PORT").unwrap_or_else(|_| "8000".into());
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("PORT={port:?} is not a port number (accepted: 0-65535)"))?;
     let ip = host
         .parse::<std::net::IpAddr>()
         .map_err(|_| format!("HOST={host:?} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"))?;
-    Ok(SocketAddr::new(ip, port))
+    Ok(SocketAddr::new(ip, port()?))
+}
+
+fn port() -> Result<u16, String> {
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8000".into());
+    port.parse()
+        .map_err(|_| format!("PORT={port:?} is not a port number (accepted: 0-65535)"))
 }
 
 async fn shutdown_signal() {

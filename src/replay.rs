@@ -67,9 +67,10 @@ pub(crate) fn body_etag(body: &[u8]) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{}\"", &hex[..32])).expect("hex is a valid header value")
 }
 
-/// The response for `stored`, as the client of this request should see it.
+/// The response for `stored`, as the client of this request should see it. Takes the stored
+/// response by value: its headers and body move into the response without copies.
 pub(crate) fn replay<B: Body>(
-    stored: &StoredResponse,
+    stored: StoredResponse,
     method: &Method,
     request_headers: &HeaderMap,
     status: CacheStatus,
@@ -77,31 +78,43 @@ pub(crate) fn replay<B: Body>(
 ) -> Response<CacheBody<B>> {
     let etag = stored.headers.get(header::ETAG);
     let mut response = if etag.is_some_and(|etag| if_none_match(request_headers, etag)) {
-        not_modified(stored)
+        not_modified(&stored)
     } else {
+        let StoredResponse {
+            status,
+            mut headers,
+            body,
+        } = stored;
+        if method == Method::HEAD && !headers.contains_key(header::CONTENT_LENGTH) {
+            // The empty body would otherwise announce a length of 0; HEAD reports the GET body's length.
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
         let body = if method == Method::HEAD {
             CacheBody::empty()
         } else {
-            CacheBody::full(stored.body.clone())
+            CacheBody::full(body)
         };
         let mut response = Response::new(body);
-        *response.status_mut() = stored.status;
-        *response.headers_mut() = stored.headers.clone();
-        if method == Method::HEAD && !stored.headers.contains_key(header::CONTENT_LENGTH) {
-            // The empty body would otherwise announce a length of 0; HEAD reports the GET body's length.
-            let length = HeaderValue::from(stored.body.len());
-            response
-                .headers_mut()
-                .insert(header::CONTENT_LENGTH, length);
-        }
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
         response
     };
     let headers = response.headers_mut();
     headers.insert(X_CACHE, status.header_value());
     if let Some(age) = age {
-        headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+        headers.insert(header::AGE, age_value(age.as_secs()));
     }
     response
+}
+
+/// `Age` values, made once for the first hour so that most hits need no allocation for it.
+fn age_value(seconds: u64) -> HeaderValue {
+    static FIRST_HOUR: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (0..3600u64).map(HeaderValue::from).collect());
+    match FIRST_HOUR.get(seconds as usize) {
+        Some(value) => value.clone(),
+        None => HeaderValue::from(seconds),
+    }
 }
 
 /// Marks a response the cache passed on without storing.
@@ -203,7 +216,7 @@ mod tests {
     #[tokio::test]
     async fn replays_carry_status_headers_body_x_cache_and_age() {
         let response = replay::<Empty<Bytes>>(
-            &stored(),
+            stored(),
             &Method::GET,
             &HeaderMap::new(),
             CacheStatus::Hit,
@@ -220,7 +233,7 @@ mod tests {
     #[tokio::test]
     async fn head_replays_have_headers_but_no_body() {
         let response = replay::<Empty<Bytes>>(
-            &stored(),
+            stored(),
             &Method::HEAD,
             &HeaderMap::new(),
             CacheStatus::Hit,
@@ -244,15 +257,19 @@ mod tests {
         ] {
             let mut headers = HeaderMap::new();
             headers.insert(header::IF_NONE_MATCH, candidate.parse().unwrap());
-            let response =
-                replay::<Empty<Bytes>>(&stored, &Method::GET, &headers, CacheStatus::Hit, None);
+            let response = replay::<Empty<Bytes>>(
+                stored.clone(),
+                &Method::GET,
+                &headers,
+                CacheStatus::Hit,
+                None,
+            );
             assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{candidate}");
             assert_eq!(response.headers()["etag"], etag.as_str());
             assert!(!response.headers().contains_key("content-type"));
         }
         let other = request_with("if-none-match", "\"other\"");
-        let response =
-            replay::<Empty<Bytes>>(&stored, &Method::GET, &other, CacheStatus::Hit, None);
+        let response = replay::<Empty<Bytes>>(stored, &Method::GET, &other, CacheStatus::Hit, None);
         assert_eq!(response.status(), StatusCode::OK);
     }
 }

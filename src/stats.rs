@@ -1,5 +1,18 @@
 //! Counters of what the cache did, and why it did not. Cheap atomics on the request path; a
-//! [`CacheStats`] snapshot for operators (the demo's `/metrics`, logs, tests).
+//! [`CacheStats`] snapshot for operators (the demo's `/metrics/summary`, logs, tests).
+//!
+//! With the `metrics` feature, every count also goes to the `metrics` facade, for whatever recorder
+//! the application installs (the demo exports Prometheus at `/metrics`):
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `cache_requests_total` | `result`: hit, miss, refresh, stale, bypass |
+//! | `cache_coalesced_total` | |
+//! | `cache_bypass_total` | `reason` |
+//! | `cache_not_stored_total` | `reason` |
+//! | `cache_stores_total`, `cache_store_failures_total`, `cache_lookup_failures_total` | |
+//! | `cache_breaker_state` (gauge: 0 closed, 1 open, 2 half-open), `cache_breaker_opened_total` | |
+//! | `cache_backend_duration_seconds` (histogram) | `op`: get, set, delete; `backend` |
 
 use crate::breaker::BreakerState;
 use crate::policy::BypassReason;
@@ -28,15 +41,41 @@ pub(crate) struct Counters {
     bypasses: [AtomicU64; BYPASS_REASONS.len()],
 }
 
-impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+/// One thing the cache did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    Hit,
+    Miss,
+    Refresh,
+    Stale,
+    Coalesced,
+    Stored,
+    StoreFailed,
+    LookupFailed,
+    NotStored(&'static str),
+    Bypass(BypassReason),
+}
 
-    pub(crate) fn bypass(&self, reason: BypassReason) {
-        if let Some(i) = BYPASS_REASONS.iter().position(|r| *r == reason) {
-            Self::bump(&self.bypasses[i]);
-        }
+impl Counters {
+    pub(crate) fn record(&self, event: Event) {
+        let counter = match event {
+            Event::Hit => &self.hits,
+            Event::Miss => &self.misses,
+            Event::Refresh => &self.refreshes,
+            Event::Stale => &self.stale,
+            Event::Coalesced => &self.coalesced,
+            Event::Stored => &self.stores,
+            Event::StoreFailed => &self.store_failures,
+            Event::LookupFailed => &self.lookup_failures,
+            Event::NotStored(_) => &self.not_stored,
+            Event::Bypass(reason) => match BYPASS_REASONS.iter().position(|r| *r == reason) {
+                Some(i) => &self.bypasses[i],
+                None => return,
+            },
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        export(event);
     }
 
     pub(crate) fn snapshot(&self, breaker: BreakerState, breaker_opened: u64) -> CacheStats {
@@ -58,6 +97,28 @@ impl Counters {
                 .collect(),
             breaker,
             breaker_opened,
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn export(event: Event) {
+    use metrics::counter;
+    match event {
+        Event::Hit => counter!("cache_requests_total", "result" => "hit").increment(1),
+        Event::Miss => counter!("cache_requests_total", "result" => "miss").increment(1),
+        Event::Refresh => counter!("cache_requests_total", "result" => "refresh").increment(1),
+        Event::Stale => counter!("cache_requests_total", "result" => "stale").increment(1),
+        Event::Coalesced => counter!("cache_coalesced_total").increment(1),
+        Event::Stored => counter!("cache_stores_total").increment(1),
+        Event::StoreFailed => counter!("cache_store_failures_total").increment(1),
+        Event::LookupFailed => counter!("cache_lookup_failures_total").increment(1),
+        Event::NotStored(reason) => {
+            counter!("cache_not_stored_total", "reason" => reason).increment(1)
+        }
+        Event::Bypass(reason) => {
+            counter!("cache_requests_total", "result" => "bypass").increment(1);
+            counter!("cache_bypass_total", "reason" => reason.as_str()).increment(1);
         }
     }
 }

@@ -215,3 +215,120 @@ fn bad_configuration_stops_the_demo_with_a_message_naming_the_variable() {
         assert!(!stderr.contains("hunter2"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn hit_rates_are_one_request_away_in_prometheus_and_json() {
+    let demo = DemoServer::start(&[]);
+    for _ in 0..3 {
+        demo.get("/stats").await;
+    }
+    demo.request(
+        Request::get("/stats").header("cache-control", "no-store"),
+        Bytes::new(),
+    )
+    .await;
+    let summary = json_of(&demo.get("/metrics/summary").await);
+    assert_eq!(summary["hits"], 2);
+    assert_eq!(summary["misses"], 1);
+    assert!(
+        (summary["hit_ratio"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9,
+        "{summary}"
+    );
+    assert_eq!(summary["bypasses"]["no-store"], 1);
+    assert_eq!(summary["breaker"], "closed");
+
+    let prometheus = demo.get("/metrics").await;
+    assert!(prometheus
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = prometheus.text();
+    for expected in [
+        "cache_requests_total{result=\"hit\"} 2",
+        "cache_requests_total{result=\"miss\"} 1",
+        "cache_bypass_total{reason=\"no-store\"} 1",
+        "cache_backend_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn the_healthcheck_command_reports_a_live_server_and_fails_on_a_dead_one() {
+    let demo = DemoServer::start(&[]);
+    let run = |url: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cache-middleware"))
+            .args(["healthcheck", &url])
+            .output()
+            .unwrap()
+    };
+    assert!(run(format!("{}/health", demo.base)).status.success());
+    let dead = format!("http://127.0.0.1:{}/health", support::servers::free_port());
+    let output = run(dead);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unhealthy"));
+    // Without a URL it probes 127.0.0.1:$PORT.
+    let port = demo.base.rsplit(':').next().unwrap().to_owned();
+    let by_port = std::process::Command::new(env!("CARGO_BIN_EXE_cache-middleware"))
+        .arg("healthcheck")
+        .env("PORT", port)
+        .status()
+        .unwrap();
+    assert!(by_port.success());
+}
+
+#[tokio::test]
+async fn the_start_up_log_shows_the_configuration_with_the_password_masked() {
+    let redis = support::servers::Redis::start_with(
+        support::servers::free_port(),
+        &["--requirepass", "s3cret-pass"],
+    );
+    let url = format!("redis://:s3cret-pass@127.0.0.1:{}", redis.port);
+    let demo = DemoServer::start(&[("CACHE_BACKEND", "redis"), ("REDIS_URL", &url)]);
+    demo.get("/").await;
+    assert_eq!(demo.get("/").await.x_cache(), "HIT", "the password works");
+    let logs = demo.logs();
+    assert!(logs.contains("cache configured"), "{logs}");
+    assert!(
+        logs.contains(&format!("redis://:***@127.0.0.1:{}", redis.port)),
+        "{logs}"
+    );
+    assert!(!logs.contains("s3cret-pass"), "{logs}");
+}
+
+#[tokio::test]
+async fn debug_logs_in_a_rotated_file_show_keys_hits_misses_and_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache_middleware.log");
+    let file = path.to_str().unwrap();
+    let demo = DemoServer::start(&[
+        ("CACHE_LOG_FILE", file),
+        ("CACHE_LOG_FILE_LEVEL", "cache_middleware=debug"),
+        ("CACHE_LOG_ROTATION", "10 MB"),
+    ]);
+    demo.get("/items/1?q=secret-token").await;
+    demo.get("/items/1?q=secret-token").await;
+    demo.get("/items/x").await;
+    demo.request(
+        Request::get("/").header("authorization", "Bearer abc"),
+        Bytes::new(),
+    )
+    .await;
+    // A graceful stop flushes the log writer.
+    assert!(demo.stop().success());
+    let logs = std::fs::read_to_string(&path).unwrap();
+    for expected in [
+        "cache key generated",
+        "query_params=[q]",
+        "cache miss",
+        "cache hit",
+        "reason=status",
+        "reason=authorization",
+    ] {
+        assert!(logs.contains(expected), "missing {expected:?} in:\n{logs}");
+    }
+    assert!(
+        !logs.contains("secret-token") && !logs.contains("Bearer abc"),
+        "{logs}"
+    );
+}

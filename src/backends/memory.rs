@@ -143,6 +143,10 @@ impl Backend for MemoryBackend {
         Ok(self.cache.get(key).map(|stored| stored.value))
     }
 
+    fn get_ready(&self, key: &str) -> Option<Result<Option<Bytes>, BackendError>> {
+        Some(Ok(self.cache.get(key).map(|stored| stored.value)))
+    }
+
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
         if ttl.is_zero() {
             self.cache.invalidate(key);

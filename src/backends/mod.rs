@@ -65,6 +65,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The value stored under `key`, if any and not expired.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError>;
 
+    /// The value under `key` when the backend can answer without waiting (an in-process store);
+    /// `None` when it cannot, and [`get`](Self::get) is to be used. The default is `None`.
+    fn get_ready(&self, key: &str) -> Option<Result<Option<Bytes>, BackendError>> {
+        let _ = key;
+        None
+    }
+
     /// Stores `value` under `key`, replacing any previous value, for `ttl`.
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError>;
 
@@ -82,6 +89,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 impl<T: Backend + ?Sized> Backend for Arc<T> {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
         (**self).get(key).await
+    }
+    fn get_ready(&self, key: &str) -> Option<Result<Option<Bytes>, BackendError>> {
+        (**self).get_ready(key)
     }
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
         (**self).set(key, value, ttl).await

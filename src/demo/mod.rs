@@ -1,17 +1,21 @@
-//! The user guide's example application, in Rust.
+//! The user guide's example application, in Rust, and the binary's health check command.
+
+pub mod healthcheck;
 
 use axum::extract::{Path, Query};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cache_middleware::backends::Backend;
-use cache_middleware::{cache, CacheMiddleware};
+use cache_middleware::{cache, CacheHandle, CacheMiddleware};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The demo routes with the guide's timeouts, inside `middleware`.
-pub fn app(middleware: CacheMiddleware) -> Router {
+/// The demo routes with the guide's timeouts, inside `middleware`; `/metrics` renders `metrics`.
+pub fn app(middleware: CacheMiddleware, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/", get(read_root).layer(cache(Duration::from_secs(300))))
         .route("/items/{item_id}", get(read_item).layer(cache(600)))
@@ -26,6 +30,8 @@ pub fn app(middleware: CacheMiddleware) -> Router {
             get(expensive_operation).layer(cache(300)),
         )
         .route("/health", get(health))
+        .route("/metrics", get(move || prometheus(metrics.clone())))
+        .route("/metrics/summary", get(metrics_summary))
         .layer(middleware)
 }
 
@@ -134,6 +140,40 @@ async fn expensive_operation() -> Result<Json<Value>, StatusCode> {
         "rounds": result.1,
         "computed_at": unix_seconds(),
     })))
+}
+
+/// Every counter and histogram, in Prometheus' text format.
+async fn prometheus(metrics: PrometheusHandle) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.render(),
+    )
+}
+
+/// The guide's "monitor cache hit rates", one request away.
+async fn metrics_summary(cache: CacheHandle) -> Json<Value> {
+    let stats = cache.stats();
+    let bypasses: serde_json::Map<String, Value> = stats
+        .bypasses
+        .iter()
+        .map(|(reason, n)| ((*reason).to_owned(), json!(n)))
+        .collect();
+    Json(json!({
+        "hit_ratio": stats.hit_ratio(),
+        "hits": stats.hits,
+        "misses": stats.misses,
+        "refreshes": stats.refreshes,
+        "stale": stats.stale,
+        "coalesced": stats.coalesced,
+        "stores": stats.stores,
+        "store_failures": stats.store_failures,
+        "lookup_failures": stats.lookup_failures,
+        "not_stored": stats.not_stored,
+        "bypasses": bypasses,
+        "breaker": stats.breaker.as_str(),
+        "breaker_opened": stats.breaker_opened,
+        "backend": cache.backend().name(),
+    }))
 }
 
 async fn health() -> Json<Value> {

@@ -16,10 +16,10 @@ use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::middleware::EngineHandle;
 use crate::policy::{
     classify_request, classify_response, BypassReason, RequestDecision, RequestPolicy,
-    ResponseDecision, ResponsePolicy,
+    ResponseDecision, ResponsePolicy, SkipReason,
 };
 use crate::replay::{mark, replay, to_stored, CacheStatus};
-use crate::stats::Counters;
+use crate::stats::Event;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response};
@@ -71,7 +71,7 @@ where
     let Some(EngineHandle(engine)) = request.extensions().get::<EngineHandle>().cloned() else {
         warn_missing_middleware();
         let request = request.map(CacheBody::stream);
-        return Ok(inner.call(request).await?.map(CacheBody::stream));
+        return Ok(Box::pin(inner.call(request)).await?.map(CacheBody::stream));
     };
     let (parts, body) = request.into_parts();
     let policy = RequestPolicy {
@@ -80,17 +80,38 @@ where
     };
     let decision = classify_request(&parts, policy);
     if let RequestDecision::Bypass(reason) = decision {
-        return bypass(inner, &engine, parts, CacheBody::stream(body), reason).await;
+        return Box::pin(bypass(
+            inner,
+            &engine,
+            parts,
+            CacheBody::stream(body),
+            reason,
+        ))
+        .await;
     }
 
     let (body, body_bytes) = if parts.method == Method::POST {
-        match collect_limited(body, engine.config.max_request_body_size).await {
+        match Box::pin(collect_limited(body, engine.config.max_request_body_size)).await {
             Collected::Complete(bytes) => (CacheBody::full(bytes.clone()), Some(bytes)),
             Collected::TooLarge(body) => {
-                return bypass(inner, &engine, parts, body, BypassReason::BodyTooLarge).await
+                return Box::pin(bypass(
+                    inner,
+                    &engine,
+                    parts,
+                    body,
+                    BypassReason::BodyTooLarge,
+                ))
+                .await
             }
             Collected::Failed(body) => {
-                return bypass(inner, &engine, parts, body, BypassReason::BodyUnreadable).await
+                return Box::pin(bypass(
+                    inner,
+                    &engine,
+                    parts,
+                    body,
+                    BypassReason::BodyUnreadable,
+                ))
+                .await
             }
         }
     } else {
@@ -106,22 +127,26 @@ where
 
     if decision == RequestDecision::Refresh {
         tracing::debug!(key = %key, "request asked for a fresh response (no-cache)");
-        Counters::bump(&engine.counters.refreshes);
+        engine.counters.record(Event::Refresh);
         let miss = Miss::new(&engine, &route, key, CacheStatus::Refresh);
-        return miss.fetch_and_store(&mut inner, parts, body, None).await;
+        return Box::pin(miss.fetch_and_store(&mut inner, parts, body, None)).await;
     }
 
     let mut fallback = None;
-    match engine.lookup(&key, &parts.headers, route.grace()).await {
+    let now_ms = Entry::now_ms();
+    match engine
+        .lookup(&key, &parts.headers, route.grace(), now_ms)
+        .await
+    {
         Found::Fresh(entry) => {
             tracing::debug!(key = %key, "cache hit");
-            Counters::bump(&engine.counters.hits);
-            return Ok(replay_entry(&entry, &parts, CacheStatus::Hit));
+            engine.counters.record(Event::Hit);
+            return Ok(replay_entry(entry, &parts, CacheStatus::Hit, now_ms));
         }
-        Found::Stale(entry) if within(&entry, route.stale_while_revalidate) => {
+        Found::Stale(entry) if within(&entry, route.stale_while_revalidate, now_ms) => {
             tracing::debug!(key = %key, "serving stale while revalidating");
-            Counters::bump(&engine.counters.stale);
-            let response = replay_entry(&entry, &parts, CacheStatus::Stale);
+            engine.counters.record(Event::Stale);
+            let response = replay_entry(entry, &parts, CacheStatus::Stale, now_ms);
             if parts.method != Method::HEAD {
                 revalidate_in_background(inner, engine, route, key, parts, body);
             }
@@ -141,22 +166,31 @@ where
             .join(flight_key(&engine, &route, &key, &parts.headers).as_str())
         {
             Join::Leader(guard) => leader = Some(guard),
-            Join::Waiter(waiter) => match waiter.wait(engine.config.coalesce_timeout).await {
-                Some(shared) if engine.shared_fits(&shared, &key, &parts.headers) => {
-                    tracing::debug!(key = %key, "served the response of an identical request in flight");
-                    Counters::bump(&engine.counters.hits);
-                    Counters::bump(&engine.counters.coalesced);
-                    return Ok(replay_entry(&shared.entry, &parts, CacheStatus::Hit));
+            Join::Waiter(waiter) => {
+                match Box::pin(waiter.wait(engine.config.coalesce_timeout)).await {
+                    Some(shared) if engine.shared_fits(&shared, &key, &parts.headers) => {
+                        tracing::debug!(key = %key, "served the response of an identical request in flight");
+                        engine.counters.record(Event::Hit);
+                        engine.counters.record(Event::Coalesced);
+                        let entry = shared.entry.clone();
+                        return Ok(replay_entry(
+                            entry,
+                            &parts,
+                            CacheStatus::Hit,
+                            Entry::now_ms(),
+                        ));
+                    }
+                    _ => tracing::debug!(key = %key, "no shared response; running the handler"),
                 }
-                _ => tracing::debug!(key = %key, "no shared response; running the handler"),
-            },
+            }
         }
     }
-    Counters::bump(&engine.counters.misses);
+    engine.counters.record(Event::Miss);
     let mut miss = Miss::new(&engine, &route, key, CacheStatus::Miss);
     miss.leader = leader;
-    miss.fetch_and_store(&mut inner, parts, body, fallback)
-        .await
+    // Boxed: the miss path (with the handler's own future) would otherwise make every request's
+    // future, hits included, several kilobytes larger, copied on each request.
+    Box::pin(miss.fetch_and_store(&mut inner, parts, body, fallback)).await
 }
 
 /// One handler run whose response may be stored.
@@ -203,14 +237,14 @@ impl<'a> Miss<'a> {
             Err(error) => {
                 return match fallback {
                     Some(stale) => {
-                        Ok(self.serve_stale(&stale, &method, &request_headers, "handler error"))
+                        Ok(self.serve_stale(stale, &method, &request_headers, "handler error"))
                     }
                     None => Err(error),
                 }
             }
         };
         if response.status().is_server_error() {
-            if let Some(stale) = &fallback {
+            if let Some(stale) = fallback {
                 let reason = response.status();
                 return Ok(self.serve_stale(stale, &method, &request_headers, reason.as_str()));
             }
@@ -232,7 +266,7 @@ impl<'a> Miss<'a> {
         );
         if let ResponseDecision::Skip(reason) = decision {
             tracing::debug!(key = %key, %reason, status = %response_parts.status, "response not cached");
-            Counters::bump(&engine.counters.not_stored);
+            engine.counters.record(Event::NotStored(reason.as_str()));
             let response = Response::from_parts(response_parts, CacheBody::stream(response_body));
             return Ok(mark(response, self.status));
         }
@@ -240,7 +274,9 @@ impl<'a> Miss<'a> {
             Collected::Complete(bytes) => bytes,
             Collected::TooLarge(body) | Collected::Failed(body) => {
                 tracing::debug!(key = %key, reason = "response-body-too-large-or-failed", "response not cached");
-                Counters::bump(&engine.counters.not_stored);
+                engine
+                    .counters
+                    .record(Event::NotStored(SkipReason::BodyTooLarge.as_str()));
                 return Ok(mark(
                     Response::from_parts(response_parts, body),
                     self.status,
@@ -264,7 +300,8 @@ impl<'a> Miss<'a> {
             shared
                 .entry
                 .response()
-                .expect("stored entries hold responses"),
+                .expect("stored entries hold responses")
+                .clone(),
             &method,
             &request_headers,
             self.status,
@@ -278,21 +315,16 @@ impl<'a> Miss<'a> {
 
     fn serve_stale<ResB: Body>(
         &self,
-        stale: &Entry,
+        stale: Entry,
         method: &Method,
         headers: &HeaderMap,
         reason: &str,
     ) -> Response<CacheBody<ResB>> {
         tracing::debug!(key = %self.key, reason, "handler failed; serving stale entry");
-        Counters::bump(&self.engine.counters.stale);
-        let response = stale.response().expect("lookups return responses");
-        replay(
-            response,
-            method,
-            headers,
-            CacheStatus::Stale,
-            Some(stale.age(Entry::now_ms())),
-        )
+        self.engine.counters.record(Event::Stale);
+        let age = stale.age(Entry::now_ms());
+        let response = stale.into_response().expect("lookups return responses");
+        replay(response, method, headers, CacheStatus::Stale, Some(age))
     }
 }
 
@@ -336,7 +368,7 @@ where
     ResB: Body<Data = Bytes> + Unpin,
 {
     tracing::debug!(method = %parts.method, path = parts.uri.path(), %reason, "request bypasses the cache");
-    engine.counters.bypass(reason);
+    engine.counters.record(Event::Bypass(reason));
     let response = inner.call(Request::from_parts(parts, body)).await?;
     Ok(mark(response.map(CacheBody::stream), CacheStatus::Bypass))
 }
@@ -352,17 +384,18 @@ fn flight_key(
     variant_key(&engine.config.namespace, key, &route.vary, headers)
 }
 
-fn within(entry: &Entry, grace: std::time::Duration) -> bool {
-    !grace.is_zero() && entry.age(Entry::now_ms()) < entry.ttl.saturating_add(grace)
+fn within(entry: &Entry, grace: std::time::Duration, now_ms: u64) -> bool {
+    !grace.is_zero() && entry.age(now_ms) < entry.ttl.saturating_add(grace)
 }
 
 fn replay_entry<B: Body>(
-    entry: &Entry,
+    entry: Entry,
     parts: &Parts,
     status: CacheStatus,
+    now_ms: u64,
 ) -> Response<CacheBody<B>> {
-    let response = entry.response().expect("lookups return responses");
-    let age = entry.age(Entry::now_ms());
+    let age = entry.age(now_ms);
+    let response = entry.into_response().expect("lookups return responses");
     replay(response, &parts.method, &parts.headers, status, Some(age))
 }
 

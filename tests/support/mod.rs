@@ -73,6 +73,7 @@ impl Counter {
 pub struct DemoServer {
     child: std::process::Child,
     pub base: String,
+    log_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl DemoServer {
@@ -85,17 +86,20 @@ impl DemoServer {
             .env("PORT", "0")
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit());
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
         for (name, value) in env {
             command.env(name, value);
         }
         let mut child = command.spawn().expect("demo binary starts");
-        let stdout = child.stdout.take().unwrap();
+        let logs = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&log_lines);
         std::thread::spawn(move || {
             let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in BufReader::new(logs).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line.clone());
                 if !sent {
                     if let Some(at) = line.find("listening on http://") {
                         let address = line[at + "listening on ".len()..].trim().to_owned();
@@ -107,7 +111,26 @@ impl DemoServer {
         let base = rx
             .recv_timeout(std::time::Duration::from_secs(30))
             .expect("the demo announces its address");
-        DemoServer { child, base }
+        DemoServer {
+            child,
+            base,
+            log_lines,
+        }
+    }
+
+    /// Stops the demo as a service manager would (SIGTERM), and waits for it to exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+
+    /// What the demo has logged so far (stderr).
+    pub fn logs(&self) -> String {
+        self.log_lines.lock().unwrap().join("\n")
     }
 
     /// One request to the demo; returns what the client observes.

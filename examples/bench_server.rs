@@ -1,0 +1,42 @@
+//! The server for `scripts/load-test.sh`: one route returning the same bytes, served three ways.
+//!
+//! `MODE=bare` is plain axum with no cache layer at all (the ceiling); `MODE=memory` and `MODE=redis`
+//! cache the route (`REDIS_URL` for the latter). `PORT` as for the demo. Prints its address once
+//! listening.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use cache_middleware::backends::{MemoryBackend, RedisBackend};
+use cache_middleware::{cache, CacheMiddleware};
+use serde_json::{json, Value};
+
+async fn hello() -> Json<Value> {
+    Json(json!({"Hello": "World"}))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mode = std::env::var("MODE").unwrap_or_else(|_| "bare".into());
+    let app = match mode.as_str() {
+        "bare" => Router::new().route("/hello", get(hello)),
+        "memory" => Router::new()
+            .route("/hello", get(hello).layer(cache(300)))
+            .layer(CacheMiddleware::new(MemoryBackend::new(1000))),
+        "redis" => {
+            let url = std::env::var("REDIS_URL")?;
+            Router::new()
+                .route("/hello", get(hello).layer(cache(300)))
+                .layer(CacheMiddleware::new(
+                    RedisBackend::builder(url).max_connections(4).build()?,
+                ))
+        }
+        other => {
+            return Err(format!("MODE={other:?}: accepted values are bare, memory, redis").into())
+        }
+    };
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8001".into());
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
