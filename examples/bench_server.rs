@@ -1,8 +1,8 @@
 //! The server for `scripts/load-test.sh`: one route returning the same bytes, served three ways.
 //!
 //! `MODE=bare` is plain axum with no cache layer at all (the ceiling); `MODE=memory` and `MODE=redis`
-//! cache the route (`REDIS_URL` for the latter). `PORT` as for the demo. Prints its address once
-//! listening.
+//! cache the route (`REDIS_URL` and `REDIS_MAX_CONNECTIONS`, default 4, for the latter). `PORT` as
+//! for the demo. Prints its address once listening.
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -24,10 +24,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .layer(CacheMiddleware::new(MemoryBackend::new(1000))),
         "redis" => {
             let url = std::env::var("REDIS_URL")?;
+            let connections =
+                std::env::var("REDIS_MAX_CONNECTIONS").map_or(Ok(4), |n| n.parse())?;
             Router::new()
                 .route("/hello", get(hello).layer(cache(300)))
                 .layer(CacheMiddleware::new(
-                    RedisBackend::builder(url).max_connections(4).build()?,
+                    RedisBackend::builder(url)
+                        .max_connections(connections)
+                        .build()?,
                 ))
         }
         other => {

@@ -57,3 +57,8 @@ pub use stats::CacheStats;
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The user guide's code blocks, compiled as doc tests.
+#[doc = include_str!("../docs/user-guide.md")]
+#[cfg(doctest)]
+pub struct UserGuideDoctests;
