@@ -53,7 +53,8 @@ PY
 # start_server NAME ENV...: runs bench_server on core 0, sets $server_pid and $server_url
 start_server() {
   local port; port=$(free_port)
-  env PORT="$port" "$@" taskset -c 0 target/release/examples/bench_server >/dev/null 2>&1 &
+  # One core, one runtime worker (as for any server pinned to one core).
+  env PORT="$port" TOKIO_WORKER_THREADS=1 "$@" taskset -c 0 target/release/examples/bench_server >/dev/null 2>&1 &
   server_pid=$!; pids+=("$server_pid")
   server_url="http://127.0.0.1:$port/hello"
   wait_http "$server_url"; curl -s -o /dev/null "$server_url"
@@ -73,7 +74,7 @@ for mode in bare memory redis; do
 done
 
 demo_port=$(free_port)
-PORT=$demo_port RUST_LOG=warn taskset -c 0 target/release/cache-middleware >/dev/null 2>&1 &
+PORT=$demo_port RUST_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c 0 target/release/cache-middleware >/dev/null 2>&1 &
 demo_pid=$!; pids+=("$demo_pid")
 wait_http "http://127.0.0.1:$demo_port/health"
 expensive="http://127.0.0.1:$demo_port/expensive-operation"

@@ -65,9 +65,12 @@ impl Connector {
     pub(crate) fn new(options: &RedisBackendBuilder) -> Result<Self, BuildError> {
         ensure_crypto_provider();
         let certificates = certificates(options)?;
+        // No response time-out inside redis-rs: every operation already runs under the backend's
+        // per-attempt limit (which also discards the connection), and a third timer per request
+        // would only cost time.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.timeout));
+            .set_response_timeout(None);
         match &options.topology {
             Topology::Standalone { url } => {
                 let info = connection_info(url, options)?;
