@@ -147,9 +147,12 @@ fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Typed reads of the variables; empty values count as unset.
+/// Typed reads of the variables; empty values count as unset. (Flags, durations and lists are
+/// read only for Redis.)
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 impl Env<'_> {
     fn get(&self, name: &str) -> Option<String> {
         (self.0)(name).filter(|v| !v.trim().is_empty())

@@ -52,7 +52,8 @@ pub(crate) enum Event {
     Stored,
     StoreFailed,
     LookupFailed,
-    NotStored(&'static str),
+    // The reason labels the exported metric.
+    NotStored(#[cfg_attr(not(feature = "metrics"), allow(dead_code))] &'static str),
     Bypass(BypassReason),
 }
 

@@ -32,11 +32,14 @@ struct Slot<C> {
     backoff: Duration,
 }
 
-/// Exclusive use of one slot's connection for one operation.
+/// Exclusive use of one slot's connection for one operation (Memcached's connections are not
+/// multiplexed).
+#[cfg_attr(not(feature = "memcached"), allow(dead_code))]
 pub(crate) struct Lease<C> {
     guard: OwnedMutexGuard<Slot<C>>,
 }
 
+#[cfg_attr(not(feature = "memcached"), allow(dead_code))]
 impl<C> Lease<C> {
     pub(crate) fn conn(&mut self) -> &mut C {
         self.guard
@@ -51,8 +54,9 @@ impl<C> Lease<C> {
     }
 }
 
-/// Identifies the connection a shared checkout handed out.
+/// Identifies the connection a shared checkout handed out (Redis's connections are multiplexed).
 #[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct Ticket {
     slot: usize,
     generation: u64,
@@ -82,11 +86,13 @@ impl<C: Send + 'static> Pool<C> {
         }
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn size(&self) -> usize {
         self.slots.len()
     }
 
     /// Exclusive use of a connection: a free slot if there is one, else the next in turn.
+    #[cfg_attr(not(feature = "memcached"), allow(dead_code))]
     pub(crate) async fn lease(&self) -> Result<Lease<C>, BackendError> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.slots.len();
@@ -144,6 +150,7 @@ impl<C: Send + 'static> Pool<C> {
 
     /// The live connections with their tickets, for health checks. Slots busy right now are skipped
     /// (they are in use, which checks them well enough).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn snapshot(&self) -> Vec<(C, Ticket)>
     where
         C: Clone,
@@ -166,6 +173,7 @@ impl<C: Send + 'static> Pool<C> {
     }
 }
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 impl<C: Clone + Send + 'static> Pool<C> {
     /// A clone of a connection that multiplexes requests (one slot is not held for the operation).
     pub(crate) async fn checkout_shared(&self) -> Result<(C, Ticket), BackendError> {
