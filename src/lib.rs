@@ -40,6 +40,8 @@ pub mod key;
 pub mod logger_config;
 mod middleware;
 pub mod policy;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 pub mod redact;
 mod replay;
 mod route;

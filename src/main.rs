@@ -5,6 +5,9 @@
 //!   or `ENVIRONMENT`).
 //! - `cache-middleware healthcheck [URL]`: exit 0 when the server's `/health` answers 200, 1 otherwise
 //!   (for container health checks; default URL `http://127.0.0.1:$PORT/health`).
+//! - `cache-middleware proxy --upstream URL [--listen ADDR] [--rules FILE]`: a caching reverse proxy
+//!   in front of an application in any language, with the backend from the same environment
+//!   variables (see `cache_middleware::proxy`).
 
 mod demo;
 
@@ -16,7 +19,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-const USAGE: &str = "usage: cache-middleware [serve | healthcheck [URL] | --help]";
+const USAGE: &str = "usage: cache-middleware [serve | healthcheck [URL] | proxy --upstream URL [--listen ADDR] [--rules FILE] | --help]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -24,6 +27,7 @@ async fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         None | Some("serve") => serve().await,
         Some("healthcheck") => return demo::healthcheck::run(args.get(1).cloned()).await,
+        Some("proxy") => proxy(&args[1..]).await,
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -65,6 +69,59 @@ async fn serve() -> Result<(), String> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server failed: {e}"))
+}
+
+/// The caching reverse proxy: `--upstream URL [--listen ADDR] [--rules FILE]`.
+async fn proxy(args: &[String]) -> Result<(), String> {
+    let mut upstream = None;
+    let mut listen = "127.0.0.1:8080".to_owned();
+    let mut rules = None;
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let mut value = || {
+            rest.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--upstream" => upstream = Some(value()?),
+            "--listen" => listen = value()?,
+            "--rules" => rules = Some(value()?),
+            other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+        }
+    }
+    let upstream = upstream.ok_or_else(|| format!("proxy needs --upstream URL\n{USAGE}"))?;
+    let upstream = upstream.parse().map_err(|_| {
+        format!("--upstream {upstream:?} is not a URL (e.g. http://127.0.0.1:8000)")
+    })?;
+    let config = match rules {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("--rules {path}: {e}"))?;
+            cache_middleware::proxy::ProxyConfig::from_toml(&text)
+                .map_err(|e| format!("--rules {path}: {e}"))?
+        }
+        None => cache_middleware::proxy::ProxyConfig::default(),
+    };
+    let address: SocketAddr = listen
+        .parse()
+        .map_err(|_| format!("--listen {listen:?} is not an address (e.g. 127.0.0.1:8080)"))?;
+    let _logs = configure_logger().map_err(|e| e.to_string())?;
+    let middleware = CacheMiddleware::new(configured_backend()?);
+    tracing::info!(config = ?middleware, rules = config.routes.len(), "proxy configured");
+    let app = cache_middleware::proxy::router(upstream, &config, middleware)
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    tracing::info!(
+        "listening on http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("proxy failed: {e}"))
 }
 
 /// `ENVIRONMENT` picks a preset (as in the guide's multi-environment set-up); otherwise
