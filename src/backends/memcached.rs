@@ -10,7 +10,7 @@
 //!   Memcached requires.
 //! - Keys longer than Memcached's 250 bytes, or with anything but printable ASCII, are hashed.
 
-use super::pool::Pool;
+use super::pool::{check_options, Pool};
 use super::{Backend, BackendError, BuildError};
 use async_memcached::{AsciiProtocol, Client, Error as McError, Status};
 use async_trait::async_trait;
@@ -239,21 +239,12 @@ impl MemcachedBackendBuilder {
 
     /// Checks the options and builds the backend. No connection is opened.
     pub fn build(self) -> Result<MemcachedBackend, BuildError> {
-        let invalid = |option: &'static str, reason: &str| BuildError::InvalidOption {
-            option,
-            reason: reason.to_owned(),
-        };
-        if self.max_connections == 0 {
-            return Err(invalid("max_connections", "must be at least 1"));
-        }
-        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(invalid("timeout", "must be longer than zero"));
-        }
+        check_options(self.max_connections, self.timeout, self.connect_timeout)?;
         let namespace_ok = !self.namespace.is_empty()
             && self.namespace.len() <= 64
             && self.namespace.bytes().all(|b| b.is_ascii_graphic());
         if !namespace_ok {
-            return Err(invalid(
+            return Err(BuildError::invalid(
                 "namespace",
                 "1 to 64 printable ASCII characters, no spaces",
             ));

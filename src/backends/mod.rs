@@ -56,6 +56,16 @@ pub enum BuildError {
     },
 }
 
+#[cfg(any(feature = "redis", feature = "memcached"))]
+impl BuildError {
+    pub(crate) fn invalid(option: &'static str, reason: &str) -> Self {
+        BuildError::InvalidOption {
+            option,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
 /// Asynchronous key-value storage with per-entry TTL.
 ///
 /// Implementations must never return an entry past its TTL, and their `Debug` output must not show

@@ -5,7 +5,7 @@
 //! (100 ms, doubling up to 5 s) before trying again, so a server that is down costs a fast error, not a
 //! connection attempt per request. The server coming back is picked up without a restart.
 
-use super::BackendError;
+use super::{BackendError, BuildError};
 use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -60,6 +60,21 @@ impl<C> Lease<C> {
 pub(crate) struct Ticket {
     slot: usize,
     generation: u64,
+}
+
+/// Checks the options every pooled backend has.
+pub(crate) fn check_options(
+    max_connections: usize,
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<(), BuildError> {
+    if max_connections == 0 {
+        return Err(BuildError::invalid("max_connections", "must be at least 1"));
+    }
+    if timeout.is_zero() || connect_timeout.is_zero() {
+        return Err(BuildError::invalid("timeout", "must be longer than zero"));
+    }
+    Ok(())
 }
 
 impl<C: Send + 'static> Pool<C> {

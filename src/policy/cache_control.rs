@@ -29,21 +29,32 @@ impl CacheControl {
     /// Parses every `Cache-Control` value in `headers`. A request's `Pragma: no-cache` counts as
     /// `no-cache` when no `Cache-Control` is present (RFC 9111 §5.4).
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let mut cc = CacheControl::default();
-        let mut seen = false;
-        for value in headers.get_all(CACHE_CONTROL) {
-            if let Ok(text) = value.to_str() {
-                seen = true;
-                cc.apply_all(text);
-            }
-        }
-        if !seen {
+        let mut cc = Self::from_field_lines(headers);
+        let readable_cache_control = headers
+            .get_all(CACHE_CONTROL)
+            .iter()
+            .any(|v| v.to_str().is_ok());
+        if !readable_cache_control {
             cc.no_cache = headers
                 .get_all(PRAGMA)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .any(|d| d.trim().eq_ignore_ascii_case("no-cache"));
+        }
+        cc
+    }
+
+    /// Parses every `Cache-Control` field line, without the request-only `Pragma` fallback (responses
+    /// are judged on `Cache-Control` alone).
+    pub fn from_field_lines(headers: &HeaderMap) -> Self {
+        let mut cc = CacheControl::default();
+        for text in headers
+            .get_all(CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            cc.apply_all(text);
         }
         cc
     }

@@ -90,7 +90,7 @@ pub fn classify_response(
     if headers.contains_key(header::SET_COOKIE) {
         return Skip(SkipReason::SetCookie);
     }
-    let cc = CacheControl::from_headers_no_pragma(headers);
+    let cc = CacheControl::from_field_lines(headers);
     if cc.no_store {
         return Skip(SkipReason::NoStore);
     }
@@ -161,22 +161,6 @@ pub fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
-}
-
-impl CacheControl {
-    /// `Pragma` is a request-only fallback; responses are judged on `Cache-Control` alone.
-    fn from_headers_no_pragma(headers: &HeaderMap) -> Self {
-        let mut cc = CacheControl::default();
-        for value in headers.get_all(header::CACHE_CONTROL) {
-            if let Ok(text) = value.to_str() {
-                let parsed = CacheControl::parse(text);
-                cc.no_store |= parsed.no_store;
-                cc.private |= parsed.private;
-                cc.no_cache |= parsed.no_cache;
-            }
-        }
-        cc
-    }
 }
 
 #[cfg(test)]

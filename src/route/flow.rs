@@ -141,12 +141,24 @@ where
         Found::Fresh(entry) => {
             tracing::debug!(key = %key, "cache hit");
             engine.counters.record(Event::Hit);
-            return Ok(replay_entry(entry, &parts, CacheStatus::Hit, now_ms));
+            return Ok(replay_entry(
+                entry,
+                &parts.method,
+                &parts.headers,
+                CacheStatus::Hit,
+                now_ms,
+            ));
         }
         Found::Stale(entry) if within(&entry, route.stale_while_revalidate, now_ms) => {
             tracing::debug!(key = %key, "serving stale while revalidating");
             engine.counters.record(Event::Stale);
-            let response = replay_entry(entry, &parts, CacheStatus::Stale, now_ms);
+            let response = replay_entry(
+                entry,
+                &parts.method,
+                &parts.headers,
+                CacheStatus::Stale,
+                now_ms,
+            );
             if parts.method != Method::HEAD {
                 revalidate_in_background(inner, engine, route, key, parts, body);
             }
@@ -175,7 +187,8 @@ where
                         let entry = shared.entry.clone();
                         return Ok(replay_entry(
                             entry,
-                            &parts,
+                            &parts.method,
+                            &parts.headers,
                             CacheStatus::Hit,
                             Entry::now_ms(),
                         ));
@@ -322,9 +335,7 @@ impl<'a> Miss<'a> {
     ) -> Response<CacheBody<ResB>> {
         tracing::debug!(key = %self.key, reason, "handler failed; serving stale entry");
         self.engine.counters.record(Event::Stale);
-        let age = stale.age(Entry::now_ms());
-        let response = stale.into_response().expect("lookups return responses");
-        replay(response, method, headers, CacheStatus::Stale, Some(age))
+        replay_entry(stale, method, headers, CacheStatus::Stale, Entry::now_ms())
     }
 }
 
@@ -388,15 +399,17 @@ fn within(entry: &Entry, grace: std::time::Duration, now_ms: u64) -> bool {
     !grace.is_zero() && entry.age(now_ms) < entry.ttl.saturating_add(grace)
 }
 
+/// The response for a stored entry (never a variant marker), with its age as of `now_ms`.
 fn replay_entry<B: Body>(
     entry: Entry,
-    parts: &Parts,
+    method: &Method,
+    headers: &HeaderMap,
     status: CacheStatus,
     now_ms: u64,
 ) -> Response<CacheBody<B>> {
     let age = entry.age(now_ms);
     let response = entry.into_response().expect("lookups return responses");
-    replay(response, &parts.method, &parts.headers, status, Some(age))
+    replay(response, method, headers, status, Some(age))
 }
 
 fn warn_missing_middleware() {

@@ -1,6 +1,7 @@
 //! Options of the Redis backend, as the guide names them.
 
 use super::RedisBackend;
+use crate::backends::pool::check_options;
 use crate::backends::BuildError;
 use crate::redact::redact_url;
 use std::fmt;
@@ -185,15 +186,8 @@ impl RedisBackendBuilder {
     }
 
     fn validate(&self) -> Result<(), BuildError> {
-        let invalid = |option: &'static str, reason: &str| {
-            Err(BuildError::InvalidOption {
-                option,
-                reason: reason.to_owned(),
-            })
-        };
-        if self.max_connections == 0 {
-            return invalid("max_connections", "must be at least 1");
-        }
+        let invalid = |option: &'static str, reason: &str| Err(BuildError::invalid(option, reason));
+        check_options(self.max_connections, self.timeout, self.connect_timeout)?;
         if self.namespace.is_empty() {
             return invalid(
                 "namespace",
@@ -205,9 +199,6 @@ impl RedisBackendBuilder {
                 "socket_keepalive_options",
                 "need socket_keepalive(true) to take effect",
             );
-        }
-        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return invalid("timeout", "must be longer than zero");
         }
         if self.health_check_interval.is_some_and(|d| d.is_zero()) {
             return invalid("health_check_interval", "must be longer than zero");
