@@ -1,8 +1,10 @@
 //! The server for `scripts/load-test.sh`: one route returning the same bytes, served three ways.
 //!
 //! `MODE=bare` is plain axum with no cache layer at all (the ceiling); `MODE=memory` and `MODE=redis`
-//! cache the route (`REDIS_URL` and `REDIS_MAX_CONNECTIONS`, default 4, for the latter). `PORT` as
-//! for the demo. Prints its address once listening.
+//! cache the route (`REDIS_URL` and `REDIS_MAX_CONNECTIONS`, default 4, for the latter).
+//! `MODE=origin` is the bare route telling caches it may be stored (`Cache-Control: public,
+//! max-age=300`): the origin behind the proxies `scripts/proxy-bench.sh` compares. `PORT` as for the
+//! demo. Prints its address once listening.
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -19,6 +21,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = std::env::var("MODE").unwrap_or_else(|_| "bare".into());
     let app = match mode.as_str() {
         "bare" => Router::new().route("/hello", get(hello)),
+        "origin" => Router::new().route(
+            "/hello",
+            get(|| async { ([("cache-control", "public, max-age=300")], hello().await) }),
+        ),
         "memory" => Router::new()
             .route("/hello", get(hello).layer(cache(300)))
             .layer(CacheMiddleware::new(MemoryBackend::new(1000))),
@@ -35,7 +41,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ))
         }
         other => {
-            return Err(format!("MODE={other:?}: accepted values are bare, memory, redis").into())
+            return Err(
+                format!("MODE={other:?}: accepted values are bare, origin, memory, redis").into(),
+            )
         }
     };
     let port = std::env::var("PORT").unwrap_or_else(|_| "8001".into());

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit, integration (real servers on loopback) and doc tests.
-# The tests start their own redis-server and memcached on free loopback ports and stop them afterwards;
-# this script installs both from Debian's packages when they are missing.
+# Runs the whole test suite: unit, integration (real servers on loopback) and doc tests, then the
+# public HTTP cache conformance suite against the proxy (scripts/conformance/run.sh).
+# The tests start their own redis-server, memcached and origin servers on free loopback ports and stop
+# them afterwards; this script installs what is missing from Debian's packages (and the conformance
+# suite from the npm registry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +11,9 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} from Debian's packages" >&2
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -21,4 +26,9 @@ if ((${#missing[@]})); then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-exec cargo test --all-features --locked "$@"
+cargo test --all-features --locked "$@"
+
+# Required tests of http-cache-tests passed: the level reached (docs/conformance.md); a drop fails.
+CONFORMANCE_FLOOR=92.7
+cargo build --all-features --locked --bin cache-middleware
+exec scripts/conformance/run.sh --min "$CONFORMANCE_FLOOR"

@@ -56,6 +56,14 @@ pub(crate) struct Shared {
     pub variant: Option<CacheKey>,
 }
 
+/// When a stored response's age was zero, how long it is fresh, and how long it is kept after.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetime {
+    pub born_ms: u64,
+    pub ttl: Duration,
+    pub grace: Duration,
+}
+
 /// What a lookup found.
 pub(crate) enum Found {
     Fresh(Entry),
@@ -143,7 +151,29 @@ impl Engine {
         ttl: Duration,
         grace: Duration,
     ) -> Shared {
-        let stored_at_ms = Entry::now_ms();
+        let lifetime = Lifetime {
+            born_ms: Entry::now_ms(),
+            ttl,
+            grace,
+        };
+        self.store_with(primary, vary, headers, response, lifetime)
+            .await
+    }
+
+    /// As [`store`](Self::store), for a response that was already `born_ms` old when it arrived
+    /// (its age counts from there).
+    pub(crate) async fn store_with(
+        &self,
+        primary: &CacheKey,
+        vary: Vec<String>,
+        headers: &HeaderMap,
+        response: StoredResponse,
+        Lifetime {
+            born_ms: stored_at_ms,
+            ttl,
+            grace,
+        }: Lifetime,
+    ) -> Shared {
         let entry_for = |key: &CacheKey, content| Entry {
             fingerprint: *key.digest(),
             stored_at_ms,

@@ -169,10 +169,18 @@ pub fn variant_key(
         m.count(names.len());
         for name in names {
             m.field(name.as_bytes());
-            let values = headers.get_all(name.as_str());
-            m.count(values.iter().count());
-            for value in values {
-                m.field(value.as_bytes());
+            // Field lines are one list (RFC 9110 §5.3), and spaces around its members mean
+            // nothing: `a, b` on one line and `a` and `b` on two select the same variant.
+            let members = || {
+                headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+                    .map(<[u8]>::trim_ascii)
+            };
+            m.count(members().count());
+            for member in members() {
+                m.field(member);
             }
         }
     });
@@ -339,6 +347,23 @@ mod tests {
         assert_ne!(variant("en"), primary);
         let absent = variant_key("ns", &primary, &names, &HeaderMap::new());
         assert_ne!(absent, variant(""));
+    }
+
+    #[test]
+    fn variant_values_are_one_list_whatever_their_lines_and_spaces() {
+        let primary = key("/");
+        let names = vec!["x-foo".to_string()];
+        let variant = |lines: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append("x-foo", line.parse().unwrap());
+            }
+            variant_key("ns", &primary, &names, &headers)
+        };
+        assert_eq!(variant(&["a, b"]), variant(&["a", "b"]));
+        assert_eq!(variant(&["a,b"]), variant(&["a ,  b"]));
+        assert_ne!(variant(&["a, b"]), variant(&["b, a"]));
+        assert_ne!(variant(&["ab"]), variant(&["a", "b"]));
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub mod proxy;
 pub mod redact;
 mod replay;
 mod route;
+mod shared;
 mod stats;
 
 pub use body::CacheBody;
@@ -53,6 +54,7 @@ pub use handle::CacheHandle;
 pub use middleware::{CacheMiddleware, CacheMiddlewareService};
 pub use replay::{CacheStatus, X_CACHE};
 pub use route::{cache, CacheLayer, CacheService, IntoTimeout};
+pub use shared::{SharedCache, SharedCacheService};
 pub use stats::CacheStats;
 
 /// The README's code blocks, compiled as doc tests.

@@ -51,6 +51,13 @@ impl CacheMiddleware {
         CacheHandle::new(Arc::clone(&self.engine), None)
     }
 
+    /// Shared-cache mode: instead of routes opting in with a TTL, every GET and HEAD is cached as
+    /// the origin's headers allow (RFC 9111), as a proxy or CDN would. Add the returned layer
+    /// around the whole application, in place of this one.
+    pub fn http_semantics(self) -> crate::SharedCache {
+        crate::SharedCache::new(self.engine)
+    }
+
     fn configure(self, change: impl FnOnce(&mut EngineConfig)) -> Self {
         let mut config = self.engine.config.clone();
         change(&mut config);

@@ -3,11 +3,14 @@
 //!
 //! Requests go to one upstream, with bodies streamed both ways. Hop-by-hop fields are dropped,
 //! `Via` is added, and an unreachable upstream answers 502, a slow one 504. Paths that match a
-//! rule are cached in route mode with the rule's TTL. Everything else is forwarded untouched.
+//! rule are cached in route mode with the rule's TTL. Everything else is cached in shared-cache
+//! mode, as the origin's own headers allow (RFC 9111; see [`SharedCache`](crate::SharedCache)).
 //!
 //! ```toml
 //! # rules.toml
 //! upstream_timeout_secs = 30
+//! http_semantics = true    # cache other paths by the origin's headers (default); false: forward
+//! store_set_cookie = false # store responses that set cookies (default false)
 //!
 //! [[route]]
 //! path = "/items/*"      # everything below /items/; exact paths too
@@ -58,6 +61,14 @@ pub struct ProxyConfig {
     /// Most time the upstream may take to start answering (default 30 s).
     #[serde(default = "default_timeout")]
     pub upstream_timeout_secs: u64,
+    /// Cache the paths no rule names by the origin's headers (default `true`); `false` forwards
+    /// them uncached.
+    #[serde(default = "yes")]
+    pub http_semantics: bool,
+    /// Store responses that set cookies in shared-cache mode (default `false`; see
+    /// [`SharedCache::store_set_cookie`](crate::SharedCache::store_set_cookie)).
+    #[serde(default)]
+    pub store_set_cookie: bool,
     /// Paths cached with a fixed TTL, for origins that send no caching headers.
     #[serde(default, rename = "route")]
     pub routes: Vec<Rule>,
@@ -65,6 +76,10 @@ pub struct ProxyConfig {
 
 fn default_timeout() -> u64 {
     30
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One cached path.
@@ -113,6 +128,8 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             upstream_timeout_secs: default_timeout(),
+            http_semantics: true,
+            store_set_cookie: false,
             routes: Vec::new(),
         }
     }
@@ -140,7 +157,8 @@ fn axum_path(pattern: &str) -> Result<String, ProxyError> {
     })
 }
 
-/// The proxy as a router: rule paths cached with their TTL, everything else forwarded.
+/// The proxy as a router: rule paths cached with their TTL, everything else by the origin's
+/// headers (or forwarded uncached, with `http_semantics = false`).
 pub fn router(
     upstream: Uri,
     config: &ProxyConfig,
@@ -159,9 +177,16 @@ pub fn router(
             methods.fallback_service(forward.clone()),
         );
     }
-    Ok(router
-        .fallback_service(any_service(forward))
-        .layer(middleware))
+    let router = if config.http_semantics {
+        let shared = middleware
+            .clone()
+            .http_semantics()
+            .store_set_cookie(config.store_set_cookie);
+        router.fallback_service(shared.layer(forward))
+    } else {
+        router.fallback_service(any_service(forward))
+    };
+    Ok(router.layer(middleware))
 }
 
 /// Forwards requests to the upstream, streaming bodies both ways.

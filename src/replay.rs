@@ -44,14 +44,22 @@ impl CacheStatus {
 /// The stored form of a fresh response: end-to-end headers only, and an `ETag` derived from the body
 /// when the handler set none.
 pub(crate) fn to_stored(parts: &response::Parts, body: Bytes) -> StoredResponse {
+    let mut stored = end_to_end(parts, body);
+    if !stored.headers.contains_key(header::ETAG) {
+        let etag = body_etag(&stored.body);
+        stored.headers.insert(header::ETAG, etag);
+    }
+    stored
+}
+
+/// The response with only the fields a cache keeps: no hop-by-hop fields, and none of the fields a
+/// cache sets itself when it answers (`Age`, `X-Cache`, `Cache-Status`).
+pub(crate) fn end_to_end(parts: &response::Parts, body: Bytes) -> StoredResponse {
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 1);
     for (name, value) in &parts.headers {
-        if !is_hop_by_hop(name, &parts.headers) && name != X_CACHE && name != header::AGE {
+        if !is_hop_by_hop(name, &parts.headers) && !is_set_by_cache(name) {
             headers.append(name.clone(), value.clone());
         }
-    }
-    if !headers.contains_key(header::ETAG) {
-        headers.insert(header::ETAG, body_etag(&body));
     }
     StoredResponse {
         status: parts.status,
@@ -59,6 +67,14 @@ pub(crate) fn to_stored(parts: &response::Parts, body: Bytes) -> StoredResponse 
         body,
     }
 }
+
+/// Fields a cache writes when it answers, never stored.
+pub(crate) fn is_set_by_cache(name: &HeaderName) -> bool {
+    name == X_CACHE || name == header::AGE || name == CACHE_STATUS
+}
+
+/// The RFC 9211 field that tells how each cache on the path handled a response.
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// A strong validator from the body bytes: the same in every process and on every machine.
 pub(crate) fn body_etag(body: &[u8]) -> HeaderValue {
@@ -76,8 +92,7 @@ pub(crate) fn replay<B: Body>(
     status: CacheStatus,
     age: Option<Duration>,
 ) -> Response<CacheBody<B>> {
-    let etag = stored.headers.get(header::ETAG);
-    let mut response = if etag.is_some_and(|etag| if_none_match(request_headers, etag)) {
+    let mut response = if client_has_current(request_headers, &stored) {
         not_modified(&stored)
     } else {
         let StoredResponse {
@@ -143,6 +158,29 @@ fn not_modified<B: Body>(stored: &StoredResponse) -> Response<CacheBody<B>> {
         }
     }
     response
+}
+
+/// Whether the client's conditional GET or HEAD names the stored response, so that a 304 answers
+/// it (RFC 9110 §13.2.2): `If-None-Match` when present, otherwise `If-Modified-Since`.
+pub(crate) fn client_has_current(request_headers: &HeaderMap, stored: &StoredResponse) -> bool {
+    if request_headers.contains_key(header::IF_NONE_MATCH) {
+        return stored
+            .headers
+            .get(header::ETAG)
+            .is_some_and(|etag| if_none_match(request_headers, etag));
+    }
+    let Some(since) = http_date(request_headers.get(header::IF_MODIFIED_SINCE)) else {
+        return false;
+    };
+    // Without Last-Modified, the stored Date is the latest the representation can have changed.
+    let changed = http_date(stored.headers.get(header::LAST_MODIFIED))
+        .or_else(|| http_date(stored.headers.get(header::DATE)));
+    changed.is_some_and(|changed| changed <= since)
+}
+
+/// An HTTP date field, if present and well formed.
+pub(crate) fn http_date(value: Option<&HeaderValue>) -> Option<std::time::SystemTime> {
+    httpdate::parse_http_date(value?.to_str().ok()?.trim()).ok()
 }
 
 /// RFC 9110 §13.1.2: `If-None-Match` uses the weak comparison; `*` matches any current entry.

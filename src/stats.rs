@@ -18,13 +18,14 @@ use crate::breaker::BreakerState;
 use crate::policy::BypassReason;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const BYPASS_REASONS: [BypassReason; 6] = [
+const BYPASS_REASONS: [BypassReason; 7] = [
     BypassReason::Method,
     BypassReason::NoStore,
     BypassReason::Authorization,
     BypassReason::BodyTooLarge,
     BypassReason::BodyUnreadable,
     BypassReason::NoMiddleware,
+    BypassReason::Range,
 ];
 
 #[derive(Default)]

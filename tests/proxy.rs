@@ -151,13 +151,19 @@ async fn rule_paths_are_cached_and_other_paths_are_forwarded_every_time() {
     assert_eq!(second.body, first.body);
     assert_eq!(counter.get(), 1);
     assert_eq!(first.via.as_deref(), Some("1.1 cache-middleware"));
+    // Other paths follow the origin's headers: this origin sends none, so nothing is stored.
     for _ in 0..2 {
         let other = call(proxy, "GET", "/other", "").await;
         assert_eq!(
-            (other.status, other.x_cache, other.body.as_str()),
-            (StatusCode::OK, None, "other")
+            (other.status, other.x_cache.as_deref(), other.body.as_str()),
+            (StatusCode::OK, Some("MISS"), "other")
         );
     }
+    let config = ProxyConfig::from_toml("http_semantics = false").unwrap();
+    assert!(!config.http_semantics);
+    let plain = proxy_to(origin, "http_semantics = false").await;
+    let other = call(plain, "GET", "/other", "").await;
+    assert_eq!((other.x_cache, other.body.as_str()), (None, "other"));
 }
 
 #[tokio::test]

@@ -17,12 +17,21 @@ pub struct CacheControl {
     pub must_revalidate: bool,
     pub proxy_revalidate: bool,
     pub only_if_cached: bool,
+    pub must_understand: bool,
     pub max_age: Option<Duration>,
     pub s_maxage: Option<Duration>,
     pub max_stale: Option<Duration>,
     pub min_fresh: Option<Duration>,
     pub stale_while_revalidate: Option<Duration>,
     pub stale_if_error: Option<Duration>,
+    /// Field names of a qualified `no-cache="Set-Cookie"` (lower-case). Empty when every
+    /// `no-cache` is unqualified; `no_cache` is set either way, the strict reading.
+    pub no_cache_fields: Vec<String>,
+    /// Field names of a qualified `private="Set-Cookie"` (lower-case), as for `no_cache_fields`.
+    pub private_fields: Vec<String>,
+    // An unqualified directive seen: it covers the whole response, whatever names others list.
+    no_cache_whole: bool,
+    private_whole: bool,
 }
 
 impl CacheControl {
@@ -75,14 +84,21 @@ impl CacheControl {
     fn apply(&mut self, name: &str, value: Option<&str>) {
         let seconds = || value.and_then(parse_delta_seconds);
         match name.to_ascii_lowercase().as_str() {
-            // `no-cache="Set-Cookie"` (field names) is at least as strict as plain `no-cache` for us.
-            "no-cache" => self.no_cache = true,
+            // `no-cache="Set-Cookie"` (field names) sets `no_cache` too: the strict reading.
+            "no-cache" => {
+                self.no_cache = true;
+                qualify(&mut self.no_cache_fields, &mut self.no_cache_whole, value);
+            }
             "no-store" => self.no_store = true,
-            "private" => self.private = true,
+            "private" => {
+                self.private = true;
+                qualify(&mut self.private_fields, &mut self.private_whole, value);
+            }
             "public" => self.public = true,
             "must-revalidate" => self.must_revalidate = true,
             "proxy-revalidate" => self.proxy_revalidate = true,
             "only-if-cached" => self.only_if_cached = true,
+            "must-understand" => self.must_understand = true,
             // A duplicated max-age is conflicting (RFC 9111 §4.2.1): the strictest value wins.
             "max-age" => self.max_age = lowest(self.max_age, seconds()),
             "s-maxage" => self.s_maxage = lowest(self.s_maxage, seconds()),
@@ -92,6 +108,35 @@ impl CacheControl {
             "stale-while-revalidate" => self.stale_while_revalidate = seconds(),
             "stale-if-error" => self.stale_if_error = seconds(),
             _ => {}
+        }
+    }
+}
+
+impl CacheControl {
+    /// `no-cache` without field names: no stored response may be used without revalidation.
+    pub fn no_cache_whole(&self) -> bool {
+        self.no_cache && self.no_cache_fields.is_empty()
+    }
+
+    /// `private` without field names: the response is for one user only.
+    pub fn private_whole(&self) -> bool {
+        self.private && self.private_fields.is_empty()
+    }
+}
+
+/// Records the field names of a qualified directive; an unqualified one clears them for good.
+fn qualify(fields: &mut Vec<String>, whole: &mut bool, value: Option<&str>) {
+    let names = value.map(|v| {
+        v.split(',')
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .collect::<Vec<_>>()
+    });
+    match names {
+        Some(names) if !names.is_empty() && !*whole => fields.extend(names),
+        _ => {
+            *whole = true;
+            fields.clear();
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum BypassReason {
     BodyUnreadable,
     /// No `CacheMiddleware` is installed around this route.
     NoMiddleware,
+    /// A partial-content request (`Range`), passed to the origin in shared-cache mode.
+    Range,
 }
 
 impl BypassReason {
@@ -54,6 +56,7 @@ impl BypassReason {
             BypassReason::BodyTooLarge => "request-body-too-large",
             BypassReason::BodyUnreadable => "request-body-unreadable",
             BypassReason::NoMiddleware => "no-middleware",
+            BypassReason::Range => "range",
         }
     }
 }

@@ -31,7 +31,7 @@ use tower_service::Service;
 type Reply<ResB, E> = Result<Response<CacheBody<ResB>>, E>;
 
 /// The wrapped route, as the flow needs it: callable from a spawned task.
-pub(super) trait Handler<ReqB: Body, ResB>:
+pub(crate) trait Handler<ReqB: Body, ResB>:
     Service<
         Request<CacheBody<ReqB>>,
         Response = Response<ResB>,
@@ -54,7 +54,7 @@ impl<T, ReqB: Body, ResB> Handler<ReqB, ResB> for T where
 }
 
 /// A request or response body the flow can hold across tasks.
-pub(super) trait SendBody: Body<Data = Bytes, Error: Send> + Send + Unpin + 'static {}
+pub(crate) trait SendBody: Body<Data = Bytes, Error: Send> + Send + Unpin + 'static {}
 
 impl<B> SendBody for B where B: Body<Data = Bytes, Error: Send> + Send + Unpin + 'static {}
 

@@ -3,6 +3,8 @@
 
 mod flow;
 
+pub(crate) use flow::{Handler, SendBody};
+
 use crate::body::CacheBody;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Caching proxies side by side: cache-middleware's proxy, nginx (proxy_cache) and Varnish, each in
+# front of the same origin, serving the same cached response (hits only) to the same wrk load.
+# Each proxy runs pinned to core 0 with one worker; wrk and the origin run on core 1. The proxy's CPU
+# time per request (its processes and their children, from /proc) is measured over each run.
+# Writes docs/benchmarks-proxy.md. Needs wrk, nginx, varnish, python3, curl (installs the first
+# three from Debian's packages when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+missing=()
+for tool in wrk:wrk nginx:nginx varnishd:varnish; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
+done
+if ((${#missing[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+cargo build --release --quiet --bin cache-middleware --example bench_server
+
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
+
+# CPU ticks of a process and all its descendants.
+tree_ticks() {
+  python3 - "$1" <<'PY'
+import os, sys
+root = int(sys.argv[1])
+stats = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    stats[int(pid)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+def ticks(pid):
+    return stats.get(pid, (0, 0))[1] + sum(ticks(child) for child, (parent, _) in stats.items() if parent == pid)
+print(ticks(root))
+PY
+}
+
+echo "name,connections,rps,p50_us,p99_us,cpu_us_per_request,non_2xx" >"$work/results.csv"
+# measure NAME PID URL CONNECTIONS: one CSV row
+measure() {
+  local name=$1 pid=$2 url=$3 connections=$4
+  taskset -c 1 wrk -t1 -c"$connections" -d2s "$url" >/dev/null # warm-up
+  local before after
+  before=$(tree_ticks "$pid")
+  taskset -c 1 wrk -t1 -c"$connections" -d"${DURATION}s" --latency "$url" >"$work/wrk.txt"
+  after=$(tree_ticks "$pid")
+  python3 - "$name" "$connections" "$before" "$after" "$work/wrk.txt" >>"$work/results.csv" <<'PY'
+import re, sys, os
+name, connections, before, after, path = sys.argv[1:]
+text = open(path).read()
+def micros(value):
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+    return float(number) * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
+requests = int(re.search(r"(\d+) requests in", text).group(1))
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = micros(re.search(r"50%\s+(\S+)", text).group(1))
+p99 = micros(re.search(r"99%\s+(\S+)", text).group(1))
+cpu = (int(after) - int(before)) * 1_000_000 / os.sysconf("SC_CLK_TCK") / requests
+print(f"{name},{connections},{rps:.0f},{p50:.0f},{p99:.0f},{cpu:.2f},{errors.group(1) if errors else 0}")
+PY
+}
+
+# hit_check URL: the proxy must be answering from its cache, or the figures mean nothing.
+hit_check() {
+  local url=$1 headers
+  curl -s -o /dev/null "$url"
+  headers=$(curl -s -D - -o /dev/null "$url")
+  if ! grep -qiE '^(x-cache: HIT|x-cache-status: HIT|age: [0-9]+|cache-status: .*hit)' <<<"$headers"; then
+    echo "error: $url is not served from the cache:" >&2
+    echo "$headers" >&2
+    exit 1
+  fi
+}
+
+origin_port=$(free_port)
+env PORT="$origin_port" MODE=origin TOKIO_WORKER_THREADS=1 taskset -c 1 target/release/examples/bench_server >/dev/null 2>&1 &
+pids+=("$!")
+origin="127.0.0.1:$origin_port"
+wait_http "http://$origin/hello"
+
+run_proxy() {
+  local name=$1 pid=$2 url=$3
+  wait_http "$url"
+  hit_check "$url"
+  measure "$name" "$pid" "$url" "$CONNECTIONS"
+  measure "$name" "$pid" "$url" 1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+# cache-middleware: the proxy command, memory backend, one runtime worker.
+port=$(free_port)
+env CACHE_BACKEND=memory RUST_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c 0 \
+  target/release/cache-middleware proxy --upstream "http://$origin" --listen "127.0.0.1:$port" >/dev/null 2>&1 &
+pid=$!; pids+=("$pid")
+run_proxy "cache-middleware $(target/release/cache-middleware --version 2>/dev/null | awk '{print $2}')" "$pid" "http://127.0.0.1:$port/hello"
+
+# nginx: proxy_cache in front of the same origin, one worker, no access log.
+port=$(free_port)
+mkdir -p "$work/nginx/cache" "$work/nginx/tmp"
+cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+master_process on;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/tmp;
+  proxy_temp_path $work/nginx/tmp;
+  proxy_cache_path $work/nginx/cache keys_zone=hits:10m;
+  upstream origin { server $origin; keepalive 16; }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache hits;
+      add_header X-Cache \$upstream_cache_status;
+    }
+  }
+}
+CONF
+taskset -c 0 nginx -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
+pid=$!; pids+=("$pid")
+run_proxy "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')" "$pid" "http://127.0.0.1:$port/hello"
+
+# Varnish: malloc storage, the built-in VCL (it caches what the origin allows).
+port=$(free_port)
+mkdir -p "$work/varnish"
+taskset -c 0 varnishd -F -j none -n "$work/varnish" -a "127.0.0.1:$port" -b "$origin" -s malloc,64m \
+  -p thread_pools=1 -p thread_pool_min=8 >/dev/null 2>&1 &
+pid=$!; pids+=("$pid")
+run_proxy "Varnish $(varnishd -V 2>&1 | head -1 | sed -E 's/.*varnish-([0-9.]+).*/\1/')" "$pid" "http://127.0.0.1:$port/hello"
+
+python3 - "$work/results.csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+out = ["| proxy | connections | requests/s | p50 µs | p99 µs | proxy CPU µs/request | non-2xx |",
+       "|---|---|---|---|---|---|---|"]
+for r in rows:
+    out.append(f"| {r['name']} | {r['connections']} | {int(r['rps']):,} | {r['p50_us']} | {r['p99_us']} | {r['cpu_us_per_request']} | {r['non_2xx']} |")
+open("docs/benchmarks-proxy.md", "w").write("\n".join(out) + "\n")
+print("\n".join(out))
+PY

@@ -1,0 +1,113 @@
+//! Whether a shared cache may store a response (RFC 9111 §3, §3.5), and in what form.
+
+use super::freshness::{has_explicit_freshness, heuristically_cacheable};
+use crate::entry::StoredResponse;
+use crate::policy::CacheControl;
+use http::header::{HeaderMap, AUTHORIZATION, ETAG, LAST_MODIFIED, SET_COOKIE};
+use http::{Method, StatusCode};
+
+/// Why a response was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotStored {
+    Method,
+    Status,
+    RequestNoStore,
+    NoStore,
+    Private,
+    Authorization,
+    VaryStar,
+    SetCookie,
+    NoFreshness,
+}
+
+impl NotStored {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            NotStored::Method => "method",
+            NotStored::Status => "status",
+            NotStored::RequestNoStore => "request-no-store",
+            NotStored::NoStore => "no-store",
+            NotStored::Private => "private",
+            NotStored::Authorization => "authorization",
+            NotStored::VaryStar => "vary-star",
+            NotStored::SetCookie => "set-cookie",
+            NotStored::NoFreshness => "no-freshness-or-validator",
+        }
+    }
+}
+
+/// What the decision needs to know about the exchange.
+pub(crate) struct Exchanged<'a> {
+    pub method: &'a Method,
+    pub request_headers: &'a HeaderMap,
+    pub request_cc: &'a CacheControl,
+    pub status: StatusCode,
+    pub headers: &'a HeaderMap,
+    pub cc: &'a CacheControl,
+    pub vary: &'a [String],
+}
+
+/// §3: a shared cache stores a response only when every condition holds.
+pub(crate) fn may_store(x: &Exchanged<'_>, store_set_cookie: bool) -> Result<(), NotStored> {
+    if x.method != Method::GET {
+        return Err(NotStored::Method);
+    }
+    // 206 and 304 are not complete responses; informational ones are not final.
+    let status = x.status.as_u16();
+    if status < 200 || status == 206 || status == 304 {
+        return Err(NotStored::Status);
+    }
+    if x.request_cc.no_store {
+        return Err(NotStored::RequestNoStore);
+    }
+    // §5.2.2.3: with must-understand, the status code decides, and no-store gives way to it.
+    let understood = x.status.canonical_reason().is_some();
+    if x.cc.must_understand && !understood {
+        return Err(NotStored::Status);
+    }
+    if x.cc.no_store && !(x.cc.must_understand && understood) {
+        return Err(NotStored::NoStore);
+    }
+    if x.cc.private_whole() {
+        return Err(NotStored::Private);
+    }
+    // §3.5: a response to an authenticated request only with explicit permission to share it.
+    if x.request_headers.contains_key(AUTHORIZATION)
+        && !(x.cc.public || x.cc.s_maxage.is_some() || x.cc.must_revalidate)
+    {
+        return Err(NotStored::Authorization);
+    }
+    if x.vary.iter().any(|name| name == "*") {
+        return Err(NotStored::VaryStar);
+    }
+    // A cookie set for one client is never replayed to others unless asked for.
+    if !store_set_cookie && x.headers.contains_key(SET_COOKIE) {
+        let strips_it =
+            x.cc.no_cache_fields
+                .iter()
+                .chain(&x.cc.private_fields)
+                .any(|f| f == "set-cookie");
+        if !strips_it {
+            return Err(NotStored::SetCookie);
+        }
+    }
+    let reusable =
+        has_explicit_freshness(x.cc, x.headers) || x.cc.public || heuristically_cacheable(x.status);
+    if !reusable {
+        return Err(NotStored::NoFreshness);
+    }
+    Ok(())
+}
+
+/// Whether a conditional request can revalidate the response.
+pub(crate) fn has_validator(headers: &HeaderMap) -> bool {
+    headers.contains_key(ETAG) || headers.contains_key(LAST_MODIFIED)
+}
+
+/// Drops the fields `no-cache="..."` and `private="..."` name: a shared cache may keep the rest
+/// (§5.2.2.4, §5.2.2.7), and never sends those fields from storage.
+pub(crate) fn strip_named_fields(stored: &mut StoredResponse, cc: &CacheControl) {
+    for name in cc.no_cache_fields.iter().chain(&cc.private_fields) {
+        stored.headers.remove(name.as_str());
+    }
+}

@@ -1,0 +1,511 @@
+//! Shared-cache mode (RFC 9111) through the proxy, in front of a real origin, both on loopback.
+
+mod support;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use cache_middleware::backends::MemoryBackend;
+use cache_middleware::proxy::{router, ProxyConfig};
+use cache_middleware::CacheMiddleware;
+use http::{HeaderMap, StatusCode};
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// What the origin answers for one path, and what it saw.
+#[derive(Default, Clone)]
+struct Script {
+    status: Option<StatusCode>,
+    headers: Vec<(&'static str, String)>,
+    /// Answer 304 to a conditional request carrying this ETag.
+    etag_304: Option<&'static str>,
+    /// Extra fields on that 304.
+    headers_304: Vec<(&'static str, &'static str)>,
+}
+
+#[derive(Default)]
+struct Seen {
+    count: usize,
+    last: HeaderMap,
+}
+
+#[derive(Clone, Default)]
+struct Origin {
+    scripts: Arc<Mutex<HashMap<String, Script>>>,
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+}
+
+impl Origin {
+    fn set(&self, path: &str, headers: &[(&'static str, &str)]) {
+        self.script(path, |s| {
+            s.headers = headers.iter().map(|(n, v)| (*n, v.to_string())).collect();
+        });
+    }
+
+    fn script(&self, path: &str, change: impl FnOnce(&mut Script)) {
+        change(
+            self.scripts
+                .lock()
+                .unwrap()
+                .entry(path.to_owned())
+                .or_default(),
+        );
+    }
+
+    fn count(&self, path: &str) -> usize {
+        self.seen.lock().unwrap().get(path).map_or(0, |s| s.count)
+    }
+
+    fn last_request(&self, path: &str) -> HeaderMap {
+        self.seen.lock().unwrap()[path].last.clone()
+    }
+}
+
+async fn answer(State(origin): State<Origin>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let count = {
+        let mut seen = origin.seen.lock().unwrap();
+        let seen = seen.entry(path.clone()).or_default();
+        seen.count += 1;
+        seen.last = request.headers().clone();
+        seen.count
+    };
+    let script = origin
+        .scripts
+        .lock()
+        .unwrap()
+        .get(&path)
+        .cloned()
+        .unwrap_or_default();
+    let conditional = request
+        .headers()
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok());
+    if script.etag_304.is_some() && conditional == script.etag_304 {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        for (name, value) in script.headers_304 {
+            response.headers_mut().insert(name, value.parse().unwrap());
+        }
+        return response;
+    }
+    let mut response = format!("{} {path} #{count}", request.method()).into_response();
+    *response.status_mut() = script.status.unwrap_or(StatusCode::OK);
+    for (name, value) in script.headers {
+        response.headers_mut().append(name, value.parse().unwrap());
+    }
+    response
+}
+
+struct Setup {
+    origin: Origin,
+    proxy: SocketAddr,
+}
+
+async fn setup(rules: &str) -> Setup {
+    let origin = Origin::default();
+    let app = Router::new().fallback(answer).with_state(origin.clone());
+    let upstream = serve(app).await;
+    let config = ProxyConfig::from_toml(rules).unwrap();
+    let proxy = router(
+        format!("http://{upstream}").parse().unwrap(),
+        &config,
+        CacheMiddleware::new(MemoryBackend::new(1000)),
+    )
+    .unwrap();
+    Setup {
+        origin,
+        proxy: serve(proxy).await,
+    }
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+struct Got {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
+    }
+}
+
+impl Setup {
+    async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<Bytes>>();
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.proxy));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = client
+            .request(request.body(http_body_util::Empty::new()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Got {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Got {
+        self.call("GET", path, &[]).await
+    }
+}
+
+#[tokio::test]
+async fn fresh_responses_are_served_from_the_cache_with_age_and_cache_status() {
+    let s = setup("").await;
+    s.origin.set("/a", &[("cache-control", "max-age=60")]);
+    let first = s.get("/a").await;
+    let second = s.get("/a").await;
+    assert_eq!(first.body, "GET /a #1");
+    assert_eq!(second.body, "GET /a #1");
+    assert_eq!(s.origin.count("/a"), 1);
+    assert_eq!(
+        first.header("cache-status"),
+        "cache-middleware; fwd=uri-miss; fwd-status=200; stored"
+    );
+    assert!(second
+        .header("cache-status")
+        .starts_with("cache-middleware; hit; ttl="));
+    assert_eq!(second.header("x-cache"), "HIT");
+    assert!(
+        second.header("age").parse::<u64>().is_ok(),
+        "{:?}",
+        second.headers
+    );
+    assert_eq!(
+        first.header("age"),
+        "",
+        "a response fresh from the origin has no Age"
+    );
+}
+
+#[tokio::test]
+async fn what_the_origin_forbids_is_never_stored() {
+    let s = setup("").await;
+    for (path, cc) in [
+        ("/no-store", "max-age=60, no-store"),
+        ("/private", "max-age=60, private"),
+        ("/nothing", ""),
+    ] {
+        s.origin.set(path, &[("cache-control", cc)]);
+        s.get(path).await;
+        let second = s.get(path).await;
+        assert_eq!(second.body, format!("GET {path} #2"), "{cc}");
+        assert_eq!(second.header("x-cache"), "MISS");
+    }
+    // Vary: * matches no later request.
+    s.origin
+        .set("/star", &[("cache-control", "max-age=60"), ("vary", "*")]);
+    s.get("/star").await;
+    assert_eq!(s.get("/star").await.body, "GET /star #2");
+}
+
+#[tokio::test]
+async fn s_maxage_overrides_max_age_for_a_shared_cache() {
+    let s = setup("").await;
+    s.origin
+        .set("/s", &[("cache-control", "max-age=60, s-maxage=0")]);
+    s.get("/s").await;
+    assert_eq!(s.get("/s").await.body, "GET /s #2");
+    s.origin
+        .set("/t", &[("cache-control", "max-age=0, s-maxage=60")]);
+    s.get("/t").await;
+    assert_eq!(s.get("/t").await.body, "GET /t #1");
+}
+
+#[tokio::test]
+async fn stale_responses_are_validated_and_a_304_updates_the_stored_fields() {
+    let s = setup("").await;
+    s.origin.set(
+        "/v",
+        &[
+            ("cache-control", "max-age=0"),
+            ("etag", "\"v1\""),
+            ("x-version", "1"),
+        ],
+    );
+    s.origin.script("/v", |script| {
+        script.etag_304 = Some("\"v1\"");
+        script.headers_304 = vec![("x-version", "2"), ("cache-control", "max-age=60")];
+    });
+    assert_eq!(s.get("/v").await.body, "GET /v #1");
+    let validated = s.get("/v").await;
+    assert_eq!(s.origin.last_request("/v")["if-none-match"], "\"v1\"");
+    assert_eq!(validated.status, StatusCode::OK);
+    assert_eq!(
+        validated.body, "GET /v #1",
+        "the stored body, confirmed by the 304"
+    );
+    assert_eq!(validated.header("x-version"), "2");
+    assert_eq!(
+        validated.header("cache-status"),
+        "cache-middleware; fwd=stale; fwd-status=304; stored"
+    );
+    // The 304 made it fresh for 60 s: the next request does not reach the origin.
+    let hit = s.get("/v").await;
+    assert_eq!(
+        (hit.header("x-cache"), hit.header("x-version")),
+        ("HIT", "2")
+    );
+    assert_eq!(s.origin.count("/v"), 2);
+}
+
+#[tokio::test]
+async fn clients_revalidating_their_own_copy_get_304_from_the_cache() {
+    let s = setup("").await;
+    s.origin.set(
+        "/c",
+        &[
+            ("cache-control", "max-age=60"),
+            ("etag", "\"abc\""),
+            ("last-modified", "Tue, 14 Nov 2023 22:13:20 GMT"),
+        ],
+    );
+    s.get("/c").await;
+    let by_etag = s.call("GET", "/c", &[("if-none-match", "W/\"abc\"")]).await;
+    let by_date = s
+        .call(
+            "GET",
+            "/c",
+            &[("if-modified-since", "Wed, 15 Nov 2023 00:00:00 GMT")],
+        )
+        .await;
+    let changed = s
+        .call(
+            "GET",
+            "/c",
+            &[("if-modified-since", "Mon, 13 Nov 2023 00:00:00 GMT")],
+        )
+        .await;
+    assert_eq!(by_etag.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(by_date.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_eq!(s.origin.count("/c"), 1);
+}
+
+#[tokio::test]
+async fn variants_are_selected_by_the_fields_vary_names() {
+    let s = setup("").await;
+    s.origin.set(
+        "/l",
+        &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+    );
+    let en = s.call("GET", "/l", &[("accept-language", "en")]).await;
+    let fr = s.call("GET", "/l", &[("accept-language", "fr")]).await;
+    let en_again = s.call("GET", "/l", &[("accept-language", "en")]).await;
+    let fr_again = s.call("GET", "/l", &[("accept-language", "fr")]).await;
+    assert_eq!(
+        (en.body.as_str(), fr.body.as_str()),
+        ("GET /l #1", "GET /l #2")
+    );
+    assert_eq!(en_again.body, "GET /l #1");
+    assert_eq!(fr_again.body, "GET /l #2");
+}
+
+#[tokio::test]
+async fn unsafe_methods_invalidate_the_target_and_the_locations_they_name() {
+    let s = setup("").await;
+    for path in ["/doc", "/other"] {
+        s.origin.set(path, &[("cache-control", "max-age=60")]);
+        s.get(path).await;
+    }
+    s.origin.set(
+        "/doc",
+        &[("cache-control", "max-age=60"), ("location", "/other")],
+    );
+    let post = s.call("POST", "/doc", &[]).await;
+    assert_eq!(post.body, "POST /doc #2");
+    assert_eq!(s.get("/doc").await.body, "GET /doc #3");
+    assert_eq!(s.get("/other").await.body, "GET /other #2");
+    // A failed unsafe request changes nothing.
+    s.origin.script("/other", |script| {
+        script.status = Some(StatusCode::INTERNAL_SERVER_ERROR)
+    });
+    s.call("DELETE", "/other", &[]).await;
+    s.origin.script("/other", |script| script.status = None);
+    assert_eq!(s.get("/other").await.body, "GET /other #2");
+}
+
+#[tokio::test]
+async fn authenticated_requests_are_stored_only_with_explicit_permission() {
+    let s = setup("").await;
+    let auth = [("authorization", "Bearer alice")];
+    s.origin.set("/me", &[("cache-control", "max-age=60")]);
+    s.call("GET", "/me", &auth).await;
+    assert_eq!(
+        s.get("/me").await.body,
+        "GET /me #2",
+        "alice's response is not shared"
+    );
+    s.origin
+        .set("/pub", &[("cache-control", "public, max-age=60")]);
+    s.call("GET", "/pub", &auth).await;
+    assert_eq!(s.get("/pub").await.body, "GET /pub #1");
+}
+
+#[tokio::test]
+async fn responses_setting_cookies_are_not_shared_unless_configured() {
+    let s = setup("").await;
+    let headers = [
+        ("cache-control", "max-age=60"),
+        ("set-cookie", "session=alice"),
+    ];
+    s.origin.set("/login", &headers);
+    s.get("/login").await;
+    let second = s.get("/login").await;
+    assert_eq!(second.body, "GET /login #2");
+    assert!(second.header("cache-status").contains("detail=set-cookie"));
+    // no-cache="set-cookie" lets the cache store the rest and drop the cookie.
+    s.origin.set(
+        "/strip",
+        &[
+            ("cache-control", "max-age=60, no-cache=\"set-cookie\""),
+            ("set-cookie", "s=1"),
+        ],
+    );
+    s.get("/strip").await;
+    let stripped = s.get("/strip").await;
+    assert_eq!(
+        (stripped.body.as_str(), stripped.header("set-cookie")),
+        ("GET /strip #1", "")
+    );
+
+    let opted_in = setup("store_set_cookie = true").await;
+    opted_in.origin.set("/login", &headers);
+    opted_in.get("/login").await;
+    assert_eq!(
+        opted_in.get("/login").await.header("set-cookie"),
+        "session=alice"
+    );
+}
+
+#[tokio::test]
+async fn request_directives_are_obeyed() {
+    let s = setup("").await;
+    let empty = s
+        .call("GET", "/r", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(empty.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(s.origin.count("/r"), 0);
+    s.origin.set("/r", &[("cache-control", "max-age=60")]);
+    s.get("/r").await;
+    let cached = s
+        .call("GET", "/r", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(cached.body, "GET /r #1");
+    let reload = s.call("GET", "/r", &[("cache-control", "no-cache")]).await;
+    assert_eq!(reload.body, "GET /r #2");
+    let young = s.call("GET", "/r", &[("cache-control", "max-age=0")]).await;
+    assert_eq!(young.body, "GET /r #3");
+    let fresh_enough = s
+        .call("GET", "/r", &[("cache-control", "min-fresh=30")])
+        .await;
+    assert_eq!(fresh_enough.body, "GET /r #3");
+    let too_short = s
+        .call("GET", "/r", &[("cache-control", "min-fresh=3600")])
+        .await;
+    assert_eq!(too_short.body, "GET /r #4");
+    s.call("GET", "/r", &[("cache-control", "no-store")]).await;
+    assert_eq!(s.origin.count("/r"), 5);
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_the_stored_response_when_the_origin_fails() {
+    let s = setup("").await;
+    s.origin
+        .set("/e", &[("cache-control", "max-age=0, stale-if-error=60")]);
+    s.get("/e").await;
+    s.origin.script("/e", |script| {
+        script.status = Some(StatusCode::SERVICE_UNAVAILABLE)
+    });
+    let served = s.get("/e").await;
+    assert_eq!(
+        (served.status, served.body.as_str()),
+        (StatusCode::OK, "GET /e #1")
+    );
+    assert!(served.header("cache-status").contains("fwd-status=503"));
+    // must-revalidate forbids it.
+    s.origin.set(
+        "/m",
+        &[(
+            "cache-control",
+            "max-age=0, must-revalidate, stale-if-error=60",
+        )],
+    );
+    s.get("/m").await;
+    s.origin.script("/m", |script| {
+        script.status = Some(StatusCode::SERVICE_UNAVAILABLE)
+    });
+    assert_eq!(s.get("/m").await.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn cdn_cache_control_overrides_cache_control_for_this_cache() {
+    let s = setup("").await;
+    s.origin.set(
+        "/cdn",
+        &[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=60"),
+        ],
+    );
+    s.get("/cdn").await;
+    let hit = s.get("/cdn").await;
+    assert_eq!(hit.body, "GET /cdn #1");
+    assert_eq!(
+        hit.header("cache-control"),
+        "no-store",
+        "passed on for the browser"
+    );
+}
+
+#[tokio::test]
+async fn heuristic_freshness_comes_from_last_modified() {
+    let s = setup("").await;
+    s.origin
+        .set("/h", &[("last-modified", "Tue, 14 Nov 2023 22:13:20 GMT")]);
+    s.get("/h").await;
+    assert_eq!(s.get("/h").await.body, "GET /h #1");
+    // Not for a status the RFC does not list as heuristically cacheable.
+    s.origin.set(
+        "/h302",
+        &[("last-modified", "Tue, 14 Nov 2023 22:13:20 GMT")],
+    );
+    s.origin
+        .script("/h302", |script| script.status = Some(StatusCode::FOUND));
+    s.get("/h302").await;
+    assert_eq!(s.get("/h302").await.body, "GET /h302 #2");
+}
+
+#[tokio::test]
+async fn range_requests_go_to_the_origin_and_are_not_stored() {
+    let s = setup("").await;
+    s.origin.set("/big", &[("cache-control", "max-age=60")]);
+    let partial = s.call("GET", "/big", &[("range", "bytes=0-3")]).await;
+    assert_eq!(s.origin.last_request("/big")["range"], "bytes=0-3");
+    assert!(partial.header("cache-status").contains("fwd=bypass"));
+    assert_eq!(
+        s.get("/big").await.body,
+        "GET /big #2",
+        "the range answer was not stored"
+    );
+}
