@@ -42,8 +42,9 @@ def micros(value):
 requests = int(re.search(r"(\d+) requests in", text).group(1))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = micros(re.search(r"50%\s+(\S+)", text).group(1))
-p99 = micros(re.search(r"99%\s+(\S+)", text).group(1))
+# Anchored: "62.50%" in the Req/Sec row must not be read as the 50th percentile.
+p50 = micros(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = micros(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 tick_us = 1_000_000 / os.sysconf("SC_CLK_TCK")
 cpu = (int(after) - int(before)) * tick_us / requests
 print(f"{name},{connections},{rps:.0f},{p50:.0f},{p99:.0f},{cpu:.2f},{errors.group(1) if errors else 0}")

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
+ROUNDS=${ROUNDS:-3} # the proxies take turns, round after round; the table shows medians
 missing=()
 for tool in wrk:wrk nginx:nginx varnishd:varnish; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
@@ -63,13 +64,17 @@ import re, sys, os
 name, connections, before, after, path = sys.argv[1:]
 text = open(path).read()
 def micros(value):
-    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+    found = re.match(r"([\d.]+)(\w+)", value)
+    if not found:
+        sys.exit(f"unreadable wrk output for {name}:\n{text}")
+    number, unit = found.groups()
     return float(number) * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
 requests = int(re.search(r"(\d+) requests in", text).group(1))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = micros(re.search(r"50%\s+(\S+)", text).group(1))
-p99 = micros(re.search(r"99%\s+(\S+)", text).group(1))
+# Anchored: "62.50%" in the Req/Sec row must not be read as the 50th percentile.
+p50 = micros(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = micros(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 cpu = (int(after) - int(before)) * 1_000_000 / os.sysconf("SC_CLK_TCK") / requests
 print(f"{name},{connections},{rps:.0f},{p50:.0f},{p99:.0f},{cpu:.2f},{errors.group(1) if errors else 0}")
 PY
@@ -102,17 +107,23 @@ run_proxy() {
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
+# Each start_* function starts one proxy pinned to core 0 and sets $pid, $url and $name.
+
 # cache-middleware: the proxy command, memory backend, one runtime worker.
-port=$(free_port)
-env CACHE_BACKEND=memory RUST_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c 0 \
-  target/release/cache-middleware proxy --upstream "http://$origin" --listen "127.0.0.1:$port" >/dev/null 2>&1 &
-pid=$!; pids+=("$pid")
-run_proxy "cache-middleware $(target/release/cache-middleware --version 2>/dev/null | awk '{print $2}')" "$pid" "http://127.0.0.1:$port/hello"
+start_ours() {
+  local port; port=$(free_port)
+  env CACHE_BACKEND=memory RUST_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c 0 \
+    target/release/cache-middleware proxy --upstream "http://$origin" --listen "127.0.0.1:$port" >/dev/null 2>&1 &
+  pid=$!; pids+=("$pid")
+  url="http://127.0.0.1:$port/hello"
+  name="cache-middleware $(sed -nE 's/^version = "(.*)"/\1/p' Cargo.toml | head -1)"
+}
 
 # nginx: proxy_cache in front of the same origin, one worker, no access log.
-port=$(free_port)
-mkdir -p "$work/nginx/cache" "$work/nginx/tmp"
-cat >"$work/nginx/nginx.conf" <<CONF
+start_nginx() {
+  local port; port=$(free_port)
+  rm -rf "$work/nginx"; mkdir -p "$work/nginx/cache" "$work/nginx/tmp"
+  cat >"$work/nginx/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
 master_process on;
@@ -137,23 +148,48 @@ http {
   }
 }
 CONF
-taskset -c 0 nginx -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
-pid=$!; pids+=("$pid")
-run_proxy "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')" "$pid" "http://127.0.0.1:$port/hello"
+  taskset -c 0 nginx -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
+  pid=$!; pids+=("$pid")
+  url="http://127.0.0.1:$port/hello"
+  name="nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')"
+}
 
 # Varnish: malloc storage, the built-in VCL (it caches what the origin allows).
-port=$(free_port)
-mkdir -p "$work/varnish"
-taskset -c 0 varnishd -F -j none -n "$work/varnish" -a "127.0.0.1:$port" -b "$origin" -s malloc,64m \
-  -p thread_pools=1 -p thread_pool_min=8 >/dev/null 2>&1 &
-pid=$!; pids+=("$pid")
-run_proxy "Varnish $(varnishd -V 2>&1 | head -1 | sed -E 's/.*varnish-([0-9.]+).*/\1/')" "$pid" "http://127.0.0.1:$port/hello"
+start_varnish() {
+  local port; port=$(free_port)
+  rm -rf "$work/varnish"; mkdir -p "$work/varnish"
+  taskset -c 0 varnishd -F -j none -n "$work/varnish" -a "127.0.0.1:$port" -b "$origin" -s malloc,64m \
+    -p thread_pools=1 -p thread_pool_min=8 >/dev/null 2>&1 &
+  pid=$!; pids+=("$pid")
+  url="http://127.0.0.1:$port/hello"
+  name="Varnish $(varnishd -V 2>&1 | head -1 | sed -E 's/.*varnish-([0-9.]+).*/\1/')"
+}
+
+for round in $(seq "$ROUNDS"); do
+  echo "round $round of $ROUNDS" >&2
+  for proxy in ours nginx varnish; do
+    "start_$proxy"
+    run_proxy "$name" "$pid" "$url"
+  done
+done
 
 python3 - "$work/results.csv" <<'PY'
 import csv, sys
+from statistics import median
 rows = list(csv.DictReader(open(sys.argv[1])))
-out = ["| proxy | connections | requests/s | p50 µs | p99 µs | proxy CPU µs/request | non-2xx |",
+groups = {}
+for r in rows:
+    groups.setdefault((r["name"], r["connections"]), []).append(r)
+out = [f"Medians of {len(next(iter(groups.values())))} rounds; each round runs every proxy in turn.", "",
+       "| proxy | connections | requests/s | p50 µs | p99 µs | proxy CPU µs/request | non-2xx |",
        "|---|---|---|---|---|---|---|"]
+for (name, connections), runs in groups.items():
+    m = lambda key: median(float(r[key]) for r in runs)
+    errors = sum(int(r["non_2xx"]) for r in runs)
+    out.append(f"| {name} | {connections} | {m('rps'):,.0f} | {m('p50_us'):.0f} | {m('p99_us'):.0f} | {m('cpu_us_per_request'):.2f} | {errors} |")
+out += ["", "Every run, in order:", "",
+        "| proxy | connections | requests/s | p50 µs | p99 µs | proxy CPU µs/request | non-2xx |",
+        "|---|---|---|---|---|---|---|"]
 for r in rows:
     out.append(f"| {r['name']} | {r['connections']} | {int(r['rps']):,} | {r['p50_us']} | {r['p99_us']} | {r['cpu_us_per_request']} | {r['non_2xx']} |")
 open("docs/benchmarks-proxy.md", "w").write("\n".join(out) + "\n")

@@ -108,7 +108,13 @@ async fn proxy(args: &[String]) -> Result<(), String> {
         .map_err(|_| format!("--listen {listen:?} is not an address (e.g. 127.0.0.1:8080)"))?;
     let _logs = configure_logger().map_err(|e| e.to_string())?;
     let middleware = CacheMiddleware::new(configured_backend()?);
-    tracing::info!(config = ?middleware, rules = config.routes.len(), "proxy configured");
+    tracing::info!(
+        config = ?middleware,
+        rules = config.routes.len(),
+        http_semantics = config.http_semantics,
+        store_set_cookie = config.store_set_cookie,
+        "proxy configured"
+    );
     let app = cache_middleware::proxy::router(upstream, &config, middleware)
         .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(address)

@@ -186,12 +186,21 @@ pub fn router(
     } else {
         router.fallback_service(any_service(forward))
     };
+    if config.routes.is_empty() {
+        // Only rule routes read the middleware's engine from the request; spare the others.
+        return Ok(router);
+    }
     Ok(router.layer(middleware))
 }
 
 /// Forwards requests to the upstream, streaming bodies both ways.
 #[derive(Clone)]
 pub struct Forward {
+    // Shared: the service is cloned for every request, and a client is many handles.
+    upstream: std::sync::Arc<Upstream>,
+}
+
+struct Upstream {
     client: Client<HttpConnector, Body>,
     scheme_and_authority: String,
     timeout: Duration,
@@ -202,9 +211,11 @@ impl Forward {
     pub fn new(upstream: Uri, timeout: Duration) -> Result<Self, ProxyError> {
         match (upstream.scheme_str(), upstream.authority()) {
             (Some("http"), Some(authority)) => Ok(Forward {
-                client: Client::builder(TokioExecutor::new()).build_http(),
-                scheme_and_authority: format!("http://{authority}"),
-                timeout,
+                upstream: std::sync::Arc::new(Upstream {
+                    client: Client::builder(TokioExecutor::new()).build_http(),
+                    scheme_and_authority: format!("http://{authority}"),
+                    timeout,
+                }),
             }),
             _ => Err(ProxyError::Upstream(upstream.to_string())),
         }
@@ -225,12 +236,12 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.forward(request).await) })
+        let upstream = std::sync::Arc::clone(&self.upstream);
+        Box::pin(async move { Ok(upstream.forward(request).await) })
     }
 }
 
-impl Forward {
+impl Upstream {
     async fn forward<B>(&self, request: Request<B>) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,

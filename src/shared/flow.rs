@@ -30,6 +30,9 @@ use std::time::Duration;
 
 type Reply<ResB, E> = Result<Response<CacheBody<ResB>>, E>;
 
+/// The longest a response is kept fresh, and kept stale after that: a year each.
+const MAX_KEPT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The engine and options one request works with.
 #[derive(Clone)]
 pub(super) struct Cache {
@@ -56,6 +59,17 @@ struct Outgoing {
     headers: HeaderMap,
     cc: CacheControl,
     key: CacheKey,
+}
+
+impl Outgoing {
+    fn new(parts: &Parts, cc: CacheControl, key: CacheKey) -> Self {
+        Outgoing {
+            method: parts.method.clone(),
+            headers: parts.headers.clone(),
+            cc,
+            key,
+        }
+    }
 }
 
 impl Cache {
@@ -105,53 +119,68 @@ impl Cache {
             Found::Fresh(entry) | Found::Stale(entry) => Some(entry),
             Found::Nothing => None,
         };
-        let outgoing = Outgoing {
-            method: parts.method.clone(),
-            headers: parts.headers.clone(),
-            cc,
-            key,
-        };
         if let Some(entry) = found {
             let response_cc = self.response_cc(&entry_response(&entry).headers);
             let age = entry.age(now_ms);
             let ttl = Some(ttl_left(entry.ttl, age));
-            match decide(&outgoing.cc, &response_cc, age, entry.ttl) {
+            // The hit paths answer from `parts`; only a request that goes on to the origin needs
+            // its own copy of the client's fields.
+            let (method, headers) = (&parts.method, &parts.headers);
+            match decide(&cc, &response_cc, age, entry.ttl) {
                 Use::Fresh => {
-                    tracing::debug!(key = %outgoing.key, "cache hit");
+                    tracing::debug!(key = %key, "cache hit");
                     self.engine.counters.record(Event::Hit);
+                    let status = Status::hit(ttl);
                     return Ok(self.answer(
                         entry,
-                        &outgoing,
+                        method,
+                        headers,
                         CacheStatus::Hit,
-                        Status::hit(ttl),
+                        status,
                         now_ms,
                     ));
                 }
                 Use::Stale => {
-                    tracing::debug!(key = %outgoing.key, "stale hit the request accepts (max-stale)");
+                    tracing::debug!(key = %key, "stale hit the request accepts (max-stale)");
                     self.engine.counters.record(Event::Stale);
                     let status = Status::hit(ttl).detail("max-stale");
-                    return Ok(self.answer(entry, &outgoing, CacheStatus::Stale, status, now_ms));
+                    return Ok(self.answer(
+                        entry,
+                        method,
+                        headers,
+                        CacheStatus::Stale,
+                        status,
+                        now_ms,
+                    ));
                 }
                 Use::WhileRevalidating => {
-                    tracing::debug!(key = %outgoing.key, "serving stale while revalidating");
+                    tracing::debug!(key = %key, "serving stale while revalidating");
                     self.engine.counters.record(Event::Stale);
                     let status = Status::hit(ttl).detail("stale-while-revalidate");
-                    let response =
-                        self.answer(entry.clone(), &outgoing, CacheStatus::Stale, status, now_ms);
+                    let response = self.answer(
+                        entry.clone(),
+                        method,
+                        headers,
+                        CacheStatus::Stale,
+                        status,
+                        now_ms,
+                    );
                     if parts.method == Method::GET {
+                        let outgoing = Outgoing::new(&parts, cc, key);
                         self.validate_in_background(inner, parts, body, outgoing, entry);
                     }
                     return Ok(response);
                 }
-                Use::Validate(_) if outgoing.cc.only_if_cached => return Ok(only_if_cached()),
+                Use::Validate(_) if cc.only_if_cached => return Ok(only_if_cached()),
                 Use::Validate(why) => {
-                    tracing::debug!(key = %outgoing.key, reason = ?why, "validating the stored response");
+                    tracing::debug!(key = %key, reason = ?why, "validating the stored response");
                     self.engine.counters.record(Event::Refresh);
+                    let outgoing = Outgoing::new(&parts, cc, key);
                     return Box::pin(self.validate(inner, parts, body, outgoing, entry, why)).await;
                 }
             }
         }
+        let outgoing = Outgoing::new(&parts, cc, key);
         if outgoing.cc.only_if_cached {
             return Ok(only_if_cached());
         }
@@ -202,7 +231,8 @@ impl Cache {
         let status = Status::hit(Some(ttl_left(shared.entry.ttl, age))).detail("collapsed");
         Some(self.answer(
             shared.entry.clone(),
-            outgoing,
+            &outgoing.method,
+            &outgoing.headers,
             CacheStatus::Hit,
             status,
             now_ms,
@@ -352,6 +382,8 @@ impl Cache {
         age: Duration,
         exchange: Exchange,
     ) -> Shared {
+        // Lifetimes beyond what any backend keeps are capped (a cache may drop entries early).
+        let fresh_for = fresh_for.min(MAX_KEPT);
         let may_serve_stale = !forbids_stale(cc);
         let mut grace = self.options.keep_stale;
         if may_serve_stale {
@@ -359,6 +391,7 @@ impl Cache {
                 .max(cc.stale_while_revalidate.unwrap_or_default())
                 .max(cc.stale_if_error.unwrap_or_default());
         }
+        let grace = grace.min(MAX_KEPT);
         let lifetime = Lifetime {
             born_ms: exchange.response_ms.saturating_sub(age.as_millis() as u64),
             ttl: fresh_for,
@@ -447,7 +480,8 @@ impl Cache {
         let now_ms = Entry::now_ms();
         Ok(self.answer(
             shared.entry,
-            &outgoing,
+            &outgoing.method,
+            &outgoing.headers,
             CacheStatus::Refresh,
             status,
             now_ms,
@@ -536,20 +570,15 @@ impl Cache {
     fn answer<B: http_body::Body>(
         &self,
         entry: Entry,
-        outgoing: &Outgoing,
+        method: &Method,
+        headers: &HeaderMap,
         x_cache: CacheStatus,
         status: Status,
         now_ms: u64,
     ) -> Response<CacheBody<B>> {
         let age = entry.age(now_ms);
         let stored = entry.into_response().expect("lookups return responses");
-        let response = replay(
-            stored,
-            &outgoing.method,
-            &outgoing.headers,
-            x_cache,
-            Some(age),
-        );
+        let response = replay(stored, method, headers, x_cache, Some(age));
         self.with_status(response, &status)
     }
 
@@ -576,7 +605,15 @@ impl Cache {
         self.engine.counters.record(Event::Stale);
         let mut status = Status::forward(Forward::Stale).detail("stale-if-error");
         status.fwd_status = Some(failed);
-        self.answer(stale, outgoing, CacheStatus::Stale, status, Entry::now_ms())
+        let (method, headers) = (&outgoing.method, &outgoing.headers);
+        self.answer(
+            stale,
+            method,
+            headers,
+            CacheStatus::Stale,
+            status,
+            Entry::now_ms(),
+        )
     }
 
     fn passed_on<B>(&self, response: Response<B>, status: Status) -> Response<B> {
