@@ -24,6 +24,7 @@
 
 use crate::backends::{Backend, BuildError, MemoryBackend};
 use crate::redact::redact_url;
+use crate::CacheMiddleware;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,15 @@ pub const MEMCACHED_URL: &str = "MEMCACHED_URL";
 pub const MEMCACHED_MAX_CONNECTIONS: &str = "MEMCACHED_MAX_CONNECTIONS";
 /// `development`, `testing`, `staging` or `production`, for [`get_backend_for_environment`].
 pub const ENVIRONMENT: &str = "ENVIRONMENT";
+
+/// Largest response body stored, in bytes (default 1 MiB), for [`configure_middleware`].
+pub const CACHE_MAX_BODY_SIZE: &str = "CACHE_MAX_BODY_SIZE";
+
+/// Largest POST body read to build a key, in bytes (default 64 KiB).
+pub const CACHE_MAX_REQUEST_BODY_SIZE: &str = "CACHE_MAX_REQUEST_BODY_SIZE";
+
+/// Seconds one backend call may take before the cache gives up on it (default 0.1).
+pub const CACHE_BACKEND_TIMEOUT: &str = "CACHE_BACKEND_TIMEOUT";
 
 /// A configuration error: it names the variable, the value (passwords masked) and what is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,12 +153,36 @@ pub fn get_backend_for_environment_from(
     }
 }
 
+/// `middleware` with the limits from [`CACHE_MAX_BODY_SIZE`], [`CACHE_MAX_REQUEST_BODY_SIZE`] and
+/// [`CACHE_BACKEND_TIMEOUT`]; unset variables keep its settings.
+pub fn configure_middleware(middleware: CacheMiddleware) -> Result<CacheMiddleware, ConfigError> {
+    configure_middleware_from(middleware, process_env)
+}
+
+/// [`configure_middleware`] with variables from `lookup`.
+pub fn configure_middleware_from(
+    mut middleware: CacheMiddleware,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<CacheMiddleware, ConfigError> {
+    let env = Env(&lookup);
+    if let Some(bytes) = env.count(CACHE_MAX_BODY_SIZE)? {
+        middleware = middleware.max_body_size(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
+    if let Some(bytes) = env.count(CACHE_MAX_REQUEST_BODY_SIZE)? {
+        middleware = middleware.max_request_body_size(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
+    if let Some(limit) = env.seconds(CACHE_BACKEND_TIMEOUT)? {
+        middleware = middleware.backend_timeout(limit);
+    }
+    Ok(middleware)
+}
+
 fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Typed reads of the variables; empty values count as unset. (Flags, durations and lists are
-/// read only for Redis.)
+/// Typed reads of the variables; empty values count as unset. (Flags and lists are read only
+/// for Redis.)
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 
@@ -400,6 +434,35 @@ mod tests {
 
     fn error(pairs: &[(&str, &str)]) -> String {
         configure(pairs).expect_err("an error").to_string()
+    }
+
+    #[test]
+    fn limits_reach_the_middleware_and_bad_ones_are_named() {
+        let base = || CacheMiddleware::new(MemoryBackend::new(10));
+        let configured = configure_middleware_from(
+            base(),
+            vars(&[
+                (CACHE_MAX_BODY_SIZE, "5000000"),
+                (CACHE_MAX_REQUEST_BODY_SIZE, "1024"),
+                (CACHE_BACKEND_TIMEOUT, "0.25"),
+            ]),
+        )
+        .unwrap();
+        let text = format!("{configured:?}");
+        for expected in [
+            "max_body_size: 5000000",
+            "max_request_body_size: 1024",
+            "backend_timeout: 250ms",
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+        let error = configure_middleware_from(base(), vars(&[(CACHE_MAX_BODY_SIZE, "1MB")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "CACHE_MAX_BODY_SIZE=\"1MB\" is not valid: expected a whole number of at least 1"
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@
 mod demo;
 
 use cache_middleware::backends::Backend;
-use cache_middleware::helpers::{auto_configure_backend, get_backend_for_environment, ENVIRONMENT};
+use cache_middleware::helpers::{
+    auto_configure_backend, configure_middleware, get_backend_for_environment, ENVIRONMENT,
+};
 use cache_middleware::logger_config::configure_logger;
 use cache_middleware::CacheMiddleware;
 use std::net::SocketAddr;
@@ -58,7 +60,8 @@ async fn serve() -> Result<(), String> {
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     let backend = configured_backend()?;
     demo::warm_cache(&*backend).await;
-    let middleware = CacheMiddleware::new(backend);
+    let middleware =
+        configure_middleware(CacheMiddleware::new(backend)).map_err(|e| e.to_string())?;
     tracing::info!(config = ?middleware, "cache configured");
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -107,7 +110,8 @@ async fn proxy(args: &[String]) -> Result<(), String> {
         .parse()
         .map_err(|_| format!("--listen {listen:?} is not an address (e.g. 127.0.0.1:8080)"))?;
     let _logs = configure_logger().map_err(|e| e.to_string())?;
-    let middleware = CacheMiddleware::new(configured_backend()?);
+    let middleware = configure_middleware(CacheMiddleware::new(configured_backend()?))
+        .map_err(|e| e.to_string())?;
     tracing::info!(
         config = ?middleware,
         rules = config.routes.len(),

@@ -514,18 +514,47 @@ async fn range_requests_go_to_the_origin_and_are_not_stored() {
 async fn absurd_or_malformed_origin_headers_never_break_a_request() {
     let s = setup("").await;
     let cases: [(&str, &[(&'static str, &str)]); 5] = [
-        ("/huge", &[("cache-control", "max-age=99999999999999999999999")]),
-        ("/garbage", &[("cache-control", "max-age=\"x, ,,=;=\", s-maxage=-1, no-cache=\"\", =5")]),
-        ("/dates", &[("expires", "yesterday"), ("date", "not a date"), ("last-modified", "0")]),
-        ("/age", &[("cache-control", "max-age=60"), ("age", "99999999999999999999999")]),
-        ("/vary", &[("cache-control", "max-age=60"), ("vary", ",, ,Accept,")]),
+        (
+            "/huge",
+            &[("cache-control", "max-age=99999999999999999999999")],
+        ),
+        (
+            "/garbage",
+            &[(
+                "cache-control",
+                "max-age=\"x, ,,=;=\", s-maxage=-1, no-cache=\"\", =5",
+            )],
+        ),
+        (
+            "/dates",
+            &[
+                ("expires", "yesterday"),
+                ("date", "not a date"),
+                ("last-modified", "0"),
+            ],
+        ),
+        (
+            "/age",
+            &[
+                ("cache-control", "max-age=60"),
+                ("age", "99999999999999999999999"),
+            ],
+        ),
+        (
+            "/vary",
+            &[("cache-control", "max-age=60"), ("vary", ",, ,Accept,")],
+        ),
     ];
     for (path, headers) in cases {
         s.origin.set(path, headers);
         for _ in 0..2 {
             let got = s.get(path).await;
             assert_eq!(got.status, StatusCode::OK, "{path}");
-            assert!(got.body.starts_with(&format!("GET {path} #")), "{path}: {}", got.body);
+            assert!(
+                got.body.starts_with(&format!("GET {path} #")),
+                "{path}: {}",
+                got.body
+            );
         }
     }
     // The huge lifetime is capped, not an error: the second request was a hit.
