@@ -1,5 +1,5 @@
 //! The hit path in-process: a request in, the cached response out, next to the same route with no
-//! cache at all. Also counts heap allocations per request.
+//! cache at all, in route mode and in shared-cache mode. Also counts heap allocations per request.
 //!
 //! `cargo bench --bench hit_path`
 
@@ -45,12 +45,18 @@ async fn hello() -> Json<Value> {
     Json(json!({"Hello": "World"}))
 }
 
-fn apps() -> (Router, Router) {
+fn apps() -> (Router, Router, Router) {
     let bare = Router::new().route("/hello", get(hello));
     let cached = Router::new()
         .route("/hello", get(hello).layer(cache(300)))
         .layer(CacheMiddleware::new(MemoryBackend::new(1000)));
-    (bare, cached)
+    let shared = Router::new()
+        .route(
+            "/hello",
+            get(|| async { ([("cache-control", "public, max-age=300")], hello().await) }),
+        )
+        .layer(CacheMiddleware::new(MemoryBackend::new(1000)).http_semantics());
+    (bare, cached, shared)
 }
 
 async fn request(app: &Router) -> usize {
@@ -85,12 +91,15 @@ fn hit_path(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (bare, cached) = apps();
-    runtime.block_on(request(&cached)); // store the entry: every measured request is a hit
+    let (bare, cached, shared) = apps();
+    // Store the entries: every measured request is a hit.
+    runtime.block_on(request(&cached));
+    runtime.block_on(request(&shared));
     println!(
-        "allocations per request: bare route {:.1}, cached hit {:.1}",
+        "allocations per request: bare route {:.1}, route-mode hit {:.1}, shared-cache hit {:.1}",
         allocations_per_request(&runtime, &bare),
-        allocations_per_request(&runtime, &cached)
+        allocations_per_request(&runtime, &cached),
+        allocations_per_request(&runtime, &shared)
     );
     let mut group = c.benchmark_group("request in, response out");
     group.bench_function("bare route (no cache)", |b| {
@@ -98,6 +107,9 @@ fn hit_path(c: &mut Criterion) {
     });
     group.bench_function("cached route, memory hit", |b| {
         b.to_async(&runtime).iter(|| request(&cached))
+    });
+    group.bench_function("shared-cache mode, memory hit", |b| {
+        b.to_async(&runtime).iter(|| request(&shared))
     });
     group.finish();
 }

@@ -378,6 +378,39 @@ async fn matching_if_none_match_answers_304_and_others_get_the_body() {
 }
 
 #[tokio::test]
+async fn if_modified_since_answers_304_when_the_handler_gave_last_modified() {
+    let app = Router::new()
+        .route(
+            "/doc",
+            get_route(|| async { ([("last-modified", "Tue, 14 Nov 2023 22:13:20 GMT")], "doc") })
+                .layer(cache(60)),
+        )
+        .layer(CacheMiddleware::new(MemoryBackend::new(10)));
+    fetch(&app, "/doc").await;
+    let unchanged = [("if-modified-since", "Wed, 15 Nov 2023 00:00:00 GMT")];
+    let changed = [("if-modified-since", "Mon, 13 Nov 2023 00:00:00 GMT")];
+    let not_modified = fetch_with(&app, "/doc", &unchanged).await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    assert!(not_modified.body.is_empty());
+    let full = fetch_with(&app, "/doc", &changed).await;
+    assert_eq!(
+        (full.status, full.text()),
+        (StatusCode::OK, "doc".to_owned())
+    );
+    // If-None-Match takes precedence over If-Modified-Since (RFC 9110 §13.2.2).
+    let both = fetch_with(
+        &app,
+        "/doc",
+        &[
+            ("if-none-match", "\"other\""),
+            ("if-modified-since", "Wed, 15 Nov 2023 00:00:00 GMT"),
+        ],
+    )
+    .await;
+    assert_eq!(both.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn etags_are_the_same_in_separate_caches() {
     let (first_app, _) = app();
     let (second_app, _) = app();

@@ -560,3 +560,37 @@ async fn absurd_or_malformed_origin_headers_never_break_a_request() {
     // The huge lifetime is capped, not an error: the second request was a hit.
     assert_eq!(s.origin.count("/huge"), 1);
 }
+
+#[tokio::test]
+async fn a_backend_that_is_down_never_fails_a_request() {
+    // A Redis URL on a port nothing listens on: every backend call fails.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let backend =
+        cache_middleware::backends::RedisBackend::new(format!("redis://127.0.0.1:{dead_port}"))
+            .unwrap();
+    let origin = Origin::default();
+    origin.set("/d", &[("cache-control", "max-age=60"), ("etag", "\"1\"")]);
+    let upstream = serve(Router::new().fallback(answer).with_state(origin.clone())).await;
+    let proxy = router(
+        format!("http://{upstream}").parse().unwrap(),
+        &ProxyConfig::default(),
+        CacheMiddleware::new(backend),
+    )
+    .unwrap();
+    let s = Setup {
+        origin,
+        proxy: serve(proxy).await,
+    };
+    for n in 1..=8 {
+        let got = s.get("/d").await;
+        assert_eq!(
+            (got.status, got.body),
+            (StatusCode::OK, format!("GET /d #{n}"))
+        );
+    }
+    assert_eq!(s.call("POST", "/d", &[]).await.status, StatusCode::OK);
+}
