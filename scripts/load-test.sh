@@ -12,44 +12,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --quiet --bin cache-middleware --example bench_server
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-wait_http() { until curl -s -o /dev/null "$1"; do sleep 0.05; done; }
-
-# measure NAME PID URL CONNECTIONS [wrk options...]: one CSV row in $work/results.csv
-measure() {
-  local name=$1 pid=$2 url=$3 connections=$4; shift 4
-  taskset -c 1 wrk -t1 -c"$connections" -d2s "$@" "$url" >/dev/null  # warm-up
-  local before after
-  before=$(cpu_ticks "$pid")
-  taskset -c 1 wrk -t1 -c"$connections" -d"${DURATION}s" --latency "$@" "$url" >"$work/wrk.txt"
-  after=$(cpu_ticks "$pid")
-  python3 - "$name" "$connections" "$before" "$after" "$work/wrk.txt" >>"$work/results.csv" <<'PY'
-import re, sys, os
-name, connections, before, after, path = sys.argv[1:]
-text = open(path).read()
-def micros(value):
-    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
-    return float(number) * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
-requests = int(re.search(r"(\d+) requests in", text).group(1))
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-# Anchored: "62.50%" in the Req/Sec row must not be read as the 50th percentile.
-p50 = micros(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
-p99 = micros(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
-tick_us = 1_000_000 / os.sysconf("SC_CLK_TCK")
-cpu = (int(after) - int(before)) * tick_us / requests
-print(f"{name},{connections},{rps:.0f},{p50:.0f},{p99:.0f},{cpu:.2f},{errors.group(1) if errors else 0}")
-PY
-}
+source scripts/lib/wrk-measure.sh
 
 # start_server NAME ENV...: runs bench_server on core 0, sets $server_pid and $server_url
 start_server() {
@@ -66,7 +29,6 @@ taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appe
 pids+=("$!")
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
 
-echo "name,connections,rps,p50_us,p99_us,cpu_us_per_request,non_2xx" >"$work/results.csv"
 for mode in bare memory redis; do
   start_server MODE=$mode REDIS_URL="redis://127.0.0.1:$redis_port"
   measure "$mode" "$server_pid" "$server_url" "$CONNECTIONS"

@@ -45,6 +45,7 @@ pub mod proxy;
 pub mod redact;
 mod replay;
 mod route;
+mod service;
 mod shared;
 mod stats;
 

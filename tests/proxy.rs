@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use support::Counter;
+use support::{serve, Counter};
 use tokio::sync::Notify;
 
 /// An origin that counts its runs: `/items/{id}`, `/other`, `/echo` (any method, echoes the body),
@@ -79,13 +79,6 @@ async fn origin_with(release: Arc<Notify>) -> (SocketAddr, Counter) {
 
 use futures_util::StreamExt;
 
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    address
-}
-
 async fn proxy_to(upstream: SocketAddr, rules: &str) -> SocketAddr {
     let config = ProxyConfig::from_toml(rules).unwrap();
     let upstream = format!("http://{upstream}").parse().unwrap();
@@ -106,29 +99,20 @@ struct Answer {
 }
 
 async fn call(address: SocketAddr, method: &str, path: &str, body: &'static str) -> Answer {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<Bytes>>();
-    let request = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{address}{path}"))
-        .body(http_body_util::Full::new(Bytes::from_static(
-            body.as_bytes(),
-        )))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-    };
-    let (status, x_cache, via) = (response.status(), header("x-cache"), header("via"));
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let got = support::over_http(
+        address,
+        method,
+        path,
+        &[],
+        Bytes::from_static(body.as_bytes()),
+    )
+    .await;
+    let header = |name: &str| got.header(name).map(str::to_owned);
     Answer {
-        status,
-        x_cache,
-        via,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        status: got.status,
+        x_cache: header("x-cache"),
+        via: header("via"),
+        body: got.text(),
     }
 }
 

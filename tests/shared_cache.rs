@@ -10,10 +10,10 @@ use cache_middleware::backends::MemoryBackend;
 use cache_middleware::proxy::{router, ProxyConfig};
 use cache_middleware::CacheMiddleware;
 use http::{HeaderMap, StatusCode};
-use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use support::serve;
 
 /// What the origin answers for one path, and what it saw.
 #[derive(Default, Clone)]
@@ -121,13 +121,6 @@ async fn setup(rules: &str) -> Setup {
     }
 }
 
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    address
-}
-
 struct Got {
     status: StatusCode,
     headers: HeaderMap,
@@ -142,25 +135,11 @@ impl Got {
 
 impl Setup {
     async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Empty<Bytes>>();
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.proxy));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = client
-            .request(request.body(http_body_util::Empty::new()).unwrap())
-            .await
-            .unwrap();
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
+        let got = support::over_http(self.proxy, method, path, headers, Bytes::new()).await;
         Got {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
+            status: got.status,
+            body: got.text(),
+            headers: got.headers,
         }
     }
 

@@ -19,6 +19,7 @@ use crate::policy::{
     ResponseDecision, ResponsePolicy, SkipReason,
 };
 use crate::replay::{mark, replay, to_stored, CacheStatus};
+use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use bytes::Bytes;
 use http::request::Parts;
@@ -27,36 +28,6 @@ use http_body::Body;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tower_service::Service;
-
-type Reply<ResB, E> = Result<Response<CacheBody<ResB>>, E>;
-
-/// The wrapped route, as the flow needs it: callable from a spawned task.
-pub(crate) trait Handler<ReqB: Body, ResB>:
-    Service<
-        Request<CacheBody<ReqB>>,
-        Response = Response<ResB>,
-        Future: Send + 'static,
-        Error: Send + 'static,
-    > + Send
-    + 'static
-{
-}
-
-impl<T, ReqB: Body, ResB> Handler<ReqB, ResB> for T where
-    T: Service<
-            Request<CacheBody<ReqB>>,
-            Response = Response<ResB>,
-            Future: Send + 'static,
-            Error: Send + 'static,
-        > + Send
-        + 'static
-{
-}
-
-/// A request or response body the flow can hold across tasks.
-pub(crate) trait SendBody: Body<Data = Bytes, Error: Send> + Send + Unpin + 'static {}
-
-impl<B> SendBody for B where B: Body<Data = Bytes, Error: Send> + Send + Unpin + 'static {}
 
 pub(super) async fn run<S, ReqB, ResB>(
     mut inner: S,

@@ -3,14 +3,11 @@
 
 mod flow;
 
-pub(crate) use flow::{Handler, SendBody};
-
 use crate::body::CacheBody;
-use bytes::Bytes;
+use crate::service::{take_ready, Handler, SendBody};
 use futures_util::future::BoxFuture;
 use http::header::{HeaderName, AUTHORIZATION};
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body::Body;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -158,13 +155,9 @@ pub struct CacheService<S> {
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for CacheService<S>
 where
-    S: Service<Request<CacheBody<ReqB>>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ReqB: Body<Data = Bytes> + Send + Unpin + 'static,
-    ReqB::Error: Send,
-    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
-    ResB::Error: Send,
+    S: Service<Request<CacheBody<ReqB>>, Response = Response<ResB>> + Handler<ReqB, ResB> + Clone,
+    ReqB: SendBody,
+    ResB: SendBody,
 {
     type Response = Response<CacheBody<ResB>>;
     type Error = S::Error;
@@ -175,9 +168,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        // Keep the service that was driven to readiness; leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = take_ready(&mut self.inner);
         Box::pin(flow::run(inner, Arc::clone(&self.route), request))
     }
 }

@@ -90,7 +90,8 @@ impl Status {
             text.push_str("; detail=");
             text.push_str(detail);
         }
-        if let Ok(value) = HeaderValue::from_str(&text) {
+        // The text becomes the value's buffer: no second copy on every answer.
+        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(text)) {
             headers.insert(CACHE_STATUS, value);
         }
     }

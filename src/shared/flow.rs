@@ -20,15 +20,13 @@ use crate::entry::{Entry, StoredResponse};
 use crate::key::{primary_key, CacheKey};
 use crate::policy::{vary_names, BypassReason, CacheControl};
 use crate::replay::{end_to_end, mark, replay, CacheStatus};
-use crate::route::{Handler, SendBody};
+use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use http::header::{HeaderMap, HeaderValue, AGE, DATE, RANGE};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
-
-type Reply<ResB, E> = Result<Response<CacheBody<ResB>>, E>;
 
 /// The longest a response is kept fresh, and kept stale after that: a year each.
 const MAX_KEPT: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -16,7 +16,7 @@ mod storable;
 
 use crate::body::CacheBody;
 use crate::engine::Engine;
-use crate::route::{Handler, SendBody};
+use crate::service::{take_ready, Handler, SendBody};
 use futures_util::future::BoxFuture;
 use http::{HeaderName, Request, Response};
 use std::sync::Arc;
@@ -158,8 +158,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = take_ready(&mut self.inner);
         let cache = flow::Cache {
             engine: Arc::clone(&self.engine),
             options: Arc::clone(&self.options),
