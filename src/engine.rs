@@ -7,9 +7,10 @@
 use crate::backends::{Backend, BackendError};
 use crate::breaker::Breaker;
 use crate::coalesce::Flights;
-use crate::entry::{Content, Entry, StoredResponse};
+use crate::entry::{Content, Entry};
 use crate::key::{variant_key, CacheKey};
 use crate::stats::{CacheStats, Counters, Event};
+use crate::storable::Storable;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use std::future::Future;
@@ -141,13 +142,14 @@ impl Engine {
     }
 
     /// Stores `response`, fresh for `ttl` and kept `grace` longer for stale serving; with varying
-    /// fields, as a variant below a marker at `primary`.
+    /// fields, as a variant below a marker at `primary`. Only a [`Storable`] can be stored: the
+    /// storability decision is the one way to make one.
     pub(crate) async fn store(
         &self,
         primary: &CacheKey,
         vary: Vec<String>,
         headers: &HeaderMap,
-        response: StoredResponse,
+        response: Storable,
         ttl: Duration,
         grace: Duration,
     ) -> Shared {
@@ -167,7 +169,7 @@ impl Engine {
         primary: &CacheKey,
         vary: Vec<String>,
         headers: &HeaderMap,
-        response: StoredResponse,
+        response: Storable,
         Lifetime {
             born_ms: stored_at_ms,
             ttl,
@@ -180,6 +182,7 @@ impl Engine {
             ttl,
             content,
         };
+        let response = response.into_response();
         let keep = ttl.saturating_add(grace);
         if vary.is_empty() {
             let entry = entry_for(primary, Content::Response(response));

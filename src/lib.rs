@@ -48,6 +48,7 @@ mod route;
 mod service;
 mod shared;
 mod stats;
+mod storable;
 
 pub use body::CacheBody;
 pub use breaker::BreakerState;

@@ -7,7 +7,7 @@ mod response;
 
 pub use cache_control::CacheControl;
 pub use request::{classify_request, BypassReason, RequestDecision, RequestPolicy};
-pub(crate) use response::vary_names;
+pub(crate) use response::{sorted_vary, vary_names};
 pub use response::{
     classify_response, is_hop_by_hop, ResponseDecision, ResponsePolicy, SkipReason,
 };

@@ -130,6 +130,14 @@ pub(crate) fn vary_names(headers: &HeaderMap) -> impl Iterator<Item = String> + 
         .filter(|name| !name.is_empty())
 }
 
+/// The response's `Vary` names, lower-case, sorted, without duplicates.
+pub(crate) fn sorted_vary(headers: &HeaderMap) -> Vec<String> {
+    let mut names: Vec<String> = vary_names(headers).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?

@@ -21,6 +21,7 @@ use crate::policy::{
 use crate::replay::{mark, replay, to_stored, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
+use crate::storable::Storable;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response};
@@ -267,7 +268,13 @@ impl<'a> Miss<'a> {
                 ));
             }
         };
-        let stored = to_stored(&response_parts, body);
+        let stored = match Storable::for_route(to_stored(&response_parts, body), &method, policy) {
+            Ok(stored) => stored,
+            Err((reason, stored)) => {
+                engine.counters.record(Event::NotStored(reason));
+                return Ok(replay(stored, &method, &request_headers, self.status, None));
+            }
+        };
         let vary = route.vary_names(&response_parts.headers);
         let shared = engine
             .store(

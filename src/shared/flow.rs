@@ -11,14 +11,16 @@ use super::cache_status::{ttl_left, Forward, Status};
 use super::freshness::{age_is_invalid, initial_age, lifetime, Exchange};
 use super::invalidate::{is_unsafe, Target};
 use super::revalidate::{make_conditional, update_from_304};
-use super::storable::{has_validator, may_store, strip_named_fields, Exchanged};
+use super::targeted::effective_cache_control;
+use super::storable::{has_validator, may_store, Exchanged};
 use super::SharedOptions;
 use crate::body::{collect_limited, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
 use crate::engine::{Engine, Found, Lifetime, Shared};
 use crate::entry::{Entry, StoredResponse};
 use crate::key::{primary_key, CacheKey};
-use crate::policy::{vary_names, BypassReason, CacheControl};
+use crate::policy::{sorted_vary, BypassReason, CacheControl};
+use crate::storable::{SharedRules, Storable};
 use crate::replay::{end_to_end, mark, replay, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
@@ -346,10 +348,23 @@ impl Cache {
         let origin_age = parts.headers.contains_key(AGE);
         let age = initial_age(&parts.headers, exchange);
         let mut stored = end_to_end(&parts, body);
-        strip_named_fields(&mut stored, &cc);
         add_date_if_missing(&mut stored.headers, exchange.response_ms);
+        let storable = match Storable::for_shared(stored, &self.rules(&outgoing, &cc)) {
+            Ok(storable) => storable,
+            Err((reason, stored)) => {
+                self.engine.counters.record(Event::NotStored(reason));
+                let response = replay(
+                    stored,
+                    &outgoing.method,
+                    &outgoing.headers,
+                    CacheStatus::Miss,
+                    None,
+                );
+                return self.with_status(response, &status.detail(reason));
+            }
+        };
         let shared = self
-            .store(&outgoing, vary, stored, &cc, fresh_for, age, exchange)
+            .store(&outgoing, vary, storable, &cc, fresh_for, age, exchange)
             .await;
         status.stored = true;
         let entry = shared.entry.clone();
@@ -374,7 +389,7 @@ impl Cache {
         &self,
         outgoing: &Outgoing,
         vary: Vec<String>,
-        stored: StoredResponse,
+        stored: Storable,
         cc: &CacheControl,
         fresh_for: Duration,
         age: Duration,
@@ -453,23 +468,42 @@ impl Cache {
                 .store_and_answer(response, outgoing, exchange, None, status)
                 .await);
         }
-        // 304: the stored response is still good; take the new fields and freshness.
+        // 304: the stored response is still good; take the new fields and freshness. The merged
+        // response is judged again: a 304 may bring `Set-Cookie` or `private` (§4.3.4).
         let answer_headers = response.into_parts().0.headers;
         let mut stored = entry.into_response().expect("lookups return responses");
         update_from_304(&mut stored, &answer_headers);
         let cc = self.response_cc(&stored.headers);
+        let storable = match Storable::for_shared(stored, &self.rules(&outgoing, &cc)) {
+            Ok(storable) => storable,
+            Err((reason, stored)) => {
+                tracing::debug!(key = %outgoing.key, reason, "validated response no longer storable; entry removed");
+                self.engine.counters.record(Event::NotStored(reason));
+                let _ = self.engine.remove(&outgoing.key).await;
+                let mut status = status.detail(reason);
+                status.fwd_status = Some(StatusCode::NOT_MODIFIED);
+                let response = replay(
+                    stored,
+                    &outgoing.method,
+                    &outgoing.headers,
+                    CacheStatus::Refresh,
+                    None,
+                );
+                return Ok(self.with_status(response, &status));
+            }
+        };
         let fresh_for = lifetime(
             &cc,
-            &stored.headers,
-            stored.status,
+            &storable.response().headers,
+            storable.response().status,
             exchange.response_ms,
             self.options.max_heuristic,
         )
         .unwrap_or(Duration::ZERO);
         let age = initial_age(&answer_headers, exchange);
-        let vary = sorted_vary(&stored.headers);
+        let vary = sorted_vary(&storable.response().headers);
         let shared = self
-            .store(&outgoing, vary, stored, &cc, fresh_for, age, exchange)
+            .store(&outgoing, vary, storable, &cc, fresh_for, age, exchange)
             .await;
         tracing::debug!(key = %outgoing.key, "stored response validated (304)");
         let mut status = status;
@@ -614,6 +648,17 @@ impl Cache {
         )
     }
 
+    /// What the storability decision needs of this exchange.
+    fn rules<'a>(&'a self, outgoing: &'a Outgoing, cc: &'a CacheControl) -> SharedRules<'a> {
+        SharedRules {
+            method: &outgoing.method,
+            request_headers: &outgoing.headers,
+            request_cc: &outgoing.cc,
+            cc,
+            store_set_cookie: self.options.store_set_cookie,
+        }
+    }
+
     fn passed_on<B>(&self, response: Response<B>, status: Status) -> Response<B> {
         let x_cache = if status.fwd == Some(Forward::UriMiss) || status.fwd == Some(Forward::Stale)
         {
@@ -629,23 +674,9 @@ impl Cache {
         response
     }
 
-    /// The response's caching directives: the first targeted field (`CDN-Cache-Control`) present,
-    /// otherwise `Cache-Control`.
+    /// The response's caching directives for this cache (RFC 9213, see `targeted`).
     fn response_cc(&self, headers: &HeaderMap) -> CacheControl {
-        let targeted = self
-            .options
-            .targeted
-            .iter()
-            .find(|f| headers.contains_key(*f));
-        let Some(targeted) = targeted else {
-            return CacheControl::from_field_lines(headers);
-        };
-        let lines: Vec<&str> = headers
-            .get_all(targeted)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        CacheControl::parse(&lines.join(","))
+        effective_cache_control(headers, &self.options.targeted, &self.options.name)
     }
 }
 
@@ -694,14 +725,6 @@ fn decide(
 
 fn entry_response(entry: &Entry) -> &StoredResponse {
     entry.response().expect("lookups return responses")
-}
-
-/// The response's `Vary` names, lower-case, sorted, without duplicates.
-fn sorted_vary(headers: &HeaderMap) -> Vec<String> {
-    let mut names: Vec<String> = vary_names(headers).collect();
-    names.sort();
-    names.dedup();
-    names
 }
 
 /// RFC 9110 §6.6.1: a cache stores a `Date` with a response that arrived without one.

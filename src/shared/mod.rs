@@ -12,7 +12,8 @@ mod flow;
 mod freshness;
 mod invalidate;
 mod revalidate;
-mod storable;
+pub(crate) mod storable;
+mod targeted;
 
 use crate::body::CacheBody;
 use crate::engine::Engine;
