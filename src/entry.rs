@@ -61,7 +61,7 @@ impl Entry {
     pub fn now_ms() -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+            .map_or(0, millis)
     }
 
     /// Time since the entry was stored (zero if the clock went backwards).
@@ -250,6 +250,12 @@ impl<'a> Reader<'a> {
         let range = self.range(len)?;
         Ok(self.bytes.slice(range))
     }
+}
+
+/// Whole milliseconds of `duration`, saturating instead of wrapping (RFC 9111 §1.2.2: time
+/// arithmetic never overflows).
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

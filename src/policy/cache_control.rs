@@ -149,14 +149,18 @@ fn lowest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 }
 
 /// `delta-seconds` (RFC 9111 §1.2.2): digits only; values too large saturate.
-fn parse_delta_seconds(text: &str) -> Option<Duration> {
+/// RFC 9111 §1.2.2: a delta-seconds value too large to represent counts as 2^31 seconds, so no
+/// later calculation can overflow.
+pub(crate) const DELTA_SECONDS_MAX: u64 = 1 << 31;
+
+/// A delta-seconds value (digits only), capped at [`DELTA_SECONDS_MAX`].
+pub(crate) fn parse_delta_seconds(text: &str) -> Option<Duration> {
     let text = text.trim();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(Duration::from_secs(
-        text.parse::<u64>().unwrap_or(u64::MAX / 2),
-    ))
+    let seconds = text.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(seconds.min(DELTA_SECONDS_MAX)))
 }
 
 /// Splits a header value into `(name, value)` pairs, honouring quoted strings so that a comma inside

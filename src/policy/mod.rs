@@ -6,6 +6,7 @@ mod request;
 mod response;
 
 pub use cache_control::CacheControl;
+pub(crate) use cache_control::parse_delta_seconds;
 pub use request::{classify_request, BypassReason, RequestDecision, RequestPolicy};
 pub(crate) use response::{sorted_vary, vary_names};
 pub use response::{

@@ -17,7 +17,7 @@ use super::SharedOptions;
 use crate::body::{collect_limited, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
 use crate::engine::{Engine, Found, Lifetime, Shared};
-use crate::entry::{Entry, StoredResponse};
+use crate::entry::{millis, Entry, StoredResponse};
 use crate::key::{primary_key, CacheKey};
 use crate::policy::{sorted_vary, BypassReason, CacheControl};
 use crate::storable::{SharedRules, Storable};
@@ -406,7 +406,7 @@ impl Cache {
         }
         let grace = grace.min(MAX_KEPT);
         let lifetime = Lifetime {
-            born_ms: exchange.response_ms.saturating_sub(age.as_millis() as u64),
+            born_ms: exchange.response_ms.saturating_sub(millis(age)),
             ttl: fresh_for,
             grace,
         };

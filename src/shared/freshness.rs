@@ -1,6 +1,7 @@
 //! Freshness and age of a stored response (RFC 9111 §4.2), as a shared cache computes them.
 
-use crate::policy::CacheControl;
+use crate::entry::millis;
+use crate::policy::{parse_delta_seconds, CacheControl};
 use crate::replay::http_date;
 use http::header::{HeaderMap, AGE, DATE, EXPIRES, LAST_MODIFIED};
 use http::StatusCode;
@@ -23,7 +24,7 @@ pub(crate) fn initial_age(headers: &HeaderMap, exchange: Exchange) -> Duration {
         date_ms(headers, DATE).map_or(0, |date| exchange.response_ms.saturating_sub(date));
     let delay_ms = exchange.response_ms.saturating_sub(exchange.request_ms);
     let age = match age_field(headers) {
-        AgeField::Valid(age) => age.as_millis() as u64,
+        AgeField::Valid(age) => millis(age),
         AgeField::Absent | AgeField::Invalid => 0,
     };
     Duration::from_millis(apparent_ms.max(age.saturating_add(delay_ms)))
@@ -91,14 +92,11 @@ fn age_field(headers: &HeaderMap) -> AgeField {
         .to_str()
         .ok()
         .and_then(|text| text.split(',').next())
-        .map(str::trim)
         .unwrap_or_default();
-    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
-        return AgeField::Invalid;
+    match parse_delta_seconds(first) {
+        Some(age) => AgeField::Valid(age),
+        None => AgeField::Invalid,
     }
-    AgeField::Valid(Duration::from_secs(
-        first.parse::<u64>().unwrap_or(u64::MAX / 2_000),
-    ))
 }
 
 fn single(headers: &HeaderMap, name: http::HeaderName) -> Option<&http::HeaderValue> {
@@ -109,7 +107,7 @@ fn single(headers: &HeaderMap, name: http::HeaderName) -> Option<&http::HeaderVa
 
 fn date_ms(headers: &HeaderMap, name: http::HeaderName) -> Option<u64> {
     let time = http_date(single(headers, name))?;
-    Some(time.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64)
+    Some(millis(time.duration_since(UNIX_EPOCH).ok()?))
 }
 
 #[cfg(test)]
@@ -207,5 +205,77 @@ mod tests {
         }
         assert!(!age_is_invalid(&headers(&[])));
         assert!(!age_is_invalid(&headers(&[("age", "0,7200")])));
+    }
+
+    #[test]
+    fn a_huge_age_is_capped_not_wrapped() {
+        let h = headers(&[("age", "18446744073709552")]);
+        let exchange = Exchange {
+            request_ms: NOW_MS,
+            response_ms: NOW_MS,
+        };
+        assert_eq!(initial_age(&h, exchange), Duration::from_secs(1 << 31));
+        let h = headers(&[("age", "99999999999999999999999999")]);
+        assert_eq!(initial_age(&h, exchange), Duration::from_secs(1 << 31));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn header_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[0-9]{0,30}",
+                "[ -~]{0,40}",
+                Just("Tue, 14 Nov 2023 22:13:20 GMT".to_owned()),
+                Just("Thu, 01 Jan 1970 00:00:00 GMT".to_owned()),
+                Just("Fri, 31 Dec 9999 23:59:59 GMT".to_owned()),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn freshness_arithmetic_never_panics_or_wraps(
+                age in header_text(),
+                date in header_text(),
+                expires in header_text(),
+                last_modified in header_text(),
+                cache_control in "[ -~]{0,60}|max-age=[0-9]{1,30}|s-maxage=[0-9]{1,30}",
+                request_ms in any::<u64>(),
+                delay_ms in any::<u64>(),
+                status in 100u16..600,
+            ) {
+                let mut h = HeaderMap::new();
+                for (name, value) in [
+                    ("age", &age),
+                    ("date", &date),
+                    ("expires", &expires),
+                    ("last-modified", &last_modified),
+                    ("cache-control", &cache_control),
+                ] {
+                    if let Ok(value) = HeaderValue::from_str(value) {
+                        h.insert(name, value);
+                    }
+                }
+                let exchange = Exchange {
+                    request_ms,
+                    response_ms: request_ms.saturating_add(delay_ms),
+                };
+                let initial = initial_age(&h, exchange);
+                // The age is never less than the Age field said (capped at 2^31 s): no wrap
+                // turns an old response into a young one.
+                if let Ok(n) = age.trim().parse::<u64>() {
+                    prop_assert!(initial >= Duration::from_secs(n.min(1 << 31)));
+                }
+                let cc = CacheControl::from_field_lines(&h);
+                let status = StatusCode::from_u16(status).unwrap();
+                if let Some(fresh_for) =
+                    lifetime(&cc, &h, status, exchange.response_ms, DAY)
+                {
+                    prop_assert!(fresh_for <= Duration::from_millis(u64::MAX));
+                }
+                let _ = age_is_invalid(&h);
+            }
+        }
     }
 }
