@@ -32,6 +32,10 @@ use std::time::Duration;
 pub const CACHE_BACKEND: &str = "CACHE_BACKEND";
 /// Entries kept by the memory backend (default 1000).
 pub const MEMORY_CACHE_SIZE: &str = "MEMORY_CACHE_SIZE";
+/// Bytes kept by the memory backend: keys, values and a fixed cost per entry (default 256 MiB).
+pub const MEMORY_CACHE_MAX_BYTES: &str = "MEMORY_CACHE_MAX_BYTES";
+/// `true`/`false`: obey clients' `Cache-Control: no-cache` / `no-store` (default `true`).
+pub const CACHE_HONOR_REQUEST_CACHE_CONTROL: &str = "CACHE_HONOR_REQUEST_CACHE_CONTROL";
 /// Key namespace of the Redis and Memcached backends (default `cache-middleware`).
 pub const CACHE_NAMESPACE: &str = "CACHE_NAMESPACE";
 /// `redis://[:password@]host[:port][/db]` or `rediss://...` for TLS.
@@ -174,6 +178,9 @@ pub fn configure_middleware_from(
     if let Some(limit) = env.seconds(CACHE_BACKEND_TIMEOUT)? {
         middleware = middleware.backend_timeout(limit);
     }
+    if let Some(honor) = env.flag(CACHE_HONOR_REQUEST_CACHE_CONTROL)? {
+        middleware = middleware.honor_request_cache_control(honor);
+    }
     Ok(middleware)
 }
 
@@ -254,7 +261,11 @@ fn invalid(variable: &'static str, value: &str, accepted: &str) -> ConfigError {
 
 fn memory(env: &Env<'_>, default_size: u64) -> Result<Arc<dyn Backend>, ConfigError> {
     let size = env.count(MEMORY_CACHE_SIZE)?.unwrap_or(default_size);
-    Ok(Arc::new(MemoryBackend::new(size)))
+    let mut builder = MemoryBackend::builder().max_size(size);
+    if let Some(bytes) = env.count(MEMORY_CACHE_MAX_BYTES)? {
+        builder = builder.max_bytes(bytes);
+    }
+    Ok(Arc::new(builder.build()))
 }
 
 #[cfg(feature = "redis")]

@@ -7,7 +7,7 @@ use http::header::{HeaderMap, CONTENT_TYPE, HOST};
 use http::{request::Parts, Method};
 use std::fmt;
 
-const KEY_VERSION: &[u8] = b"cache-middleware/key/1";
+const KEY_VERSION: &[u8] = b"cache-middleware/key/2";
 
 /// A cache key: the backend key string and the digest it was made from.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -140,9 +140,9 @@ pub fn primary_key_from(
         let pairs = canonical_query(query.unwrap_or(""));
         m.count(pairs.len());
         for pair in &pairs {
-            m.field(&pair.name);
+            m.field(pair.name);
             m.field(&[u8::from(pair.has_value)]);
-            m.field(&pair.value);
+            m.field(pair.value);
         }
         match body {
             Some(body) => {
@@ -187,17 +187,19 @@ pub fn variant_key(
     CacheKey::from_digest(namespace, digest)
 }
 
-/// One query parameter, percent-decoded to raw bytes (never lossily to UTF-8, so that `%FF` and `%FE`
-/// stay different) with `+` read as a space. `?a` and `?a=` stay different.
+/// One query parameter exactly as the client sent it. Nothing is decoded: two requests share an
+/// entry only if the application receives the same bytes, or a cache could serve the answer to
+/// `?q='` for `?q=%27` (a known way to deliver a reflected script through a cache). Only the order of
+/// pairs and empty `&&` segments, which no framework reads, are ignored. `?a` and `?a=` differ.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct QueryPair {
-    name: Vec<u8>,
+struct QueryPair<'a> {
+    name: &'a [u8],
     has_value: bool,
-    value: Vec<u8>,
+    value: &'a [u8],
 }
 
-fn canonical_query(query: &str) -> Vec<QueryPair> {
-    let mut pairs: Vec<QueryPair> = query
+fn canonical_query(query: &str) -> Vec<QueryPair<'_>> {
+    let mut pairs: Vec<QueryPair<'_>> = query
         .split('&')
         .filter(|segment| !segment.is_empty())
         .map(|segment| {
@@ -206,19 +208,14 @@ fn canonical_query(query: &str) -> Vec<QueryPair> {
                 None => (segment, None),
             };
             QueryPair {
-                name: decode_component(name),
+                name: name.as_bytes(),
                 has_value: value.is_some(),
-                value: value.map(decode_component).unwrap_or_default(),
+                value: value.map_or(&[][..], str::as_bytes),
             }
         })
         .collect();
     pairs.sort();
     pairs
-}
-
-fn decode_component(text: &str) -> Vec<u8> {
-    let spaced = text.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced).collect()
 }
 
 /// What debug logs show of a key's parts: never header values or query values, which may hold secrets.
@@ -246,7 +243,7 @@ impl fmt::Display for KeyDescription<'_> {
             f.write_str(" query_params=[")?;
             for (i, pair) in pairs.iter().enumerate() {
                 let sep = if i == 0 { "" } else { "," };
-                write!(f, "{sep}{}", String::from_utf8_lossy(&pair.name))?;
+                write!(f, "{sep}{}", String::from_utf8_lossy(pair.name))?;
             }
             f.write_str("]")?;
         }
@@ -280,8 +277,11 @@ mod tests {
     }
 
     #[test]
-    fn query_values_are_compared_decoded_and_byte_exact() {
-        assert_eq!(key("/p?q=a%20b"), key("/p?q=a+b"));
+    fn query_bytes_are_compared_as_sent_never_decoded() {
+        // The application receives these differently, so they never share an entry.
+        assert_ne!(key("/p?q=%27"), key("/p?q='"));
+        assert_ne!(key("/p?q=a%20b"), key("/p?q=a+b"));
+        assert_ne!(key("/p?%71=1"), key("/p?q=1"));
         assert_ne!(key("/p?q=%FF"), key("/p?q=%FE"));
         assert_ne!(key("/p?a"), key("/p?a="));
         assert_eq!(key("/p?a=1&&b=2"), key("/p?b=2&a=1"));
@@ -292,6 +292,7 @@ mod tests {
         assert_ne!(key("/p?ab=c"), key("/p?a=bc"));
         assert_ne!(key("/p?a=b%26c=d"), key("/p?a=b&c=d"));
         assert_ne!(key("/p?a=%3D"), key("/p?a%3D="));
+        assert_ne!(key("/p?a==b"), key("/p?a=&=b"));
         // An empty query is no query, as every framework reads it.
         assert_eq!(key("/a"), key("/a?"));
     }

@@ -45,6 +45,8 @@ pub mod proxy;
 pub mod redact;
 mod replay;
 mod route;
+#[cfg(feature = "proxy")]
+pub mod server;
 mod service;
 mod shared;
 mod stats;

@@ -8,6 +8,9 @@
 //! invariant holds for every entry: it never carries `Set-Cookie`, unless the shared cache was told
 //! to store cookies.
 
+// Both outcomes carry the response (stored, or handed back to be served), so the sizes match.
+#![allow(clippy::result_large_err)]
+
 use crate::entry::StoredResponse;
 use crate::policy::{
     classify_response, sorted_vary, CacheControl, ResponseDecision, ResponsePolicy,
@@ -131,7 +134,10 @@ mod tests {
     #[test]
     fn cookies_and_private_responses_never_become_shared_entries() {
         assert_eq!(
-            shared(&[("cache-control", "max-age=60"), ("set-cookie", "s=1")], false),
+            shared(
+                &[("cache-control", "max-age=60"), ("set-cookie", "s=1")],
+                false
+            ),
             Err("set-cookie")
         );
         assert_eq!(
@@ -140,7 +146,10 @@ mod tests {
         );
         assert_eq!(shared(&[("cache-control", "max-age=60")], false), Ok(()));
         assert_eq!(
-            shared(&[("cache-control", "max-age=60"), ("set-cookie", "s=1")], true),
+            shared(
+                &[("cache-control", "max-age=60"), ("set-cookie", "s=1")],
+                true
+            ),
             Ok(())
         );
     }

@@ -227,7 +227,13 @@ async fn hit_rates_are_one_request_away_in_prometheus_and_json() {
         Bytes::new(),
     )
     .await;
-    let summary = json_of(&demo.get("/metrics/summary").await);
+    // Metrics are on their own listener (loopback by default), never on the public port.
+    assert_eq!(demo.get("/metrics").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        demo.get("/metrics/summary").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let summary = json_of(&demo.get_metrics("/metrics/summary").await);
     assert_eq!(summary["hits"], 2);
     assert_eq!(summary["misses"], 1);
     assert!(
@@ -237,7 +243,7 @@ async fn hit_rates_are_one_request_away_in_prometheus_and_json() {
     assert_eq!(summary["bypasses"]["no-store"], 1);
     assert_eq!(summary["breaker"], "closed");
 
-    let prometheus = demo.get("/metrics").await;
+    let prometheus = demo.get_metrics("/metrics").await;
     assert!(prometheus
         .header("content-type")
         .unwrap()

@@ -12,6 +12,7 @@
 
 use super::pool::{check_options, Pool};
 use super::{Backend, BackendError, BuildError};
+use crate::redact::redact_url;
 use async_memcached::{AsciiProtocol, Client, Error as McError, Status};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -280,8 +281,8 @@ impl MemcachedBackendBuilder {
 /// `memcached://a:11211,b:11211`, `tcp://a:11211` or `a,b:11212`: `host:port` addresses.
 fn parse_server_list(urls: &str) -> Result<Vec<String>, BuildError> {
     let invalid = |reason: String| BuildError::InvalidUrl {
-        url: crate::redact::redact_url(urls),
-        reason,
+        url: redact_url(urls),
+        reason: crate::redact::scrub(&reason, urls),
     };
     let list = match urls.split_once("://") {
         Some(("memcached" | "tcp", rest)) => rest,
@@ -301,9 +302,9 @@ fn parse_server_list(urls: &str) -> Result<Vec<String>, BuildError> {
         };
         let port: u16 = port
             .parse()
-            .map_err(|_| invalid(format!("{port:?} is not a port number in {item:?}")))?;
+            .map_err(|_| invalid(format!("{:?}: the port is not a number", redact_url(item))))?;
         if host.is_empty() || host.contains(['@', '/', ' ']) {
-            return Err(invalid(format!("{item:?} is not host:port")));
+            return Err(invalid(format!("{:?} is not host:port", redact_url(item))));
         }
         servers.push(format!("{host}:{port}"));
     }

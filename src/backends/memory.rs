@@ -1,5 +1,5 @@
-//! In-process backend on moka: bounded by entry count (TinyLFU admission, LRU eviction), optionally by
-//! bytes too, with a TTL per entry.
+//! In-process backend on moka: bounded by entry count (TinyLFU admission, LRU eviction) and by
+//! bytes (256 MiB unless set), with a TTL per entry.
 
 use super::{Backend, BackendError};
 use async_trait::async_trait;
@@ -32,6 +32,13 @@ pub struct MemoryBackend {
     max_bytes: Option<u64>,
 }
 
+/// The byte bound of a memory backend that was given none: 256 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What one entry costs beyond its key and value: moka's node and deque links, the `Arc<str>` key
+/// header, the `Bytes` handle and TTL (measured order of magnitude, rounded up).
+const ENTRY_OVERHEAD: usize = 256;
+
 #[derive(Clone)]
 struct Stored {
     value: Bytes,
@@ -61,11 +68,12 @@ impl MemoryBackend {
         Self::builder().max_size(max_size).build()
     }
 
-    /// A builder for a store bounded by entries and, optionally, by bytes.
+    /// A builder for a store bounded by entries and by bytes (default 1000 entries and
+    /// [`DEFAULT_MAX_BYTES`]).
     pub fn builder() -> MemoryBackendBuilder {
         MemoryBackendBuilder {
             max_size: 1000,
-            max_bytes: None,
+            max_bytes: Some(DEFAULT_MAX_BYTES),
         }
     }
 
@@ -105,7 +113,7 @@ impl MemoryBackendBuilder {
         self
     }
 
-    /// Most bytes of values kept, in addition to the entry bound.
+    /// Most bytes kept (keys, values and a fixed cost per entry), in addition to the entry bound.
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = Some(bytes.max(1));
         self
@@ -120,7 +128,7 @@ impl MemoryBackendBuilder {
         // scaled to `max_size`): a total weight within `max_size` keeps both the count and the bytes in bound.
         let weigh = move |key: &Arc<str>, stored: &Stored| -> u32 {
             let Some(max_bytes) = max_bytes else { return 1 };
-            let bytes = (key.len() + stored.value.len()) as u128;
+            let bytes = (key.len() + stored.value.len() + ENTRY_OVERHEAD) as u128;
             let scaled = (bytes * u128::from(max_size)).div_ceil(u128::from(max_bytes));
             scaled.clamp(1, u128::from(u32::MAX)) as u32
         };

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The demo routes with the guide's timeouts, inside `middleware`; `/metrics` renders `metrics`.
-pub fn app(middleware: CacheMiddleware, metrics: PrometheusHandle) -> Router {
+/// The demo routes with the guide's timeouts, inside `middleware`.
+pub fn app(middleware: CacheMiddleware) -> Router {
     Router::new()
         .route("/", get(read_root).layer(cache(Duration::from_secs(300))))
         .route("/items/{item_id}", get(read_item).layer(cache(600)))
@@ -30,9 +30,18 @@ pub fn app(middleware: CacheMiddleware, metrics: PrometheusHandle) -> Router {
             get(expensive_operation).layer(cache(300)),
         )
         .route("/health", get(health))
-        .route("/metrics", get(move || prometheus(metrics.clone())))
-        .route("/metrics/summary", get(metrics_summary))
         .layer(middleware)
+}
+
+/// The metrics, for a listener of their own (`METRICS_ADDR`): never on the public port.
+/// `/metrics` renders `metrics` in Prometheus' format; `/metrics/summary` is the cache's JSON.
+pub fn metrics_app(cache: CacheHandle, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(move || prometheus(metrics.clone())))
+        .route(
+            "/metrics/summary",
+            get(move || metrics_summary(cache.clone())),
+        )
 }
 
 /// Pre-populates the backend, as the guide's "Cache Warming" does.

@@ -5,10 +5,12 @@ mod cache_control;
 mod request;
 mod response;
 
-pub use cache_control::CacheControl;
 pub(crate) use cache_control::parse_delta_seconds;
-pub use request::{classify_request, BypassReason, RequestDecision, RequestPolicy};
-pub(crate) use response::{sorted_vary, vary_names};
+pub use cache_control::CacheControl;
+pub use request::{
+    classify_request, safe_method_with_content, BypassReason, RequestDecision, RequestPolicy,
+};
 pub use response::{
     classify_response, is_hop_by_hop, ResponseDecision, ResponsePolicy, SkipReason,
 };
+pub(crate) use response::{sorted_vary, vary_names};

@@ -1,7 +1,8 @@
 //! Request cacheability: look up, refresh (fetch fresh and replace), or bypass the cache.
 
 use super::CacheControl;
-use http::{header::AUTHORIZATION, request::Parts, Method};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, TRANSFER_ENCODING};
+use http::{request::Parts, Method};
 use std::fmt;
 use std::time::Duration;
 
@@ -12,6 +13,9 @@ pub struct RequestPolicy {
     pub allow_authorization: bool,
     /// Whether request `Cache-Control` / `Pragma` directives are obeyed.
     pub honor_request_cache_control: bool,
+    /// Requests carrying `Cookie` bypass the cache (for origins that answer per user without
+    /// saying so, as behind a proxy).
+    pub bypass_cookies: bool,
 }
 
 /// The decision for one request.
@@ -36,6 +40,8 @@ pub enum BypassReason {
     NoStore,
     /// The request carries `Authorization` and the route did not opt in.
     Authorization,
+    /// The request carries `Cookie` and the route passes such requests.
+    Cookie,
     /// The request body is larger than the configured limit.
     BodyTooLarge,
     /// Reading the request body failed; the handler sees the same failure.
@@ -44,6 +50,9 @@ pub enum BypassReason {
     NoMiddleware,
     /// A partial-content request (`Range`), passed to the origin in shared-cache mode.
     Range,
+    /// A GET or HEAD with content (RFC 9110 §9.3.1): the key does not describe what the
+    /// application receives, so such a request is neither answered from nor stored in the cache.
+    ContentOnSafeMethod,
 }
 
 impl BypassReason {
@@ -53,10 +62,12 @@ impl BypassReason {
             BypassReason::Method => "method",
             BypassReason::NoStore => "no-store",
             BypassReason::Authorization => "authorization",
+            BypassReason::Cookie => "cookie",
             BypassReason::BodyTooLarge => "request-body-too-large",
             BypassReason::BodyUnreadable => "request-body-unreadable",
             BypassReason::NoMiddleware => "no-middleware",
             BypassReason::Range => "range",
+            BypassReason::ContentOnSafeMethod => "content-on-get",
         }
     }
 }
@@ -65,6 +76,21 @@ impl fmt::Display for BypassReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Whether a GET or HEAD request carries content: a declared length other than zero, or a
+/// `Transfer-Encoding` (RFC 9112 §6.3: nothing else frames a request body). Read from the fields,
+/// not the body, so that body wrappers of other layers cannot hide it.
+pub fn safe_method_with_content(parts: &Parts) -> bool {
+    if !matches!(parts.method, Method::GET | Method::HEAD) {
+        return false;
+    }
+    let declared = parts
+        .headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .any(|v| v.as_bytes().iter().any(|&b| b != b'0'));
+    declared || parts.headers.contains_key(TRANSFER_ENCODING)
 }
 
 /// Classifies a request by its method and headers (the body limit is checked once the body is read).
@@ -76,6 +102,9 @@ pub fn classify_request(parts: &Parts, policy: RequestPolicy) -> RequestDecision
     // so; in route mode the route says so explicitly.
     if !policy.allow_authorization && parts.headers.contains_key(AUTHORIZATION) {
         return RequestDecision::Bypass(BypassReason::Authorization);
+    }
+    if policy.bypass_cookies && parts.headers.contains_key(COOKIE) {
+        return RequestDecision::Bypass(BypassReason::Cookie);
     }
     if !policy.honor_request_cache_control {
         return RequestDecision::Lookup;
@@ -98,6 +127,7 @@ mod tests {
     const DEFAULT: RequestPolicy = RequestPolicy {
         allow_authorization: false,
         honor_request_cache_control: true,
+        bypass_cookies: false,
     };
 
     fn classify(builder: http::request::Builder, policy: RequestPolicy) -> RequestDecision {
@@ -162,6 +192,38 @@ mod tests {
         };
         let req = Request::builder().header("authorization", "Bearer abc");
         assert_eq!(classify(req, allowed), RequestDecision::Lookup);
+    }
+
+    #[test]
+    fn cookie_requests_bypass_only_where_the_route_says_so() {
+        let req = || Request::builder().header("cookie", "session=abc");
+        assert_eq!(classify(req(), DEFAULT), RequestDecision::Lookup);
+        let policy = RequestPolicy {
+            bypass_cookies: true,
+            ..DEFAULT
+        };
+        assert_eq!(
+            classify(req(), policy),
+            RequestDecision::Bypass(BypassReason::Cookie)
+        );
+    }
+
+    #[test]
+    fn get_and_head_with_content_are_told_apart_from_empty_ones() {
+        let parts = |builder: http::request::Builder| builder.body(()).unwrap().into_parts().0;
+        assert!(!safe_method_with_content(&parts(Request::get("/"))));
+        assert!(!safe_method_with_content(&parts(
+            Request::get("/").header("content-length", "0")
+        )));
+        assert!(safe_method_with_content(&parts(
+            Request::get("/").header("content-length", "5")
+        )));
+        assert!(safe_method_with_content(&parts(
+            Request::head("/").header("transfer-encoding", "chunked")
+        )));
+        assert!(!safe_method_with_content(&parts(
+            Request::post("/").header("content-length", "5")
+        )));
     }
 
     #[test]

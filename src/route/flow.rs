@@ -15,8 +15,8 @@ use crate::entry::Entry;
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::middleware::EngineHandle;
 use crate::policy::{
-    classify_request, classify_response, BypassReason, RequestDecision, RequestPolicy,
-    ResponseDecision, ResponsePolicy, SkipReason,
+    classify_request, classify_response, safe_method_with_content, BypassReason, RequestDecision,
+    RequestPolicy, ResponseDecision, ResponsePolicy, SkipReason,
 };
 use crate::replay::{mark, replay, to_stored, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
@@ -48,9 +48,13 @@ where
     let (parts, body) = request.into_parts();
     let policy = RequestPolicy {
         allow_authorization: route.allow_authorization,
+        bypass_cookies: route.bypass_cookies,
         honor_request_cache_control: engine.config.honor_request_cache_control,
     };
-    let decision = classify_request(&parts, policy);
+    let mut decision = classify_request(&parts, policy);
+    if safe_method_with_content(&parts) {
+        decision = RequestDecision::Bypass(BypassReason::ContentOnSafeMethod);
+    }
     if let RequestDecision::Bypass(reason) = decision {
         return Box::pin(bypass(
             inner,
@@ -97,49 +101,50 @@ where
     };
     tracing::debug!(key = %key, parts = %described, "cache key generated");
 
-    if decision == RequestDecision::Refresh {
+    // A refresh (`no-cache`) skips the lookup but not single flight: concurrent refreshes of one
+    // key share one handler run, whose response was made after they arrived.
+    let refresh = decision == RequestDecision::Refresh;
+    let mut fallback = None;
+    if refresh {
         tracing::debug!(key = %key, "request asked for a fresh response (no-cache)");
         engine.counters.record(Event::Refresh);
-        let miss = Miss::new(&engine, &route, key, CacheStatus::Refresh);
-        return Box::pin(miss.fetch_and_store(&mut inner, parts, body, None)).await;
-    }
-
-    let mut fallback = None;
-    let now_ms = Entry::now_ms();
-    match engine
-        .lookup(&key, &parts.headers, route.grace(), now_ms)
-        .await
-    {
-        Found::Fresh(entry) => {
-            tracing::debug!(key = %key, "cache hit");
-            engine.counters.record(Event::Hit);
-            return Ok(replay_entry(
-                entry,
-                &parts.method,
-                &parts.headers,
-                CacheStatus::Hit,
-                now_ms,
-            ));
-        }
-        Found::Stale(entry) if within(&entry, route.stale_while_revalidate, now_ms) => {
-            tracing::debug!(key = %key, "serving stale while revalidating");
-            engine.counters.record(Event::Stale);
-            let response = replay_entry(
-                entry,
-                &parts.method,
-                &parts.headers,
-                CacheStatus::Stale,
-                now_ms,
-            );
-            if parts.method != Method::HEAD {
-                revalidate_in_background(inner, engine, route, key, parts, body);
+    } else {
+        let now_ms = Entry::now_ms();
+        match engine
+            .lookup(&key, &parts.headers, route.grace(), now_ms)
+            .await
+        {
+            Found::Fresh(entry) => {
+                tracing::debug!(key = %key, "cache hit");
+                engine.counters.record(Event::Hit);
+                return Ok(replay_entry(
+                    entry,
+                    &parts.method,
+                    &parts.headers,
+                    CacheStatus::Hit,
+                    now_ms,
+                ));
             }
-            return Ok(response);
+            Found::Stale(entry) if within(&entry, route.stale_while_revalidate, now_ms) => {
+                tracing::debug!(key = %key, "serving stale while revalidating");
+                engine.counters.record(Event::Stale);
+                let response = replay_entry(
+                    entry,
+                    &parts.method,
+                    &parts.headers,
+                    CacheStatus::Stale,
+                    now_ms,
+                );
+                if parts.method != Method::HEAD {
+                    revalidate_in_background(inner, engine, route, key, parts, body);
+                }
+                return Ok(response);
+            }
+            Found::Stale(entry) => fallback = Some(entry),
+            Found::Nothing => {}
         }
-        Found::Stale(entry) => fallback = Some(entry),
-        Found::Nothing => {}
+        tracing::debug!(key = %key, "cache miss");
     }
-    tracing::debug!(key = %key, "cache miss");
 
     // Single flight: identical requests (same key and same values of the route's varying fields,
     // credentials included) wait for one handler run. HEAD cannot lead: its response has no body.
@@ -154,14 +159,21 @@ where
                 match Box::pin(waiter.wait(engine.config.coalesce_timeout)).await {
                     Some(shared) if engine.shared_fits(&shared, &key, &parts.headers) => {
                         tracing::debug!(key = %key, "served the response of an identical request in flight");
-                        engine.counters.record(Event::Hit);
+                        if !refresh {
+                            engine.counters.record(Event::Hit);
+                        }
                         engine.counters.record(Event::Coalesced);
                         let entry = shared.entry.clone();
+                        let status = if refresh {
+                            CacheStatus::Refresh
+                        } else {
+                            CacheStatus::Hit
+                        };
                         return Ok(replay_entry(
                             entry,
                             &parts.method,
                             &parts.headers,
-                            CacheStatus::Hit,
+                            status,
                             Entry::now_ms(),
                         ));
                     }
@@ -170,8 +182,13 @@ where
             }
         }
     }
-    engine.counters.record(Event::Miss);
-    let mut miss = Miss::new(&engine, &route, key, CacheStatus::Miss);
+    let status = if refresh {
+        CacheStatus::Refresh
+    } else {
+        engine.counters.record(Event::Miss);
+        CacheStatus::Miss
+    };
+    let mut miss = Miss::new(&engine, &route, key, status);
     miss.leader = leader;
     // Boxed: the miss path (with the handler's own future) would otherwise make every request's
     // future, hits included, several kilobytes larger, copied on each request.

@@ -38,6 +38,7 @@ pub fn cache(timeout: impl IntoTimeout) -> CacheLayer {
             ttl: timeout.into_timeout(),
             vary: Vec::new(),
             allow_authorization: false,
+            bypass_cookies: false,
             statuses: None,
             stale_if_error: Duration::ZERO,
             stale_while_revalidate: Duration::ZERO,
@@ -73,6 +74,7 @@ struct RouteConfig {
     /// Request fields always varied on: lower-case, sorted, without duplicates.
     vary: Vec<String>,
     allow_authorization: bool,
+    bypass_cookies: bool,
     statuses: Option<Vec<StatusCode>>,
     stale_if_error: Duration,
     stale_while_revalidate: Duration,
@@ -106,6 +108,14 @@ impl CacheLayer {
     pub fn allow_authorization(mut self) -> Self {
         Arc::make_mut(&mut self.route).allow_authorization = true;
         self.vary_on(AUTHORIZATION)
+    }
+
+    /// Requests that carry `Cookie` pass to the handler uncached (`X-Cache: BYPASS`). For
+    /// handlers that may answer per user without marking the response `private`, as an
+    /// application behind the proxy does.
+    pub fn bypass_requests_with_cookie(mut self) -> Self {
+        Arc::make_mut(&mut self.route).bypass_cookies = true;
+        self
     }
 
     /// Status codes this route may store (replaces the middleware's set, default 200 only).

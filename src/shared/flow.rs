@@ -11,19 +11,19 @@ use super::cache_status::{ttl_left, Forward, Status};
 use super::freshness::{age_is_invalid, initial_age, lifetime, Exchange};
 use super::invalidate::{is_unsafe, Target};
 use super::revalidate::{make_conditional, update_from_304};
-use super::targeted::effective_cache_control;
 use super::storable::{has_validator, may_store, Exchanged};
+use super::targeted::effective_cache_control;
 use super::SharedOptions;
 use crate::body::{collect_limited, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
 use crate::engine::{Engine, Found, Lifetime, Shared};
 use crate::entry::{millis, Entry, StoredResponse};
 use crate::key::{primary_key, CacheKey};
-use crate::policy::{sorted_vary, BypassReason, CacheControl};
-use crate::storable::{SharedRules, Storable};
+use crate::policy::{safe_method_with_content, sorted_vary, BypassReason, CacheControl};
 use crate::replay::{end_to_end, mark, replay, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
+use crate::storable::{SharedRules, Storable};
 use http::header::{HeaderMap, HeaderValue, AGE, DATE, RANGE};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
@@ -84,9 +84,18 @@ impl Cache {
         ResB: SendBody,
     {
         let (parts, body) = request.into_parts();
+        let has_content = safe_method_with_content(&parts);
         let body = CacheBody::stream(body);
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return Box::pin(self.other_method(inner, parts, body)).await;
+        }
+        if has_content {
+            // RFC 9110 §9.3.1: content on a GET has no defined meaning, and the key ignores it.
+            self.engine
+                .counters
+                .record(Event::Bypass(BypassReason::ContentOnSafeMethod));
+            let status = Status::forward(Forward::Bypass).detail("content-on-get");
+            return Box::pin(self.pass(inner, parts, body, status)).await;
         }
         let cc = if self.engine.config.honor_request_cache_control {
             CacheControl::from_headers(&parts.headers)
@@ -176,7 +185,27 @@ impl Cache {
                     tracing::debug!(key = %key, reason = ?why, "validating the stored response");
                     self.engine.counters.record(Event::Refresh);
                     let outgoing = Outgoing::new(&parts, cc, key);
-                    return Box::pin(self.validate(inner, parts, body, outgoing, entry, why)).await;
+                    // Concurrent validations of one key share one origin request (a burst of
+                    // `no-cache` requests is one refresh, not one per client).
+                    let mut leader = None;
+                    if parts.method == Method::GET {
+                        match self.engine.flights.join(outgoing.key.as_str()) {
+                            Join::Leader(guard) => leader = Some(guard),
+                            Join::Waiter(waiter) => {
+                                let timeout = self.engine.config.coalesce_timeout;
+                                if let Some(shared) = Box::pin(waiter.wait(timeout)).await {
+                                    if let Some(response) =
+                                        self.take_shared(&shared, &outgoing, true)
+                                    {
+                                        return Ok(response);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let validation =
+                        self.validate(inner, parts, body, outgoing, entry, why, leader);
+                    return Box::pin(validation).await;
                 }
             }
         }
@@ -195,7 +224,7 @@ impl Cache {
                 Join::Waiter(waiter) => {
                     let timeout = self.engine.config.coalesce_timeout;
                     if let Some(shared) = Box::pin(waiter.wait(timeout)).await {
-                        if let Some(response) = self.take_shared(&shared, &outgoing) {
+                        if let Some(response) = self.take_shared(&shared, &outgoing, false) {
                             return Ok(response);
                         }
                     }
@@ -207,11 +236,14 @@ impl Cache {
         Box::pin(self.fetch(&mut inner, parts, body, outgoing, leader, status, None)).await
     }
 
-    /// The response a leader stored, if it fits this request.
+    /// The response a leader stored, if it fits this request. A request that waited to validate
+    /// takes it whatever its own directives say: the leader's answer came from the origin after
+    /// the request arrived.
     fn take_shared<B: http_body::Body>(
         &self,
         shared: &Shared,
         outgoing: &Outgoing,
+        validated: bool,
     ) -> Option<Response<CacheBody<B>>> {
         if !self
             .engine
@@ -222,7 +254,7 @@ impl Cache {
         let now_ms = Entry::now_ms();
         let response_cc = self.response_cc(&entry_response(&shared.entry).headers);
         let age = shared.entry.age(now_ms);
-        if decide(&outgoing.cc, &response_cc, age, shared.entry.ttl) != Use::Fresh {
+        if !validated && decide(&outgoing.cc, &response_cc, age, shared.entry.ttl) != Use::Fresh {
             return None;
         }
         tracing::debug!(key = %outgoing.key, "served the response of an identical request in flight");
@@ -416,6 +448,7 @@ impl Cache {
     }
 
     /// Validates a stored response with a conditional request; without a validator, fetches anew.
+    #[allow(clippy::too_many_arguments)]
     async fn validate<S, ReqB, ResB>(
         self,
         mut inner: S,
@@ -424,6 +457,7 @@ impl Cache {
         outgoing: Outgoing,
         entry: Entry,
         why: Forward,
+        leader: Option<Leader<Arc<Shared>>>,
     ) -> Reply<ResB, S::Error>
     where
         S: Handler<ReqB, ResB>,
@@ -433,7 +467,15 @@ impl Cache {
         let status = Status::forward(why);
         if !make_conditional(&mut parts.headers, entry_response(&entry)) {
             return self
-                .fetch(&mut inner, parts, body, outgoing, None, status, Some(entry))
+                .fetch(
+                    &mut inner,
+                    parts,
+                    body,
+                    outgoing,
+                    leader,
+                    status,
+                    Some(entry),
+                )
                 .await;
         }
         let request_ms = Entry::now_ms();
@@ -460,12 +502,12 @@ impl Cache {
                 return Ok(self.serve_on_error(stale, &outgoing, failed));
             }
             return Ok(self
-                .store_and_answer(response, outgoing, exchange, None, status)
+                .store_and_answer(response, outgoing, exchange, leader, status)
                 .await);
         }
         if response.status() != StatusCode::NOT_MODIFIED {
             return Ok(self
-                .store_and_answer(response, outgoing, exchange, None, status)
+                .store_and_answer(response, outgoing, exchange, leader, status)
                 .await);
         }
         // 304: the stored response is still good; take the new fields and freshness. The merged
@@ -505,13 +547,17 @@ impl Cache {
         let shared = self
             .store(&outgoing, vary, storable, &cc, fresh_for, age, exchange)
             .await;
+        let entry = shared.entry.clone();
+        if let Some(leader) = leader {
+            leader.finish(Some(Arc::new(shared)));
+        }
         tracing::debug!(key = %outgoing.key, "stored response validated (304)");
         let mut status = status;
         status.fwd_status = Some(StatusCode::NOT_MODIFIED);
         status.stored = true;
         let now_ms = Entry::now_ms();
         Ok(self.answer(
-            shared.entry,
+            entry,
             &outgoing.method,
             &outgoing.headers,
             CacheStatus::Refresh,
@@ -539,9 +585,16 @@ impl Cache {
         let cache = self.clone();
         tokio::spawn(async move {
             let response = cache
-                .validate(inner, parts, body, outgoing, entry, Forward::Stale)
+                .validate(
+                    inner,
+                    parts,
+                    body,
+                    outgoing,
+                    entry,
+                    Forward::Stale,
+                    Some(leader),
+                )
                 .await;
-            leader.finish(None);
             // Drain the body so that the origin's response runs to completion.
             if let Ok(response) = response {
                 let _ = http_body_util::BodyExt::collect(response.into_body()).await;

@@ -80,7 +80,10 @@ fn surrogate_directives(text: &str, device: &str) -> Option<String> {
             Some((directive, target)) => (directive.trim(), Some(target.trim())),
             None => (member, None),
         };
-        let name = directive.split_once('=').map_or(directive, |(n, _)| n).trim();
+        let name = directive
+            .split_once('=')
+            .map_or(directive, |(n, _)| n)
+            .trim();
         if !is_token(name) || target.is_some_and(|t| !is_token(t)) {
             return None;
         }
@@ -136,8 +139,16 @@ mod tests {
 
     #[test]
     fn an_invalid_cdn_cache_control_leaves_cache_control_in_charge() {
-        for invalid in ["max-age=10000, &&&&&", "Max-Age=60", "max-age=\"60", "max-age=1.5.5"] {
-            let cc = effective(&[("cache-control", "no-store"), ("cdn-cache-control", invalid)]);
+        for invalid in [
+            "max-age=10000, &&&&&",
+            "Max-Age=60",
+            "max-age=\"60",
+            "max-age=1.5.5",
+        ] {
+            let cc = effective(&[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", invalid),
+            ]);
             assert!(cc.no_store, "{invalid}");
         }
     }
@@ -160,7 +171,10 @@ mod tests {
         assert!(cc.no_store);
         let ours = effective(&[
             ("cache-control", "no-store"),
-            ("surrogate-control", "max-age=60;cache-middleware, no-store;other"),
+            (
+                "surrogate-control",
+                "max-age=60;cache-middleware, no-store;other",
+            ),
         ]);
         assert!(!ours.no_store);
         assert_eq!(ours.max_age, Some(Duration::from_secs(60)));

@@ -84,6 +84,7 @@ impl DemoServer {
         command
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
@@ -118,6 +119,17 @@ impl DemoServer {
         }
     }
 
+    /// The base URL of the metrics listener, as the demo announced it.
+    pub fn metrics_base(&self) -> String {
+        let lines = self.log_lines.lock().unwrap();
+        let line = lines
+            .iter()
+            .find(|line| line.contains("metrics on http://"))
+            .expect("the demo announces its metrics address");
+        let at = line.find("http://").unwrap();
+        line[at..].trim().trim_end_matches("/metrics").to_owned()
+    }
+
     /// Stops the demo as a service manager would (SIGTERM), and waits for it to exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -135,12 +147,21 @@ impl DemoServer {
 
     /// One request to the demo; returns what the client observes.
     pub async fn request(&self, request: http::request::Builder, body: Bytes) -> Observed {
+        Self::request_to(&self.base, request, body).await
+    }
+
+    /// A GET of `path` on the metrics listener.
+    pub async fn get_metrics(&self, path: &str) -> Observed {
+        Self::request_to(&self.metrics_base(), Request::get(path), Bytes::new()).await
+    }
+
+    async fn request_to(base: &str, request: http::request::Builder, body: Bytes) -> Observed {
         use hyper_util::client::legacy::Client;
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http::<http_body_util::Full<Bytes>>();
         let uri = request.uri_ref().unwrap().to_string();
         let request = request
-            .uri(format!("{}{uri}", self.base))
+            .uri(format!("{base}{uri}"))
             .body(http_body_util::Full::new(body))
             .unwrap();
         let response = client.request(request).await.unwrap();

@@ -267,7 +267,7 @@ fn check_url(url: &str) -> Result<(), BuildError> {
     }
     redis::IntoConnectionInfo::into_connection_info(url)
         .map(|_| ())
-        .map_err(|e| invalid(e.to_string().replace(url, &redact_url(url))))
+        .map_err(|e| invalid(crate::redact::scrub(&e.to_string(), url)))
 }
 
 impl fmt::Debug for RedisBackendBuilder {

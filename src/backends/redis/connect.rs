@@ -242,7 +242,7 @@ fn certificates(options: &RedisBackendBuilder) -> Result<Option<TlsCertificates>
 fn invalid_url(url: &str, error: redis::RedisError) -> BuildError {
     BuildError::InvalidUrl {
         url: redact_url(url),
-        reason: error.to_string().replace(url, &redact_url(url)),
+        reason: crate::redact::scrub(&error.to_string(), url),
     }
 }
 

@@ -1,16 +1,21 @@
 //! A caching reverse proxy (feature `proxy`): put an application written in any language behind the
 //! cache without changing it.
 //!
-//! Requests go to one upstream, with bodies streamed both ways. Hop-by-hop fields are dropped,
-//! `Via` is added, and an unreachable upstream answers 502, a slow one 504. Paths that match a
-//! rule are cached in route mode with the rule's TTL. Everything else is cached in shared-cache
-//! mode, as the origin's own headers allow (RFC 9111; see [`SharedCache`](crate::SharedCache)).
+//! Requests go to one upstream, with bodies streamed both ways. Before the cache sees a request,
+//! the edge makes it the request the origin will receive (one `Host`, one normalised path, no
+//! client-set forwarding fields; see `docs/security.md`), so the key describes exactly what is
+//! forwarded. Hop-by-hop fields are dropped, `Via` is added, and an unreachable upstream answers
+//! 502, a slow one 504; a request the client broke is a 4xx. Paths that match a rule are cached in
+//! route mode with the rule's TTL. Everything else is cached in shared-cache mode, as the origin's
+//! own headers allow (RFC 9111; see [`SharedCache`](crate::SharedCache)).
 //!
 //! ```toml
 //! # rules.toml
 //! upstream_timeout_secs = 30
 //! http_semantics = true    # cache other paths by the origin's headers (default); false: forward
 //! store_set_cookie = false # store responses that set cookies (default false)
+//! honor_request_cache_control = true # obey clients' no-cache / no-store (default true)
+//! trusted_proxies = []     # peers whose X-Forwarded-* / Forwarded fields are kept
 //!
 //! [[route]]
 //! path = "/items/*"      # everything below /items/; exact paths too
@@ -20,6 +25,7 @@
 //! path = "/calculate"
 //! ttl = 300
 //! post = true            # also cache POST, keyed by body (off by default)
+//! cookies = false        # requests with Cookie pass uncached (default); true: cache them too
 //! ```
 //!
 //! ```no_run
@@ -33,26 +39,21 @@
 //! # Ok(()) }
 //! ```
 
-use crate::policy::is_hop_by_hop;
+mod edge;
+mod forward;
+mod path;
+
+pub use edge::TrustedProxies;
+pub use forward::Forward;
+
 use crate::{cache, CacheMiddleware};
-use axum::body::Body;
 use axum::routing::{any_service, get_service, MethodRouter};
 use axum::Router;
-use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use http::header::{HeaderMap, HeaderValue, VIA};
-use http::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::Uri;
 use serde::Deserialize;
-use std::convert::Infallible;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 use tower_layer::Layer;
-use tower_service::Service;
-
-const VIA_VALUE: &str = "1.1 cache-middleware";
 
 /// The proxy's rules, usually read from a TOML file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -69,6 +70,14 @@ pub struct ProxyConfig {
     /// [`SharedCache::store_set_cookie`](crate::SharedCache::store_set_cookie)).
     #[serde(default)]
     pub store_set_cookie: bool,
+    /// Obey request `Cache-Control`/`Pragma` (`no-cache` refreshes, `no-store` bypasses). Default
+    /// `true`; `false` stops any client from forcing origin requests or replacing entries.
+    #[serde(default = "yes")]
+    pub honor_request_cache_control: bool,
+    /// Peers (addresses or networks) whose forwarding fields are kept; from anyone else they are
+    /// removed and the proxy sets its own.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Paths cached with a fixed TTL, for origins that send no caching headers.
     #[serde(default, rename = "route")]
     pub routes: Vec<Rule>,
@@ -93,6 +102,10 @@ pub struct Rule {
     /// Also cache POST requests, keyed by their body.
     #[serde(default)]
     pub post: bool,
+    /// Cache requests that carry `Cookie` too (default `false`: they pass to the origin
+    /// uncached, since the origin may answer them per user without saying so).
+    #[serde(default)]
+    pub cookies: bool,
 }
 
 /// A configuration that cannot be used; the message says what to fix.
@@ -120,7 +133,15 @@ impl ProxyConfig {
                 )));
             }
         }
+        config.trusted()?;
         Ok(config)
+    }
+}
+
+impl ProxyConfig {
+    fn trusted(&self) -> Result<TrustedProxies, ProxyError> {
+        TrustedProxies::parse(self.trusted_proxies.iter().map(String::as_str))
+            .map_err(|e| ProxyError::Rules(format!("trusted_proxies: {e}")))
     }
 }
 
@@ -130,6 +151,8 @@ impl Default for ProxyConfig {
             upstream_timeout_secs: default_timeout(),
             http_semantics: true,
             store_set_cookie: false,
+            honor_request_cache_control: true,
+            trusted_proxies: Vec::new(),
             routes: Vec::new(),
         }
     }
@@ -158,150 +181,57 @@ fn axum_path(pattern: &str) -> Result<String, ProxyError> {
 }
 
 /// The proxy as a router: rule paths cached with their TTL, everything else by the origin's
-/// headers (or forwarded uncached, with `http_semantics = false`).
+/// headers (or forwarded uncached, with `http_semantics = false`), behind the edge that settles
+/// each request before any of them sees it.
 pub fn router(
     upstream: Uri,
     config: &ProxyConfig,
     middleware: CacheMiddleware,
 ) -> Result<Router, ProxyError> {
     let forward = Forward::new(upstream, Duration::from_secs(config.upstream_timeout_secs))?;
-    let mut router = Router::new();
+    let trusted = Arc::new(config.trusted()?);
+    // Off in the rules turns it off; on leaves the middleware's setting (the environment's).
+    let middleware = if config.honor_request_cache_control {
+        middleware
+    } else {
+        middleware.honor_request_cache_control(false)
+    };
+    let mut routes = Router::new();
     for rule in &config.routes {
-        let cached = cache(rule.ttl).layer(forward.clone());
+        let mut layer = cache(rule.ttl);
+        if !rule.cookies {
+            layer = layer.bypass_requests_with_cookie();
+        }
+        let cached = layer.layer(forward.clone());
         let mut methods: MethodRouter = get_service(cached.clone());
         if rule.post {
             methods = methods.post_service(cached);
         }
-        router = router.route(
+        routes = routes.route(
             &axum_path(&rule.path)?,
             methods.fallback_service(forward.clone()),
         );
     }
-    let router = if config.http_semantics {
+    let routes = if config.http_semantics {
         let shared = middleware
             .clone()
             .http_semantics()
             .store_set_cookie(config.store_set_cookie);
-        router.fallback_service(shared.layer(forward))
+        routes.fallback_service(shared.layer(forward))
     } else {
-        router.fallback_service(any_service(forward))
+        routes.fallback_service(any_service(forward))
     };
-    if config.routes.is_empty() {
-        // Only rule routes read the middleware's engine from the request; spare the others.
-        return Ok(router);
-    }
-    Ok(router.layer(middleware))
-}
-
-/// Forwards requests to the upstream, streaming bodies both ways.
-#[derive(Clone)]
-pub struct Forward {
-    // Shared: the service is cloned for every request, and a client is many handles.
-    upstream: std::sync::Arc<Upstream>,
-}
-
-struct Upstream {
-    client: Client<HttpConnector, Body>,
-    scheme_and_authority: String,
-    timeout: Duration,
-}
-
-impl Forward {
-    /// A forwarder to `upstream` (`http://host:port`), waiting at most `timeout` for its answer.
-    pub fn new(upstream: Uri, timeout: Duration) -> Result<Self, ProxyError> {
-        match (upstream.scheme_str(), upstream.authority()) {
-            (Some("http"), Some(authority)) => Ok(Forward {
-                upstream: std::sync::Arc::new(Upstream {
-                    client: Client::builder(TokioExecutor::new()).build_http(),
-                    scheme_and_authority: format!("http://{authority}"),
-                    timeout,
-                }),
-            }),
-            _ => Err(ProxyError::Upstream(upstream.to_string())),
-        }
-    }
-}
-
-impl<B> Service<Request<B>> for Forward
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let upstream = std::sync::Arc::clone(&self.upstream);
-        Box::pin(async move { Ok(upstream.forward(request).await) })
-    }
-}
-
-impl Upstream {
-    async fn forward<B>(&self, request: Request<B>) -> Response<Body>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<axum::BoxError>,
-    {
-        let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = match format!("{}{path}", self.scheme_and_authority).parse() {
-            Ok(uri) => uri,
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "request target cannot be forwarded",
-                )
-            }
-        };
-        strip_hop_by_hop(&mut parts.headers);
-        parts
-            .headers
-            .append(VIA, HeaderValue::from_static(VIA_VALUE));
-        let upstream = Request::from_parts(parts, Body::new(body));
-        match tokio::time::timeout(self.timeout, self.client.request(upstream)).await {
-            Ok(Ok(response)) => {
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                parts
-                    .headers
-                    .append(VIA, HeaderValue::from_static(VIA_VALUE));
-                Response::from_parts(parts, Body::new(body))
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "upstream unreachable");
-                error(StatusCode::BAD_GATEWAY, "upstream unreachable")
-            }
-            Err(_) => {
-                tracing::warn!(timeout_secs = self.timeout.as_secs(), "upstream timed out");
-                error(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
-            }
-        }
-    }
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let names: Vec<_> = headers
-        .keys()
-        .filter(|name| is_hop_by_hop(name, headers))
-        .cloned()
-        .collect();
-    for name in names {
-        headers.remove(name);
-    }
-}
-
-fn error(status: StatusCode, message: &'static str) -> Response<Body> {
-    let mut response = Response::new(Body::from(message));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(VIA, HeaderValue::from_static(VIA_VALUE));
-    response
+    // Only rule routes read the middleware's engine from the request; spare the others.
+    let routes = if config.routes.is_empty() {
+        routes
+    } else {
+        routes.layer(middleware)
+    };
+    // The edge runs before routing: the rule is chosen on the path the origin will receive.
+    Ok(Router::new().fallback_service(edge::Edge {
+        inner: routes,
+        trusted,
+    }))
 }
 
 #[cfg(test)]
@@ -346,20 +276,5 @@ mod tests {
     fn patterns_become_axum_paths() {
         assert_eq!(axum_path("/items/*").unwrap(), "/items/{*rest}");
         assert_eq!(axum_path("/config").unwrap(), "/config");
-    }
-
-    #[test]
-    fn only_http_upstreams_with_a_host_are_accepted() {
-        assert!(Forward::new(
-            "http://127.0.0.1:8000".parse().unwrap(),
-            Duration::from_secs(1)
-        )
-        .is_ok());
-        for bad in ["https://a:1", "/relative", "ftp://a"] {
-            assert!(
-                Forward::new(bad.parse().unwrap(), Duration::from_secs(1)).is_err(),
-                "{bad}"
-            );
-        }
     }
 }

@@ -1,0 +1,405 @@
+//! The proxy's edge: every request is made into exactly the request the origin will receive before
+//! the cache sees it, so that the key describes what is forwarded.
+//!
+//! - **Host** (RFC 9112 §3.2): a missing, repeated or malformed `Host` is a 400; an absolute-form
+//!   target (or HTTP/2's `:authority`) replaces `Host` (§3.2.2).
+//! - **Hop-by-hop fields** (RFC 9110 §7.6.1) are removed here, once, with those `Connection` names,
+//!   except the fields the key and the forwarding depend on (`Host`, `Content-Length`).
+//! - **Forwarding fields**: by default the proxy is the edge. Client-sent `Forwarded`,
+//!   `X-Forwarded-*`, `X-Real-IP`, `X-Original-URL`, `X-Rewrite-URL` and method overrides never reach
+//!   the origin (they change its answer without being in the key); the proxy sets its own
+//!   `X-Forwarded-For`, `-Proto` and `-Host`. Peers listed as trusted proxies keep their
+//!   forwarding fields, and the peer is appended to `X-Forwarded-For`. Method overrides are always
+//!   removed.
+//! - **Path**: normalised once (see `path`): the rule, the key and the upstream see the same path.
+//! - `OPTIONS *` is answered here; `CONNECT` is refused.
+
+use super::path::normalize;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Uri};
+use http::{Method, Request, Response, StatusCode};
+use ipnet::IpNet;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+/// Forwarding fields a client may not set for the origin unless it is a trusted proxy.
+const FORWARDING: [&str; 16] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-original-host",
+    "x-host",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "front-end-https",
+    "x-url-scheme",
+];
+
+/// Fields that make an application serve another path or method than the request line says.
+const OVERRIDES: [&str; 6] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1), always removed.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Fields `Connection` can never remove: the key and the forwarding depend on them.
+const PROTECTED: [HeaderName; 2] = [HOST, CONTENT_LENGTH];
+
+/// Peers whose forwarding fields are believed (other proxies in front of this one).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Addresses (`10.0.0.1`) or networks (`10.0.0.0/8`); an error names the entry that is neither.
+    pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for entry in entries.into_iter().map(str::trim).filter(|e| !e.is_empty()) {
+            let net = IpNet::from_str(entry)
+                .or_else(|_| IpAddr::from_str(entry).map(IpNet::from))
+                .map_err(|_| {
+                    format!(
+                        "{entry:?} is not an IP address or network (e.g. 10.0.0.1 or 10.0.0.0/8)"
+                    )
+                })?;
+            nets.push(net);
+        }
+        Ok(TrustedProxies(nets))
+    }
+
+    fn contains(&self, peer: IpAddr) -> bool {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// A request the edge refuses: the client's fault, answered 4xx.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    pub reason: &'static str,
+}
+
+fn refuse(status: StatusCode, reason: &'static str) -> Refusal {
+    Refusal { status, reason }
+}
+
+/// Makes `parts` into the request the origin will receive; `peer` is the client's address.
+pub(crate) fn prepare(
+    parts: &mut Parts,
+    peer: Option<IpAddr>,
+    trusted: &TrustedProxies,
+) -> Result<(), Refusal> {
+    if parts.method == Method::CONNECT {
+        return Err(refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not proxied",
+        ));
+    }
+    let host = settle_host(parts)?;
+    let path = parts.uri.path();
+    let normal = normalize(path).map_err(|bad| refuse(StatusCode::BAD_REQUEST, bad.as_str()))?;
+    let path_and_query = match (normal, parts.uri.query()) {
+        (Some(path), Some(query)) => Some(format!("{path}?{query}")),
+        (Some(path), None) => Some(path),
+        (None, _) if parts.uri.authority().is_some() => Some(
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", PathAndQuery::as_str)
+                .to_owned(),
+        ),
+        (None, _) => None,
+    };
+    if let Some(target) = path_and_query {
+        parts.uri = Uri::try_from(target)
+            .map_err(|_| refuse(StatusCode::BAD_REQUEST, "request target cannot be read"))?;
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    set_forwarding(&mut parts.headers, peer, trusted, &host);
+    Ok(())
+}
+
+/// The one `Host` of the request, set in its fields; the target becomes origin-form.
+fn settle_host(parts: &mut Parts) -> Result<HeaderValue, Refusal> {
+    let bad = |reason| refuse(StatusCode::BAD_REQUEST, reason);
+    let host = match parts.uri.authority() {
+        Some(authority) => authority.as_str().to_owned(),
+        None => {
+            let mut lines = parts.headers.get_all(HOST).iter();
+            let (Some(line), None) = (lines.next(), lines.next()) else {
+                return Err(bad("a request needs exactly one Host"));
+            };
+            line.to_str()
+                .map_err(|_| bad("Host is not valid"))?
+                .to_owned()
+        }
+    };
+    let authority = Authority::from_str(&host).map_err(|_| bad("Host is not valid"))?;
+    if host.is_empty() || host.contains('@') || authority.as_str() != host {
+        return Err(bad("Host is not valid"));
+    }
+    let value = HeaderValue::from_str(&host).map_err(|_| bad("Host is not valid"))?;
+    parts.headers.insert(HOST, value.clone());
+    Ok(value)
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_str(name.trim()).ok())
+        .filter(|name| !PROTECTED.contains(name))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn set_forwarding(
+    headers: &mut HeaderMap,
+    peer: Option<IpAddr>,
+    trusted: &TrustedProxies,
+    host: &HeaderValue,
+) {
+    for name in OVERRIDES {
+        headers.remove(name);
+    }
+    let from_trusted = peer.is_some_and(|peer| trusted.contains(peer));
+    if !from_trusted {
+        for name in FORWARDING {
+            headers.remove(name);
+        }
+    }
+    if let Some(peer) = peer {
+        let chain = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let value = if chain.is_empty() {
+            peer.to_string()
+        } else {
+            format!("{chain}, {peer}")
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert("x-forwarded-for", value);
+        }
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key("x-forwarded-host") {
+        headers.insert("x-forwarded-host", host.clone());
+    }
+}
+
+/// The edge in front of the proxy's routes.
+#[derive(Clone)]
+pub(crate) struct Edge<S> {
+    pub inner: S,
+    pub trusted: Arc<TrustedProxies>,
+}
+
+impl<S> Service<Request<Body>> for Edge<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        if parts.method == Method::OPTIONS && parts.uri == "*" {
+            // RFC 9110 §9.3.7: a request about the server, not a resource; nothing to cache.
+            return Box::pin(async { Ok(plain(StatusCode::OK, "")) });
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(address)| address.ip());
+        if let Err(refusal) = prepare(&mut parts, peer, &self.trusted) {
+            tracing::debug!(
+                method = %parts.method,
+                reason = refusal.reason,
+                status = refusal.status.as_u16(),
+                "client request refused"
+            );
+            return Box::pin(async move { Ok(plain(refusal.status, refusal.reason)) });
+        }
+        // HTTP/2 content without a length on a GET or HEAD: dropped, so the origin receives what
+        // the key describes (with a length, the cache passes it; see `safe_method_with_content`).
+        let framed = parts.headers.contains_key(CONTENT_LENGTH)
+            || parts.headers.contains_key(http::header::TRANSFER_ENCODING);
+        let body = if matches!(parts.method, Method::GET | Method::HEAD)
+            && !framed
+            && !http_body::Body::is_end_stream(&body)
+        {
+            Body::empty()
+        } else {
+            body
+        };
+        let mut inner = self.inner.clone();
+        Box::pin(async move { inner.call(Request::from_parts(parts, body)).await })
+    }
+}
+
+pub(crate) fn plain(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::from(Bytes::from_static(message.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(builder: http::request::Builder) -> Parts {
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn prepared(builder: http::request::Builder) -> Result<Parts, Refusal> {
+        let mut parts = parts(builder);
+        let peer = Some(IpAddr::from([192, 0, 2, 7]));
+        prepare(&mut parts, peer, &TrustedProxies::default()).map(|()| parts)
+    }
+
+    #[test]
+    fn host_must_be_present_once_and_valid() {
+        assert!(prepared(Request::get("/")).is_err());
+        let twice = Request::get("/")
+            .header("host", "a.example")
+            .header("host", "b.example");
+        assert_eq!(prepared(twice).unwrap_err().status, StatusCode::BAD_REQUEST);
+        for bad in ["a b", "user@host", "a/b", ""] {
+            assert!(
+                prepared(Request::get("/").header("host", bad)).is_err(),
+                "{bad}"
+            );
+        }
+        let ok = prepared(Request::get("/").header("host", "Example.com:8080")).unwrap();
+        assert_eq!(ok.headers[HOST], "Example.com:8080");
+    }
+
+    #[test]
+    fn an_absolute_target_sets_host() {
+        let request = Request::get("http://victim.example/account").header("host", "other");
+        let parts = prepared(request).unwrap();
+        assert_eq!(parts.headers[HOST], "victim.example");
+        assert_eq!(parts.uri, "/account");
+        let parts = prepared(Request::get("http://victim.example/a?b=1")).unwrap();
+        assert_eq!(parts.headers[HOST], "victim.example");
+        assert_eq!(parts.uri, "/a?b=1");
+    }
+
+    #[test]
+    fn connection_cannot_remove_host_but_removes_what_it_names() {
+        let request = Request::get("/")
+            .header("host", "a.example")
+            .header("connection", "host, x-secret, content-length")
+            .header("x-secret", "1")
+            .header("keep-alive", "timeout=5");
+        let parts = prepared(request).unwrap();
+        assert_eq!(parts.headers[HOST], "a.example");
+        assert!(!parts.headers.contains_key("x-secret"));
+        assert!(!parts.headers.contains_key("keep-alive"));
+        assert!(!parts.headers.contains_key(CONNECTION));
+    }
+
+    #[test]
+    fn client_forwarding_fields_are_replaced_by_the_proxys_own() {
+        let request = Request::get("/")
+            .header("host", "a.example")
+            .header("x-forwarded-host", "evil.example")
+            .header("x-forwarded-for", "1.2.3.4")
+            .header("forwarded", "host=evil.example")
+            .header("x-original-url", "/admin")
+            .header("x-http-method-override", "DELETE");
+        let parts = prepared(request).unwrap();
+        assert_eq!(parts.headers["x-forwarded-host"], "a.example");
+        assert_eq!(parts.headers["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(parts.headers["x-forwarded-proto"], "http");
+        for gone in ["forwarded", "x-original-url", "x-http-method-override"] {
+            assert!(!parts.headers.contains_key(gone), "{gone}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_keep_their_chain() {
+        let trusted = TrustedProxies::parse(["192.0.2.0/24"]).unwrap();
+        let mut parts = parts(
+            Request::get("/")
+                .header("host", "a.example")
+                .header("x-forwarded-for", "203.0.113.9")
+                .header("x-forwarded-proto", "https")
+                .header("x-http-method-override", "DELETE"),
+        );
+        prepare(&mut parts, Some(IpAddr::from([192, 0, 2, 7])), &trusted).unwrap();
+        assert_eq!(parts.headers["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
+        assert_eq!(parts.headers["x-forwarded-proto"], "https");
+        assert!(!parts.headers.contains_key("x-http-method-override"));
+        assert!(TrustedProxies::parse(["10.0.0.0/33"]).is_err());
+    }
+
+    #[test]
+    fn paths_are_normalised_or_refused() {
+        let parts =
+            prepared(Request::get("/static/%2e%2e/account?x=1").header("host", "a")).unwrap();
+        assert_eq!(parts.uri, "/account?x=1");
+        let refused = prepared(Request::get("/static/..%2faccount").header("host", "a"));
+        assert_eq!(refused.unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+}

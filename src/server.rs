@@ -1,0 +1,144 @@
+//! Serving an app on a listener with every client-growable resource bounded (feature `proxy`):
+//! the demo and the proxy both run on this.
+//!
+//! - **Header-read timeout** (HTTP/1): a client that has not sent a whole request head within it is
+//!   disconnected. The same timer runs while a keep-alive connection waits for its next request,
+//!   so it is also the idle keep-alive timeout.
+//! - **Request-body timeout**: a body that sends nothing for this long fails; behind the proxy the
+//!   client gets 408.
+//! - **Connection cap**: at most this many connections are served at once; further clients wait in
+//!   the listen backlog, not in memory. The cap is kept below the process's descriptor limit
+//!   (raised to its hard limit at start), so connections to the backend and the origin always
+//!   find a descriptor.
+//! - HTTP/2 (h2c, prior knowledge) streams per connection are capped too.
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_http::timeout::TimeoutBody;
+use tower_service::Service;
+
+/// Descriptors kept free of client connections, for the backend, the origin and logs.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The bounds a server keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Time to receive a request head, and the longest a keep-alive connection idles (default 10 s).
+    pub header_read_timeout: Duration,
+    /// Longest silence while reading a request body (default 30 s).
+    pub body_read_timeout: Duration,
+    /// Connections served at once (default 10,000, lowered to fit the descriptor limit).
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection (default 100).
+    pub max_streams: u32,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_streams: 100,
+        }
+    }
+}
+
+/// Connections the process can hold with its descriptor limit raised as far as allowed.
+fn connection_budget(wanted: usize) -> usize {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let budget = limit.saturating_sub(RESERVED_DESCRIPTORS).max(16);
+    wanted.min(usize::try_from(budget).unwrap_or(usize::MAX))
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` completes, then lets in-flight
+/// requests finish (at most 10 s). Handlers see the peer as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let cap = connection_budget(limits.max_connections);
+    if cap < limits.max_connections {
+        tracing::info!(
+            max_connections = cap,
+            "connection cap lowered to fit the descriptor limit"
+        );
+    }
+    let permits = Arc::new(Semaphore::new(cap));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors or a connection reset before accept: wait, never spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let body_timeout = limits.body_read_timeout;
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            // Only bodies that exist get a timer: an empty one must stay visibly empty.
+            let mut request = request.map(|body| {
+                if http_body::Body::is_end_stream(&body) {
+                    Body::new(body)
+                } else {
+                    Body::new(TimeoutBody::new(body_timeout, body))
+                }
+            });
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let mut app = app.clone();
+            async move { app.call(request).await }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection closed with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after the drain period"),
+    }
+}
