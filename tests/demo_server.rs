@@ -338,3 +338,36 @@ async fn debug_logs_in_a_rotated_file_show_keys_hits_misses_and_reasons() {
         "{logs}"
     );
 }
+
+#[test]
+fn passwords_with_url_delimiters_never_appear_in_start_up_errors() {
+    let cases: [&[(&str, &str)]; 4] = [
+        &[
+            ("CACHE_BACKEND", "redis"),
+            ("REDIS_URL", "redis://:hun#ter2@h:notaport"),
+        ],
+        &[
+            ("CACHE_BACKEND", "redis"),
+            ("REDIS_URL", "redis://:hun/ter2?x@h:notaport/0"),
+        ],
+        &[
+            ("CACHE_BACKEND", "redis"),
+            ("REDIS_SENTINELS", "redis://:hun?ter2@h:notaport"),
+        ],
+        &[
+            ("CACHE_BACKEND", "memcached"),
+            ("MEMCACHED_URL", "memcached://user:hun#ter2@h:notaport"),
+        ],
+    ];
+    for env in cases {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cache-middleware"));
+        command.env("PORT", "0").env_remove("REDIS_URL");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{env:?} started");
+        assert!(!stderr.contains("ter2"), "{env:?}: {stderr}");
+    }
+}

@@ -122,3 +122,23 @@ async fn clones_share_one_store() {
     other.clear().await.unwrap();
     assert_eq!(backend.get("k").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn the_default_store_is_bounded_by_bytes_not_only_entries() {
+    const DEFAULT_MAX_BYTES: u64 = MemoryBackend::DEFAULT_MAX_BYTES;
+    // 1000 entries allowed, but 1000 values of 1 MiB would be 1 GiB: the byte bound holds.
+    let backend = MemoryBackend::new(1000);
+    let value = Bytes::from(vec![7u8; 1024 * 1024]);
+    for i in 0..1000 {
+        backend
+            .set(&format!("k{i}"), value.clone(), MINUTE)
+            .await
+            .unwrap();
+    }
+    let kept = backend.entry_count();
+    assert!(kept >= 1, "nothing kept");
+    assert!(
+        kept * (1024 * 1024) <= DEFAULT_MAX_BYTES,
+        "{kept} entries of 1 MiB kept, over the {DEFAULT_MAX_BYTES}-byte bound"
+    );
+}

@@ -1,6 +1,7 @@
 // Scores an http-cache-tests results file. The headline share is the one cache-tests.fyi publishes:
 // required tests that passed, of the required tests run. The strict share also fails a test when a
-// test it depends on failed. Browser-only tests are left out: a shared cache does not run them.
+// test it depends on failed. Browser-only tests are left out: a shared cache does not run them. A
+// required test with no result (it did not run, or crashed) counts as failed, never as absent.
 //
 //   node score.mjs <package dir> <results.json> [--min PERCENT] [--markdown] [--failures]
 import { readFileSync } from 'fs'
@@ -39,7 +40,7 @@ for (const suite of suites) {
   let suiteTotal = 0
   let suiteGood = 0
   for (const test of suite.tests) {
-    if (test.browser_only === true || !isRequired(test) || results[test.id] === undefined) continue
+    if (test.browser_only === true || !isRequired(test)) continue
     suiteTotal++
     if (results[test.id] === true) suiteGood++
     if (passed(test.id)) strict++

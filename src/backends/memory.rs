@@ -32,9 +32,6 @@ pub struct MemoryBackend {
     max_bytes: Option<u64>,
 }
 
-/// The byte bound of a memory backend that was given none: 256 MiB.
-pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
-
 /// What one entry costs beyond its key and value: moka's node and deque links, the `Arc<str>` key
 /// header, the `Bytes` handle and TTL (measured order of magnitude, rounded up).
 const ENTRY_OVERHEAD: usize = 256;
@@ -63,17 +60,20 @@ impl Expiry<Arc<str>, Stored> for PerEntryTtl {
 }
 
 impl MemoryBackend {
+    /// The byte bound of a memory backend that was given none: 256 MiB.
+    pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
     /// A store holding at most `max_size` entries (the guide's `MemoryBackend(max_size=1000)`).
     pub fn new(max_size: u64) -> Self {
         Self::builder().max_size(max_size).build()
     }
 
     /// A builder for a store bounded by entries and by bytes (default 1000 entries and
-    /// [`DEFAULT_MAX_BYTES`]).
+    /// [`MemoryBackend::DEFAULT_MAX_BYTES`]).
     pub fn builder() -> MemoryBackendBuilder {
         MemoryBackendBuilder {
             max_size: 1000,
-            max_bytes: Some(DEFAULT_MAX_BYTES),
+            max_bytes: Some(MemoryBackend::DEFAULT_MAX_BYTES),
         }
     }
 
