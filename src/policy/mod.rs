@@ -13,4 +13,4 @@ pub use request::{
 pub use response::{
     classify_response, is_hop_by_hop, ResponseDecision, ResponsePolicy, SkipReason,
 };
-pub(crate) use response::{sorted_vary, vary_names};
+pub(crate) use response::{sorted_vary, vary_names, HOP_BY_HOP};

@@ -148,19 +148,22 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1) and those named by `Connection` are never stored.
+/// Hop-by-hop fields (RFC 9110 §7.6.1): never stored, never forwarded.
+pub(crate) const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Hop-by-hop fields and those named by `Connection` are never stored.
 pub fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
-    const HOP_BY_HOP: [&str; 8] = [
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-    ];
-    if HOP_BY_HOP.contains(&name.as_str()) || name == header::UPGRADE {
+    if HOP_BY_HOP.contains(&name.as_str()) {
         return true;
     }
     headers

@@ -15,6 +15,7 @@
 //! - `OPTIONS *` is answered here; `CONNECT` is refused.
 
 use super::path::normalize;
+use crate::policy::HOP_BY_HOP;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
@@ -59,19 +60,6 @@ const OVERRIDES: [&str; 6] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
-];
-
-/// Hop-by-hop fields (RFC 9110 §7.6.1), always removed.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
 ];
 
 /// Fields `Connection` can never remove: the key and the forwarding depend on them.
