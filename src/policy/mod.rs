@@ -10,7 +10,9 @@ pub use cache_control::CacheControl;
 pub use request::{
     classify_request, safe_method_with_content, BypassReason, RequestDecision, RequestPolicy,
 };
+#[cfg(feature = "proxy")]
+pub(crate) use response::HOP_BY_HOP;
 pub use response::{
     classify_response, is_hop_by_hop, ResponseDecision, ResponsePolicy, SkipReason,
 };
-pub(crate) use response::{sorted_vary, vary_names, HOP_BY_HOP};
+pub(crate) use response::{sorted_vary, vary_names};
