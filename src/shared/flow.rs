@@ -187,22 +187,10 @@ impl Cache {
                     let outgoing = Outgoing::new(&parts, cc, key);
                     // Concurrent validations of one key share one origin request (a burst of
                     // `no-cache` requests is one refresh, not one per client).
-                    let mut leader = None;
-                    if parts.method == Method::GET {
-                        match self.engine.flights.join(outgoing.key.as_str()) {
-                            Join::Leader(guard) => leader = Some(guard),
-                            Join::Waiter(waiter) => {
-                                let timeout = self.engine.config.coalesce_timeout;
-                                if let Some(shared) = Box::pin(waiter.wait(timeout)).await {
-                                    if let Some(response) =
-                                        self.take_shared(&shared, &outgoing, true)
-                                    {
-                                        return Ok(response);
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    let leader = match self.join_flight(&parts.method, &outgoing, true).await {
+                        Ok(leader) => leader,
+                        Err(response) => return Ok(response),
+                    };
                     let validation =
                         self.validate(inner, parts, body, outgoing, entry, why, leader);
                     return Box::pin(validation).await;
@@ -217,23 +205,38 @@ impl Cache {
 
         // Single flight: requests for one URL wait for one origin request, and take its response
         // when it was stored, fits their Vary values and is fresh enough for them.
-        let mut leader = None;
-        if parts.method == Method::GET {
-            match self.engine.flights.join(outgoing.key.as_str()) {
-                Join::Leader(guard) => leader = Some(guard),
-                Join::Waiter(waiter) => {
-                    let timeout = self.engine.config.coalesce_timeout;
-                    if let Some(shared) = Box::pin(waiter.wait(timeout)).await {
-                        if let Some(response) = self.take_shared(&shared, &outgoing, false) {
-                            return Ok(response);
-                        }
-                    }
-                }
-            }
-        }
+        let leader = match self.join_flight(&parts.method, &outgoing, false).await {
+            Ok(leader) => leader,
+            Err(response) => return Ok(response),
+        };
         self.engine.counters.record(Event::Miss);
         let status = Status::forward(Forward::UriMiss);
         Box::pin(self.fetch(&mut inner, parts, body, outgoing, leader, status, None)).await
+    }
+
+    /// Joins the single flight for the key (GET only): `Ok(Some)` leads it, `Ok(None)` goes to
+    /// the origin alone, `Err` is the leader's response, taken as [`take_shared`] allows.
+    async fn join_flight<B: http_body::Body>(
+        &self,
+        method: &Method,
+        outgoing: &Outgoing,
+        validated: bool,
+    ) -> Result<Option<Leader<Arc<Shared>>>, Response<CacheBody<B>>> {
+        if method != Method::GET {
+            return Ok(None);
+        }
+        match self.engine.flights.join(outgoing.key.as_str()) {
+            Join::Leader(guard) => Ok(Some(guard)),
+            Join::Waiter(waiter) => {
+                let timeout = self.engine.config.coalesce_timeout;
+                if let Some(shared) = Box::pin(waiter.wait(timeout)).await {
+                    if let Some(response) = self.take_shared(&shared, outgoing, validated) {
+                        return Err(response);
+                    }
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// The response a leader stored, if it fits this request. A request that waited to validate
