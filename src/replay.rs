@@ -3,7 +3,7 @@
 
 use crate::body::CacheBody;
 use crate::entry::StoredResponse;
-use crate::policy::is_hop_by_hop;
+use crate::policy::{http_date, is_hop_by_hop};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, Method, Response, StatusCode};
@@ -176,11 +176,6 @@ pub(crate) fn client_has_current(request_headers: &HeaderMap, stored: &StoredRes
     let changed = http_date(stored.headers.get(header::LAST_MODIFIED))
         .or_else(|| http_date(stored.headers.get(header::DATE)));
     changed.is_some_and(|changed| changed <= since)
-}
-
-/// An HTTP date field, if present and well formed.
-pub(crate) fn http_date(value: Option<&HeaderValue>) -> Option<std::time::SystemTime> {
-    httpdate::parse_http_date(value?.to_str().ok()?.trim()).ok()
 }
 
 /// RFC 9110 §13.1.2: `If-None-Match` uses the weak comparison; `*` matches any current entry.

@@ -182,4 +182,95 @@ mod tests {
         assert_eq!(refused.unwrap_err().0, "set-cookie");
         assert!(Storable::for_route(response(&[]), &Method::GET, policy).is_ok());
     }
+
+    mod properties {
+        use super::*;
+        use crate::shared::targeted::effective_cache_control;
+        use proptest::prelude::*;
+
+        /// Field lines a hostile or careless origin might send, in any number and order.
+        fn field() -> impl Strategy<Value = (&'static str, String)> {
+            let directive = prop::sample::select(vec![
+                "max-age=60",
+                "s-maxage=60",
+                "public",
+                "private",
+                "private=\"set-cookie\"",
+                "private=\"x-user\"",
+                "no-cache=\"set-cookie\"",
+                "no-cache",
+                "no-store",
+                "must-understand",
+                "stale-while-revalidate=30",
+                "max-age=10000;other-device",
+                "&&&",
+                "PRIVATE",
+            ]);
+            let line = prop::collection::vec(directive, 0..4).prop_map(|d| d.join(", "));
+            let name = prop::sample::select(vec![
+                "cache-control",
+                "cdn-cache-control",
+                "surrogate-control",
+                "set-cookie",
+                "Set-Cookie",
+                "etag",
+                "expires",
+                "vary",
+            ]);
+            (name, line)
+        }
+
+        proptest! {
+            #[test]
+            fn no_entry_carries_a_cookie_or_private_unless_opted_in(
+                fields in prop::collection::vec(field(), 0..6),
+                status in prop::sample::select(vec![200u16, 203, 204, 301, 404, 500, 599]),
+                authorization in any::<bool>(),
+                store_set_cookie in any::<bool>(),
+            ) {
+                let mut headers = HeaderMap::new();
+                for (name, value) in &fields {
+                    if let Ok(value) = HeaderValue::from_str(value) {
+                        headers.append(*name, value);
+                    }
+                }
+                let mut request_headers = HeaderMap::new();
+                if authorization {
+                    request_headers.insert("authorization", HeaderValue::from_static("Bearer t"));
+                }
+                let stored = StoredResponse {
+                    status: StatusCode::from_u16(status).unwrap(),
+                    headers: headers.clone(),
+                    body: Bytes::from_static(b"x"),
+                };
+                let targeted = [
+                    http::HeaderName::from_static("cdn-cache-control"),
+                    http::HeaderName::from_static("surrogate-control"),
+                ];
+                let cc = effective_cache_control(&headers, &targeted, "cache-middleware");
+                let rules = SharedRules {
+                    method: &Method::GET,
+                    request_headers: &request_headers,
+                    request_cc: &CacheControl::default(),
+                    cc: &cc,
+                    store_set_cookie,
+                };
+                if let Ok(storable) = Storable::for_shared(stored.clone(), &rules) {
+                    let kept = &storable.response().headers;
+                    prop_assert!(store_set_cookie || !kept.contains_key(SET_COOKIE));
+                    prop_assert!(!cc.private_whole());
+                    let own = CacheControl::from_field_lines(&headers);
+                    let targeted_present = targeted.iter().any(|f| headers.contains_key(f));
+                    prop_assert!(targeted_present || !own.private_whole());
+                    prop_assert!(!authorization || cc.public || cc.s_maxage.is_some() || cc.must_revalidate);
+                }
+                let policy = ResponsePolicy { statuses: &[StatusCode::OK], max_body: 1024 };
+                if let Ok(storable) = Storable::for_route(stored, &Method::GET, policy) {
+                    let kept = &storable.response().headers;
+                    prop_assert!(!kept.contains_key(SET_COOKIE));
+                    prop_assert!(!CacheControl::from_field_lines(kept).private);
+                }
+            }
+        }
+    }
 }

@@ -34,7 +34,7 @@ fn reflect(parts: &http::request::Parts, body: &[u8]) -> String {
             .join("|")
     };
     format!(
-        "method={} path={} query={} host={} xfh={} xff={} xfp={} cookie={} override={} body={}",
+        "method={} path={} query={} host={} xfh={} xff={} xfp={} cookie={} override={} capability={} body={}",
         parts.method,
         parts.uri.path(),
         parts.uri.query().unwrap_or(""),
@@ -44,6 +44,7 @@ fn reflect(parts: &http::request::Parts, body: &[u8]) -> String {
         header("x-forwarded-proto"),
         header("cookie"),
         header("x-http-method-override"),
+        header("surrogate-capability"),
         String::from_utf8_lossy(body),
     )
 }
@@ -297,10 +298,16 @@ async fn client_forwarding_and_override_fields_never_reach_the_origin() {
             ("forwarded", "host=evil.example"),
             ("x-original-url", "/admin"),
             ("x-http-method-override", "DELETE"),
+            ("surrogate-capability", "evil=\"ESI/1.0\""),
         ],
     )
     .await;
     let text = answer.text();
+    // The cache announces itself to the origin; the client's claim never gets there.
+    assert!(
+        text.contains("capability=cache-middleware=\"Surrogate/1.0\" "),
+        "{text}"
+    );
     assert!(
         !text.contains("evil") && !text.contains("6.6.6.6"),
         "{text}"

@@ -2,11 +2,13 @@
 //! path can log and count why something was or was not cached.
 
 mod cache_control;
+mod date;
 mod request;
 mod response;
 
 pub(crate) use cache_control::parse_delta_seconds;
 pub use cache_control::CacheControl;
+pub(crate) use date::http_date;
 pub use request::{
     classify_request, safe_method_with_content, BypassReason, RequestDecision, RequestPolicy,
 };

@@ -11,6 +11,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::header::{HeaderMap, HeaderValue, VIA};
+use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -83,21 +84,12 @@ impl Upstream {
         B::Error: Into<axum::BoxError>,
     {
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = match format!("{}{path}", self.scheme_and_authority).parse() {
-            Ok(uri) => uri,
-            Err(_) => {
-                return with_via(plain(
-                    StatusCode::BAD_REQUEST,
-                    "request target cannot be forwarded",
-                ))
-            }
-        };
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        parts
-            .headers
-            .append(VIA, HeaderValue::from_static(VIA_VALUE));
+        if to_upstream(&mut parts, &self.scheme_and_authority).is_err() {
+            return with_via(plain(
+                StatusCode::BAD_REQUEST,
+                "request target cannot be forwarded",
+            ));
+        }
         let fault = Arc::new(AtomicU8::new(NO_FAULT));
         let body = Body::new(ClientBody {
             inner: body,
@@ -132,6 +124,22 @@ impl Upstream {
             }
         }
     }
+}
+
+/// The request as it leaves for the upstream: its target on the upstream, HTTP/1.1, without
+/// hop-by-hop fields, with our `Via`. `Host` stays the one the edge settled (and the key holds).
+pub(crate) fn to_upstream(
+    parts: &mut Parts,
+    scheme_and_authority: &str,
+) -> Result<(), http::uri::InvalidUri> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = format!("{scheme_and_authority}{path}").parse()?;
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .append(VIA, HeaderValue::from_static(VIA_VALUE));
+    Ok(())
 }
 
 const NO_FAULT: u8 = 0;

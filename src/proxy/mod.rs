@@ -41,6 +41,8 @@
 
 mod edge;
 mod forward;
+#[cfg(test)]
+mod key_properties;
 mod path;
 
 pub use edge::TrustedProxies;

@@ -1,8 +1,7 @@
 //! Freshness and age of a stored response (RFC 9111 §4.2), as a shared cache computes them.
 
 use crate::entry::millis;
-use crate::policy::{parse_delta_seconds, CacheControl};
-use crate::replay::http_date;
+use crate::policy::{http_date, parse_delta_seconds, CacheControl};
 use http::header::{HeaderMap, AGE, DATE, EXPIRES, LAST_MODIFIED};
 use http::StatusCode;
 use std::time::{Duration, UNIX_EPOCH};

@@ -4,22 +4,26 @@
 //! Built with [`CacheMiddleware::http_semantics`](crate::CacheMiddleware::http_semantics); it
 //! shares the key, entry format, backends, single flight and circuit breaker with route mode. The
 //! files split the rules: `freshness` (lifetime and age), `storable` (what may be stored),
-//! `revalidate` (conditional requests and 304 updates), `invalidate` (unsafe methods),
-//! `cache_status` (the RFC 9211 field), and `flow` (the request path that applies them).
+//! `rules` (what a stored response may be used for, how long one is kept), `targeted` (RFC 9213
+//! fields), `revalidate` (conditional requests and 304 updates), `invalidate` (unsafe methods),
+//! `cache_status` (the RFC 9211 field); `flow` (the request path) and `origin` (the exchanges
+//! with the origin) only sequence them.
 
 mod cache_status;
 mod flow;
 mod freshness;
 mod invalidate;
+mod origin;
 mod revalidate;
+mod rules;
 pub(crate) mod storable;
-mod targeted;
+pub(crate) mod targeted;
 
 use crate::body::CacheBody;
 use crate::engine::Engine;
 use crate::service::{take_ready, Handler, SendBody};
 use futures_util::future::BoxFuture;
-use http::{HeaderName, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,6 +55,8 @@ pub(crate) struct SharedOptions {
     pub keep_stale: Duration,
     pub max_heuristic: Duration,
     pub targeted: Vec<HeaderName>,
+    /// Sent to the origin in place of the client's: see `targeted::surrogate_capability`.
+    pub surrogate_capability: Option<HeaderValue>,
 }
 
 impl SharedCache {
@@ -66,12 +72,17 @@ impl SharedCache {
                     HeaderName::from_static("cdn-cache-control"),
                     HeaderName::from_static("surrogate-control"),
                 ],
+                surrogate_capability: None,
             }),
         }
+        .configure(|_| ())
     }
 
     fn configure(mut self, change: impl FnOnce(&mut SharedOptions)) -> Self {
-        change(Arc::make_mut(&mut self.options));
+        let options = Arc::make_mut(&mut self.options);
+        change(options);
+        options.surrogate_capability =
+            targeted::surrogate_capability(&options.targeted, &options.name);
         self
     }
 
@@ -102,7 +113,10 @@ impl SharedCache {
 
     /// Targeted fields (RFC 9213), in order of preference: the first one a response carries
     /// replaces `Cache-Control` for this cache. Default: `CDN-Cache-Control`, then
-    /// `Surrogate-Control`; an empty list ignores targeted fields.
+    /// `Surrogate-Control`; an empty list ignores targeted fields. With `Surrogate-Control` in the
+    /// list, requests reach the origin with `Surrogate-Capability: <name>="Surrogate/1.0"` (the
+    /// name of [`cache_status_name`](Self::cache_status_name)) in place of any the client sent,
+    /// so the origin can target directives at this cache.
     pub fn targeted_cache_control(self, fields: impl IntoIterator<Item = HeaderName>) -> Self {
         let fields: Vec<_> = fields.into_iter().collect();
         self.configure(|o| o.targeted = fields)

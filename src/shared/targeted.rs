@@ -11,7 +11,7 @@
 //!   cache, apply.
 
 use crate::policy::CacheControl;
-use http::header::{HeaderMap, HeaderName};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// Directives a targeted field must hold at least one of to take over from `Cache-Control`.
 const KNOWN: [&str; 11] = [
@@ -52,6 +52,26 @@ pub(crate) fn effective_cache_control(
     CacheControl::from_field_lines(headers)
 }
 
+/// The request field by which caches announce themselves to the origin (Edge Architecture 1.0).
+pub(crate) const SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
+
+/// The Edge Architecture's `Surrogate-Capability` request field, announcing `device` as the
+/// name `Surrogate-Control` can target; `None` when `Surrogate-Control` is not honoured or the
+/// name cannot be sent. It replaces the client's own: the field is not part of the key, and no
+/// client may choose what the origin believes about the caches in front of it (a claimed `ESI`
+/// capability would have the origin send markup that every later client gets unprocessed).
+pub(crate) fn surrogate_capability(targeted: &[HeaderName], device: &str) -> Option<HeaderValue> {
+    let honoured = targeted.iter().any(|f| f.as_str() == "surrogate-control");
+    let token = !device.is_empty()
+        && device
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !(honoured && token) {
+        return None;
+    }
+    HeaderValue::from_str(&format!("{device}=\"Surrogate/1.0\"")).ok()
+}
+
 /// Every line of `field`, joined as one list; `None` if a line is not visible ASCII.
 fn joined(headers: &HeaderMap, field: &HeaderName) -> Option<String> {
     let lines: Option<Vec<&str>> = headers
@@ -62,13 +82,44 @@ fn joined(headers: &HeaderMap, field: &HeaderName) -> Option<String> {
     Some(lines?.join(", "))
 }
 
-/// A structured Dictionary with at least one directive we act on, as directive text.
+/// Directives whose value is a number of seconds; every other one in [`KNOWN`] is a flag.
+const DELTA_SECONDS: [&str; 4] = [
+    "max-age",
+    "s-maxage",
+    "stale-while-revalidate",
+    "stale-if-error",
+];
+
+/// The directives of a structured Dictionary, as directive text, each kept only with the type it
+/// must have (RFC 9213 §2.1): an Integer of at least 0 for seconds, `?1` for a flag, a String of
+/// field names for `no-cache` and `private`. `None` when the field does not parse, or when no
+/// directive we act on remains (`max-age="10000"` is not one).
 fn dictionary_directives(text: &str) -> Option<String> {
+    use sfv::{BareItem, ListEntry};
     let dictionary: sfv::Dictionary = sfv::Parser::new(text).parse().ok()?;
-    dictionary
-        .keys()
-        .any(|key| KNOWN.contains(&key.as_str()))
-        .then(|| text.to_owned())
+    let mut kept = Vec::new();
+    for (key, entry) in &dictionary {
+        let (name, ListEntry::Item(item)) = (key.as_str(), entry) else {
+            continue;
+        };
+        let directive = match &item.bare_item {
+            BareItem::Integer(seconds) if DELTA_SECONDS.contains(&name) => {
+                let seconds = i64::from(*seconds);
+                (seconds >= 0).then(|| format!("{name}={seconds}"))
+            }
+            BareItem::String(fields) if name == "no-cache" || name == "private" => {
+                let fields = fields.as_str();
+                let plain = !fields.contains(['"', '\\']);
+                plain.then(|| format!("{name}=\"{fields}\""))
+            }
+            BareItem::Boolean(true) if KNOWN.contains(&name) && !DELTA_SECONDS.contains(&name) => {
+                Some(name.to_owned())
+            }
+            _ => None,
+        };
+        kept.extend(directive);
+    }
+    (!kept.is_empty()).then(|| kept.join(", "))
 }
 
 /// The `Surrogate-Control` directives that apply to `device`; `None` when the field is malformed or
@@ -128,6 +179,16 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_announces_its_name_only_when_it_honours_surrogate_control() {
+        let fields = [HeaderName::from_static("surrogate-control")];
+        let announced = surrogate_capability(&fields, "edge-1").unwrap();
+        assert_eq!(announced, "edge-1=\"Surrogate/1.0\"");
+        assert!(surrogate_capability(&[], "edge-1").is_none());
+        assert!(surrogate_capability(&fields, "two words").is_none());
+        assert!(surrogate_capability(&fields, "").is_none());
+    }
+
+    #[test]
     fn a_valid_targeted_field_replaces_cache_control() {
         let cc = effective(&[
             ("cache-control", "no-store"),
@@ -144,6 +205,10 @@ mod tests {
             "Max-Age=60",
             "max-age=\"60",
             "max-age=1.5.5",
+            "max-age=\"10000\"",
+            "max-age=-1",
+            "max-age=1.5",
+            "max-age=?0",
         ] {
             let cc = effective(&[
                 ("cache-control", "no-store"),
@@ -151,6 +216,21 @@ mod tests {
             ]);
             assert!(cc.no_store, "{invalid}");
         }
+    }
+
+    #[test]
+    fn directives_of_the_right_type_are_kept_and_the_rest_dropped() {
+        let cc = effective(&[
+            ("cache-control", "no-store"),
+            (
+                "cdn-cache-control",
+                "max-age=60, public, private=?0, no-cache=\"set-cookie\", s-maxage=\"9\"",
+            ),
+        ]);
+        assert!(!cc.no_store && cc.public && !cc.private_whole());
+        assert_eq!(cc.max_age, Some(Duration::from_secs(60)));
+        assert_eq!(cc.s_maxage, None);
+        assert_eq!(cc.no_cache_fields, ["set-cookie"]);
     }
 
     #[test]
