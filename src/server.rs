@@ -3,7 +3,8 @@
 //!
 //! - **Header-read timeout** (HTTP/1): a client that has not sent a whole request head within it is
 //!   disconnected. The same timer runs while a keep-alive connection waits for its next request,
-//!   so it is also the idle keep-alive timeout.
+//!   so it is also the idle keep-alive timeout. An HTTP/2 connection with no request open for as
+//!   long is closed too (gracefully: `GOAWAY`), since answering pings would otherwise keep it.
 //! - **Request-body timeout**: a body that sends nothing for this long fails; behind the proxy the
 //!   client gets 408.
 //! - **Connection cap**: at most this many connections are served at once; further clients wait in
@@ -19,12 +20,14 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
-use std::sync::Arc;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 use tower_http::timeout::TimeoutBody;
 use tower_service::Service;
 
@@ -90,7 +93,7 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_streams);
-    let graceful = GracefulShutdown::new();
+    let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -112,6 +115,8 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let body_timeout = limits.body_read_timeout;
+        let activity = Arc::new(Activity::default());
+        let tracked = Arc::clone(&activity);
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             // Only bodies that exist get a timer: an empty one must stay visibly empty.
             let mut request = request.map(|body| {
@@ -123,22 +128,102 @@ pub async fn serve(
             });
             request.extensions_mut().insert(ConnectInfo(peer));
             let mut app = app.clone();
-            async move { app.call(request).await }
+            let open = tracked.begin();
+            async move {
+                let response = app.call(request).await;
+                drop(open);
+                response
+            }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let idle = limits.header_read_timeout;
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection closed with an error");
+            let mut connection = pin!(connection);
+            let mut closing = false;
+            loop {
+                let idle_until = activity.next_check(idle);
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(error) = result {
+                            tracing::debug!(%peer, %error, "connection closed with an error");
+                        }
+                        break;
+                    }
+                    () = tokio::time::sleep_until(idle_until), if !closing => {
+                        if activity.is_idle_for(idle) {
+                            closing = true;
+                            connection.as_mut().graceful_shutdown();
+                        }
+                    }
+                    _ = stopped.changed(), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
             }
             drop(permit);
         });
     }
     drop(listener);
+    let _ = stop.send(true);
+    // Every connection holds a permit until it is done: all returned means all closed.
+    let drained = permits.acquire_many(u32::try_from(cap).unwrap_or(u32::MAX));
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = drained => {}
         () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after the drain period"),
+    }
+}
+
+/// Requests open on one connection, and since when it has had none.
+#[derive(Debug)]
+struct Activity {
+    open: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            open: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> OpenRequest {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        OpenRequest(Arc::clone(self))
+    }
+
+    fn idle_since(&self) -> Instant {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the connection would have been idle for `idle`: while a request is open, look again
+    /// one period from now.
+    fn next_check(&self, idle: Duration) -> Instant {
+        if self.open.load(Ordering::Acquire) > 0 {
+            Instant::now() + idle
+        } else {
+            self.idle_since() + idle
+        }
+    }
+
+    fn is_idle_for(&self, idle: Duration) -> bool {
+        self.open.load(Ordering::Acquire) == 0 && self.idle_since().elapsed() >= idle
+    }
+}
+
+/// One request being answered; the connection counts as busy until it is dropped.
+struct OpenRequest(Arc<Activity>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }

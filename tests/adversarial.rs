@@ -392,6 +392,37 @@ async fn slow_clients_are_closed_and_never_stop_a_normal_request() {
     assert_eq!(open, 0, "slow connections still open");
 }
 
+// 8, HTTP/2: answering pings must not keep an idle connection (and its slot under the cap).
+#[tokio::test]
+async fn idle_h2_connections_are_closed_after_the_idle_timeout() {
+    let (origin, _) = origin().await;
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_secs(1),
+        ..ServerLimits::default()
+    };
+    let proxy = proxy_with(origin, "", limits).await;
+    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(
+        hyper_util::rt::TokioExecutor::new(),
+    )
+    .timer(hyper_util::rt::TokioTimer::new())
+    .keep_alive_interval(Duration::from_millis(200))
+    .keep_alive_while_idle(true)
+    .handshake(hyper_util::rt::TokioIo::new(stream))
+    .await
+    .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{proxy}/h2-idle"))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap();
+    // One idle period after the request, the server says GOAWAY and the connection ends.
+    let ended = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    assert!(ended.is_ok(), "idle h2 connection still open after 5 s");
+}
+
 // 11. Arithmetic.
 #[tokio::test]
 async fn an_age_beyond_64_bit_milliseconds_is_old_not_young() {
