@@ -1,10 +1,11 @@
 //! Serving an app on a listener with every client-growable resource bounded (feature `proxy`):
 //! the demo and the proxy both run on this.
 //!
-//! - **Header-read timeout** (HTTP/1): a client that has not sent a whole request head within it is
-//!   disconnected. The same timer runs while a keep-alive connection waits for its next request,
-//!   so it is also the idle keep-alive timeout. An HTTP/2 connection with no request open for as
-//!   long is closed too (gracefully: `GOAWAY`), since answering pings would otherwise keep it.
+//! - **Header-read timeout**, which is also the **idle timeout**: a connection with no request open
+//!   (none being answered, no response body being sent) for this long is closed: gracefully
+//!   (`GOAWAY` in HTTP/2), and dropped a second later if it has not gone. That covers a request
+//!   head that never completes, an idle keep-alive, and an HTTP/2 connection kept by answering
+//!   pings, with one timer per connection instead of one per request.
 //! - **Request-body timeout**: a body that sends nothing for this long fails; behind the proxy the
 //!   client gets 408.
 //! - **Connection cap**: at most this many connections are served at once; further clients wait in
@@ -36,6 +37,9 @@ const RESERVED_DESCRIPTORS: u64 = 128;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
+
+/// How long an idle connection gets to close gracefully before it is dropped.
+const IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// The bounds a server keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,10 +89,13 @@ pub async fn serve(
     }
     let permits = Arc::new(Semaphore::new(cap));
     let mut builder = Builder::new(TokioExecutor::new());
+    // hyper's own header-read timer (one per request) is not set: the connection's idle timer
+    // below closes a connection that has no request open for that long, which covers a head that
+    // never completes and an idle keep-alive alike, at no cost per request.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -130,9 +137,9 @@ pub async fn serve(
             let mut app = app.clone();
             let open = tracked.begin();
             async move {
+                // The request stays open until its response body is sent (or dropped).
                 let response = app.call(request).await;
-                drop(open);
-                response
+                response.map(|response| response.map(|body| Tracked { body, _open: open }))
             }
         });
         let connection = builder
@@ -142,9 +149,11 @@ pub async fn serve(
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let mut connection = pin!(connection);
-            let mut closing = false;
+            // Closing: a graceful shutdown was asked for; past this deadline the connection is
+            // dropped (a head that never completes does not end gracefully).
+            let mut closing: Option<Instant> = None;
             loop {
-                let idle_until = activity.next_check(idle);
+                let wake = closing.unwrap_or_else(|| activity.next_check(idle));
                 tokio::select! {
                     result = connection.as_mut() => {
                         if let Err(error) = result {
@@ -152,14 +161,17 @@ pub async fn serve(
                         }
                         break;
                     }
-                    () = tokio::time::sleep_until(idle_until), if !closing => {
+                    () = tokio::time::sleep_until(wake) => {
+                        if closing.is_some() {
+                            break;
+                        }
                         if activity.is_idle_for(idle) {
-                            closing = true;
+                            closing = Some(Instant::now() + IDLE_GRACE);
                             connection.as_mut().graceful_shutdown();
                         }
                     }
-                    _ = stopped.changed(), if !closing => {
-                        closing = true;
+                    _ = stopped.changed(), if closing.is_none() => {
+                        closing = Some(Instant::now() + DRAIN);
                         connection.as_mut().graceful_shutdown();
                     }
                 }
@@ -220,6 +232,35 @@ impl Activity {
 
 /// One request being answered; the connection counts as busy until it is dropped.
 struct OpenRequest(Arc<Activity>);
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request open until it has been sent.
+    struct Tracked<B> {
+        #[pin]
+        body: B,
+        _open: OpenRequest,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 impl Drop for OpenRequest {
     fn drop(&mut self) {

@@ -55,6 +55,7 @@ fn reflect(parts: &http::request::Parts, body: &[u8]) -> String {
 ///   caller's cookie (or, with `?private`, `Cache-Control: private`);
 /// - `/targeted?other-device` / `?invalid`: `no-store` plus a targeted field that must not apply;
 /// - `/ancient`: `max-age=600` with an `Age` that does not fit in 64-bit milliseconds;
+/// - `/by-client`: `public, max-age=600, Vary: X-Forwarded-For` (content per client address);
 /// - anything else: `public, max-age=600`.
 async fn origin() -> (SocketAddr, Counter) {
     let counter = Counter::default();
@@ -91,6 +92,10 @@ async fn origin() -> (SocketAddr, Counter) {
                         ("surrogate-control", "max-age=10000;other-device")
                     };
                     headers.insert(name, value.parse().unwrap());
+                }
+                "/by-client" => {
+                    headers.insert("cache-control", "public, max-age=600".parse().unwrap());
+                    headers.insert("vary", "x-forwarded-for".parse().unwrap());
                 }
                 "/ancient" => {
                     headers.insert("cache-control", "max-age=600".parse().unwrap());
@@ -317,6 +322,30 @@ async fn client_forwarding_and_override_fields_never_reach_the_origin() {
     assert!(text.contains("override= "), "{text}");
 }
 
+// 5, with Vary: the forwarding fields are set before the cache looks, so a response that varies
+// on them is matched against the values its origin saw.
+#[tokio::test]
+async fn a_response_varying_on_the_client_address_is_never_served_to_another_client() {
+    let (origin, runs) = origin().await;
+    let proxy = proxy(origin, "trusted_proxies = [\"127.0.0.0/8\"]").await;
+    let first = get(proxy, "/by-client", &[("x-forwarded-for", "198.51.100.1")]).await;
+    assert!(
+        first.text().contains("xff=198.51.100.1, 127.0.0.1 "),
+        "{}",
+        first.text()
+    );
+    let again = get(proxy, "/by-client", &[("x-forwarded-for", "198.51.100.1")]).await;
+    assert_eq!(again.x_cache(), "HIT");
+    let other = get(proxy, "/by-client", &[("x-forwarded-for", "198.51.100.2")]).await;
+    assert_ne!(other.x_cache(), "HIT");
+    assert!(
+        other.text().contains("xff=198.51.100.2, 127.0.0.1 "),
+        "{}",
+        other.text()
+    );
+    assert_eq!(runs.get(), 2);
+}
+
 #[tokio::test]
 async fn with_request_directives_ignored_no_client_can_replace_a_warm_entry() {
     let (origin, runs) = origin().await;
@@ -379,8 +408,9 @@ async fn slow_clients_are_closed_and_never_stop_a_normal_request() {
     }
     let normal = get(proxy, "/normal", &[]).await;
     assert_eq!(normal.status, StatusCode::OK);
-    // Past the header timeout, the server has closed every one of them.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past the header timeout (and the second an idle connection gets to close gracefully), the
+    // server has closed every one of them.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let mut open = 0;
     for stream in &mut slow {
         let mut byte = [0u8; 1];
@@ -390,6 +420,34 @@ async fn slow_clients_are_closed_and_never_stop_a_normal_request() {
         }
     }
     assert_eq!(open, 0, "slow connections still open");
+}
+
+// 8, the other side: the idle timer never cuts a response still being sent.
+#[tokio::test]
+async fn a_response_slower_than_the_idle_timeout_is_sent_whole() {
+    let chunks = || {
+        futures_util::stream::unfold(0, |sent| async move {
+            if sent == 4 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Some((
+                Ok::<_, std::io::Error>(Bytes::from_static(b"chunk;")),
+                sent + 1,
+            ))
+        })
+    };
+    let origin = support::serve(Router::new().fallback(any(move || async move {
+        ([("cache-control", "no-store")], Body::from_stream(chunks()))
+    })))
+    .await;
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_secs(1),
+        ..ServerLimits::default()
+    };
+    let proxy = proxy_with(origin, "", limits).await;
+    let answer = get(proxy, "/stream", &[]).await;
+    assert_eq!(answer.text(), "chunk;chunk;chunk;chunk;");
 }
 
 // 8, HTTP/2: answering pings must not keep an idle connection (and its slot under the cap).
@@ -402,15 +460,14 @@ async fn idle_h2_connections_are_closed_after_the_idle_timeout() {
     };
     let proxy = proxy_with(origin, "", limits).await;
     let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .timer(hyper_util::rt::TokioTimer::new())
-    .keep_alive_interval(Duration::from_millis(200))
-    .keep_alive_while_idle(true)
-    .handshake(hyper_util::rt::TokioIo::new(stream))
-    .await
-    .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(200))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
     let driver = tokio::spawn(connection);
     let request = http::Request::get(format!("http://{proxy}/h2-idle"))
         .body(http_body_util::Full::new(Bytes::new()))

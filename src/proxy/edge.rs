@@ -118,7 +118,7 @@ pub(crate) fn prepare(
             "CONNECT is not proxied",
         ));
     }
-    let host = settle_host(parts)?;
+    settle_host(parts)?;
     let path = parts.uri.path();
     let normal = normalize(path).map_err(|bad| refuse(StatusCode::BAD_REQUEST, bad.as_str()))?;
     let path_and_query = match (normal, parts.uri.query()) {
@@ -137,88 +137,129 @@ pub(crate) fn prepare(
         parts.uri = Uri::try_from(target)
             .map_err(|_| refuse(StatusCode::BAD_REQUEST, "request target cannot be read"))?;
     }
-    strip_hop_by_hop(&mut parts.headers);
-    set_forwarding(&mut parts.headers, peer, trusted, &host);
+    let from_trusted = peer.is_some_and(|peer| trusted.contains(peer));
+    strip_hop_by_hop_and_forwarding(&mut parts.headers, from_trusted);
+    // Set before the cache sees the request, not as it leaves: a response that varies on
+    // `X-Forwarded-For` must be matched against the value its origin saw.
+    set_forwarding(&mut parts.headers, peer);
     Ok(())
 }
 
 /// The one `Host` of the request, set in its fields; the target becomes origin-form.
-fn settle_host(parts: &mut Parts) -> Result<HeaderValue, Refusal> {
+fn settle_host(parts: &mut Parts) -> Result<(), Refusal> {
     let bad = |reason| refuse(StatusCode::BAD_REQUEST, reason);
-    let host = match parts.uri.authority() {
-        Some(authority) => authority.as_str().to_owned(),
-        None => {
-            let mut lines = parts.headers.get_all(HOST).iter();
-            let (Some(line), None) = (lines.next(), lines.next()) else {
-                return Err(bad("a request needs exactly one Host"));
-            };
-            line.to_str()
-                .map_err(|_| bad("Host is not valid"))?
-                .to_owned()
+    if let Some(authority) = parts.uri.authority() {
+        let host = authority.as_str();
+        if !valid_host(host) {
+            return Err(bad("Host is not valid"));
         }
+        let value = HeaderValue::from_str(host).map_err(|_| bad("Host is not valid"))?;
+        parts.headers.insert(HOST, value);
+        return Ok(());
+    }
+    let mut lines = parts.headers.get_all(HOST).iter();
+    let (Some(line), None) = (lines.next(), lines.next()) else {
+        return Err(bad("a request needs exactly one Host"));
     };
-    let authority = Authority::from_str(&host).map_err(|_| bad("Host is not valid"))?;
-    if host.is_empty() || host.contains('@') || authority.as_str() != host {
+    let host = line.to_str().map_err(|_| bad("Host is not valid"))?;
+    if !valid_host(host) {
         return Err(bad("Host is not valid"));
     }
-    let value = HeaderValue::from_str(&host).map_err(|_| bad("Host is not valid"))?;
-    parts.headers.insert(HOST, value.clone());
-    Ok(value)
+    Ok(())
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_str(name.trim()).ok())
-        .filter(|name| !PROTECTED.contains(name))
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2), exactly: no user info, nothing the parser would drop.
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && !host.contains('@')
+        && Authority::from_str(host).is_ok_and(|authority| authority.as_str() == host)
+}
+
+/// What the edge does with a field the client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Hop-by-hop: never forwarded.
+    HopByHop,
+    /// Names another path or method than the request line: never forwarded.
+    Override,
+    /// Says who the client is or how it connected: kept only from a trusted proxy.
+    Forwarding,
+    Other,
+}
+
+fn sent(name: &HeaderName) -> Sent {
+    let name = name.as_str();
+    if HOP_BY_HOP.contains(&name) {
+        Sent::HopByHop
+    } else if OVERRIDES.contains(&name) {
+        Sent::Override
+    } else if FORWARDING.contains(&name) {
+        Sent::Forwarding
+    } else {
+        Sent::Other
     }
 }
 
-fn set_forwarding(
-    headers: &mut HeaderMap,
-    peer: Option<IpAddr>,
-    trusted: &TrustedProxies,
-    host: &HeaderValue,
-) {
-    for name in OVERRIDES {
-        headers.remove(name);
-    }
-    let from_trusted = peer.is_some_and(|peer| trusted.contains(peer));
-    if !from_trusted {
-        for name in FORWARDING {
-            headers.remove(name);
+/// One pass over the fields the client sent (a handful, usually), instead of one removal per
+/// name the edge knows (each of which would hash): the removals happen only for fields present.
+fn strip_hop_by_hop_and_forwarding(headers: &mut HeaderMap, keep_forwarding: bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let drop = match sent(name) {
+            Sent::HopByHop | Sent::Override => true,
+            Sent::Forwarding => !keep_forwarding,
+            Sent::Other => false,
+        };
+        if drop {
+            doomed.push(name.clone());
         }
     }
+    for line in headers.get_all(CONNECTION) {
+        let Ok(line) = line.to_str() else { continue };
+        for listed in line.split(',') {
+            if let Ok(name) = HeaderName::from_str(listed.trim()) {
+                if !PROTECTED.contains(&name) && headers.contains_key(&name) {
+                    doomed.push(name);
+                }
+            }
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The proxy's own forwarding fields: `X-Forwarded-For` gets the peer appended, `-Proto` and
+/// `-Host` are set unless a trusted proxy sent them (the edge removed everyone else's).
+fn set_forwarding(headers: &mut HeaderMap, peer: Option<IpAddr>) {
     if let Some(peer) = peer {
-        let chain = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let value = if chain.is_empty() {
-            peer.to_string()
-        } else {
+        // Only a trusted proxy's request still has a chain to extend.
+        let value = if headers.contains_key(&X_FORWARDED_FOR) {
+            let chain = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(", ");
             format!("{chain}, {peer}")
+        } else {
+            peer.to_string()
         };
         if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert("x-forwarded-for", value);
+            headers.insert(X_FORWARDED_FOR, value);
         }
     }
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !headers.contains_key("x-forwarded-host") {
-        headers.insert("x-forwarded-host", host.clone());
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = headers.get(HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
     }
 }
 
@@ -229,13 +270,12 @@ pub(crate) struct Edge<S> {
     pub trusted: Arc<TrustedProxies>,
 }
 
-impl<S> Service<Request<Body>> for Edge<S>
+impl<S, B> Service<Request<Body>> for Edge<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -277,7 +317,10 @@ where
             body
         };
         let mut inner = self.inner.clone();
-        Box::pin(async move { inner.call(Request::from_parts(parts, body)).await })
+        Box::pin(async move {
+            let response = inner.call(Request::from_parts(parts, body)).await?;
+            Ok(response.map(Body::new))
+        })
     }
 }
 
@@ -299,10 +342,13 @@ mod tests {
         builder.body(()).unwrap().into_parts().0
     }
 
+    const PEER: [u8; 4] = [192, 0, 2, 7];
+
     fn prepared(builder: http::request::Builder) -> Result<Parts, Refusal> {
         let mut parts = parts(builder);
-        let peer = Some(IpAddr::from([192, 0, 2, 7]));
-        prepare(&mut parts, peer, &TrustedProxies::default()).map(|()| parts)
+        let peer = Some(IpAddr::from(PEER));
+        prepare(&mut parts, peer, &TrustedProxies::default())?;
+        Ok(parts)
     }
 
     #[test]
@@ -375,7 +421,8 @@ mod tests {
                 .header("x-forwarded-proto", "https")
                 .header("x-http-method-override", "DELETE"),
         );
-        prepare(&mut parts, Some(IpAddr::from([192, 0, 2, 7])), &trusted).unwrap();
+        let peer = Some(IpAddr::from(PEER));
+        prepare(&mut parts, peer, &trusted).unwrap();
         assert_eq!(parts.headers["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
         assert_eq!(parts.headers["x-forwarded-proto"], "https");
         assert!(!parts.headers.contains_key("x-http-method-override"));

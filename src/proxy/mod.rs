@@ -198,6 +198,26 @@ pub fn router(
     } else {
         middleware.honor_request_cache_control(false)
     };
+    // The edge runs before routing: the rule is chosen on the path the origin will receive. Without
+    // rules there is nothing to route, and every request goes straight to the fallback.
+    let shared = config.http_semantics.then(|| {
+        middleware
+            .clone()
+            .http_semantics()
+            .store_set_cookie(config.store_set_cookie)
+    });
+    if config.routes.is_empty() {
+        return Ok(match shared {
+            Some(shared) => Router::new().fallback_service(edge::Edge {
+                inner: shared.layer(forward),
+                trusted,
+            }),
+            None => Router::new().fallback_service(edge::Edge {
+                inner: forward,
+                trusted,
+            }),
+        });
+    }
     let mut routes = Router::new();
     for rule in &config.routes {
         let mut layer = cache(rule.ttl);
@@ -214,22 +234,12 @@ pub fn router(
             methods.fallback_service(forward.clone()),
         );
     }
-    let routes = if config.http_semantics {
-        let shared = middleware
-            .clone()
-            .http_semantics()
-            .store_set_cookie(config.store_set_cookie);
-        routes.fallback_service(shared.layer(forward))
-    } else {
-        routes.fallback_service(any_service(forward))
+    let routes = match shared {
+        Some(shared) => routes.fallback_service(shared.layer(forward)),
+        None => routes.fallback_service(any_service(forward)),
     };
-    // Only rule routes read the middleware's engine from the request; spare the others.
-    let routes = if config.routes.is_empty() {
-        routes
-    } else {
-        routes.layer(middleware)
-    };
-    // The edge runs before routing: the rule is chosen on the path the origin will receive.
+    // Only rule routes read the middleware's engine from the request.
+    let routes = routes.layer(middleware);
     Ok(Router::new().fallback_service(edge::Edge {
         inner: routes,
         trusted,

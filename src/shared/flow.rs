@@ -68,11 +68,9 @@ impl Cache {
         ResB: SendBody,
     {
         let (mut parts, body) = request.into_parts();
-        // Not in the key, so never the client's to choose (see `targeted::surrogate_capability`).
+        // Not in the key, so never the client's to choose (see `targeted::surrogate_capability`);
+        // ours is added to what goes to the origin (`to_origin`).
         parts.headers.remove(SURROGATE_CAPABILITY);
-        if let Some(ours) = &self.options.surrogate_capability {
-            parts.headers.insert(SURROGATE_CAPABILITY, ours.clone());
-        }
         let has_content = safe_method_with_content(&parts);
         let body = CacheBody::stream(body);
         if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -249,7 +247,7 @@ impl Cache {
             .counters
             .record(Event::Bypass(BypassReason::Method));
         let target = is_unsafe(&parts.method).then(|| Target::of(&parts));
-        let response = inner.call(Request::from_parts(parts, body)).await?;
+        let response = inner.call(self.to_origin(parts, body)).await?;
         let status = response.status();
         if let Some(target) = target {
             if status.is_success() || status.is_redirection() {
@@ -277,8 +275,16 @@ impl Cache {
         ReqB: SendBody,
         ResB: SendBody,
     {
-        let response = inner.call(Request::from_parts(parts, body)).await?;
+        let response = inner.call(self.to_origin(parts, body)).await?;
         Ok(self.passed_on(response.map(CacheBody::stream), status))
+    }
+
+    /// The request as it goes to the origin: with this cache's `Surrogate-Capability`.
+    pub(super) fn to_origin<B>(&self, mut parts: Parts, body: B) -> Request<B> {
+        if let Some(ours) = &self.options.surrogate_capability {
+            parts.headers.insert(SURROGATE_CAPABILITY, ours.clone());
+        }
+        Request::from_parts(parts, body)
     }
 
     /// The stored response as the client should see it.

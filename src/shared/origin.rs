@@ -19,7 +19,7 @@ use crate::stats::Event;
 use crate::storable::Storable;
 use http::header::AGE;
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use std::sync::Arc;
 
 /// The clock around one request to the origin.
@@ -52,7 +52,7 @@ impl Cache {
         ReqB: SendBody,
         ResB: SendBody,
     {
-        let (result, exchange) = timed(inner.call(Request::from_parts(parts, body))).await;
+        let (result, exchange) = timed(inner.call(self.to_origin(parts, body))).await;
         let failed = match &result {
             Ok(response) if response.status().is_server_error() => Some(response.status()),
             Ok(_) => None,
@@ -175,7 +175,7 @@ impl Cache {
             let fetch = self.fetch(&mut inner, parts, body, outgoing, leader, status, fallback);
             return fetch.await;
         }
-        let (result, exchange) = timed(inner.call(Request::from_parts(parts, body))).await;
+        let (result, exchange) = timed(inner.call(self.to_origin(parts, body))).await;
         let failed = match &result {
             Ok(response) if response.status().is_server_error() => Some(response.status()),
             Ok(_) => None,
