@@ -2,8 +2,8 @@
 //! the demo and the proxy both run on this.
 //!
 //! - **Header-read timeout**, which is also the **idle timeout**: a connection with no request open
-//!   (none being answered, no response body being sent) for this long is closed: gracefully
-//!   (`GOAWAY` in HTTP/2), and dropped a second later if it has not gone. That covers a request
+//!   (none being answered, no response body being sent) for this long is closed: at once in
+//!   HTTP/1, gracefully in HTTP/2 (`GOAWAY`, then dropped a second later if it has not gone). That covers a request
 //!   head that never completes, an idle keep-alive, and an HTTP/2 connection kept by answering
 //!   pings, with one timer per connection instead of one per request.
 //! - **Request-body timeout**: a body that sends nothing for this long fails; behind the proxy the
@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -38,7 +38,7 @@ const RESERVED_DESCRIPTORS: u64 = 128;
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// How long an idle connection gets to close gracefully before it is dropped.
+/// How long an idle HTTP/2 connection gets to close gracefully before it is dropped.
 const IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// The bounds a server keeps.
@@ -135,7 +135,7 @@ pub async fn serve(
             });
             request.extensions_mut().insert(ConnectInfo(peer));
             let mut app = app.clone();
-            let open = tracked.begin();
+            let open = tracked.begin(request.version() == http::Version::HTTP_2);
             async move {
                 // The request stays open until its response body is sent (or dropped).
                 let response = app.call(request).await;
@@ -166,6 +166,9 @@ pub async fn serve(
                             break;
                         }
                         if activity.is_idle_for(idle) {
+                            if !activity.is_h2() {
+                                break; // HTTP/1 has nothing to say before closing
+                            }
                             closing = Some(Instant::now() + IDLE_GRACE);
                             connection.as_mut().graceful_shutdown();
                         }
@@ -194,6 +197,7 @@ pub async fn serve(
 struct Activity {
     open: AtomicUsize,
     last: Mutex<Instant>,
+    h2: AtomicBool,
 }
 
 impl Default for Activity {
@@ -201,12 +205,16 @@ impl Default for Activity {
         Activity {
             open: AtomicUsize::new(0),
             last: Mutex::new(Instant::now()),
+            h2: AtomicBool::new(false),
         }
     }
 }
 
 impl Activity {
-    fn begin(self: &Arc<Self>) -> OpenRequest {
+    fn begin(self: &Arc<Self>, h2: bool) -> OpenRequest {
+        if h2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
         self.open.fetch_add(1, Ordering::AcqRel);
         OpenRequest(Arc::clone(self))
     }
@@ -223,6 +231,10 @@ impl Activity {
         } else {
             self.idle_since() + idle
         }
+    }
+
+    fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Relaxed)
     }
 
     fn is_idle_for(&self, idle: Duration) -> bool {
