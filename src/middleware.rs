@@ -84,6 +84,12 @@ impl CacheMiddleware {
         self.configure(|c| c.max_request_body_size = bytes)
     }
 
+    /// The request body limit in force (see [`max_request_body_size`](Self::max_request_body_size)):
+    /// a front that reads request bodies itself reads at most one byte more.
+    pub fn request_body_limit(&self) -> usize {
+        self.engine.config.max_request_body_size
+    }
+
     /// Whether request `Cache-Control: no-cache / no-store` (and `Pragma: no-cache`) are obeyed
     /// (default `true`). Switch off when clients must not be able to force handler runs.
     pub fn honor_request_cache_control(self, honor: bool) -> Self {

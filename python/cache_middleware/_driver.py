@@ -1,0 +1,74 @@
+"""Driving the engine's Rust futures from the asyncio event loop.
+
+A future is polled on the loop's thread. When it has to wait (a Redis reply, another request's
+answer), its waker, on whichever thread it fires, queues the future's id and writes a byte to a
+socket the loop watches; the loop then resolves the asyncio future that the request awaits, and
+the request polls again. No Rust thread ever takes the GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Dict, Optional, Tuple
+
+from cache_middleware import _engine
+
+
+class _Wakeups:
+    """The wake-ups of one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: Dict[int, asyncio.Future[None]] = {}
+        loop.add_reader(_engine.signal_fd(), self._on_signal)
+
+    def _on_signal(self) -> None:
+        for woken in _engine.take_woken():
+            future = self.waiting.pop(woken, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+        _engine.flush_logs()
+
+    async def wait(self, task_id: int) -> None:
+        future: asyncio.Future[None] = self.loop.create_future()
+        self.waiting[task_id] = future
+        try:
+            await future
+        finally:
+            self.waiting.pop(task_id, None)
+
+
+_by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Wakeups]" = weakref.WeakKeyDictionary()
+_current: Optional[Tuple[asyncio.AbstractEventLoop, _Wakeups]] = None
+
+
+def wakeups() -> _Wakeups:
+    """The wake-ups of the running loop (set up on first use)."""
+    global _current
+    loop = asyncio.get_running_loop()
+    if _current is not None and _current[0] is loop:
+        return _current[1]
+    found = _by_loop.get(loop)
+    if found is None:
+        # The socket can be watched by one loop at a time: a loop that is gone gives it up.
+        for old_loop, old in list(_by_loop.items()):
+            if old_loop.is_closed() or not old_loop.is_running():
+                try:
+                    old_loop.remove_reader(_engine.signal_fd())
+                except Exception:  # noqa: BLE001 (a closed loop may refuse)
+                    pass
+                del _by_loop[old_loop]
+        found = _Wakeups(loop)
+        _by_loop[loop] = found
+    _current = (loop, found)
+    return found
+
+
+async def run(task: _engine.Task) -> Optional[bytes]:
+    """Awaits a backend task (`Backend.get`/`set`/`delete`/`clear`)."""
+    while True:
+        done, value = task.poll()
+        if done:
+            return value
+        await wakeups().wait(task.id)

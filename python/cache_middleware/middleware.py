@@ -1,0 +1,268 @@
+"""`CacheMiddleware`: a pure ASGI middleware that hands every request of a `@cache` route to the
+Rust engine, and passes every other request through untouched.
+
+    app = FastAPI()
+    app.add_middleware(CacheMiddleware, backend=MemoryBackend(max_size=1000))
+
+The engine does the work the Rust layers do: the key (method, host, path, query pairs, a POST's
+body), the request's `no-cache`/`no-store`, `Authorization` and `Set-Cookie`/`private` rules,
+single flight, the circuit breaker and latency budget, exact replay with `Age`, `X-Cache` and
+ETag/304. The application runs in the request's own task; what is not stored streams through.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Tuple
+
+from cache_middleware import _engine
+from cache_middleware._driver import wakeups
+from cache_middleware.backends.base import CacheBackend
+from cache_middleware.decorators import timeout_of
+from cache_middleware.logger_config import sync_log_level
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Routes found per (method, path); bounded, since paths with parameters are many.
+_ROUTE_MEMO_LIMIT = 10_000
+
+
+class CacheMiddleware:
+    """Caches the responses of routes decorated with `@cache(timeout=...)`.
+
+    `backend` is one of the package's backends (memory, Redis, Memcached, or the one
+    `auto_configure_backend()` chose). The keyword arguments set the engine's limits; unset, they
+    come from `CACHE_MAX_BODY_SIZE`, `CACHE_MAX_REQUEST_BODY_SIZE` and `CACHE_BACKEND_TIMEOUT`
+    (or the defaults: 1 MiB, 64 KiB, 50 ms).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        backend: CacheBackend,
+        namespace: Optional[str] = None,
+        max_body_size: Optional[int] = None,
+        max_request_body_size: Optional[int] = None,
+        backend_timeout: Optional[float] = None,
+    ) -> None:
+        if not isinstance(backend, CacheBackend):
+            raise TypeError(
+                f"backend must be a cache_middleware backend (MemoryBackend, RedisBackend, "
+                f"MemcachedBackend, or a CacheBackend subclass), not {type(backend).__name__}"
+            )
+        self.app = app
+        self.backend = backend
+        self.engine = _engine.Engine(
+            backend.engine_backend(),
+            namespace=namespace,
+            max_body_size=max_body_size,
+            max_request_body_size=max_request_body_size,
+            backend_timeout=backend_timeout,
+        )
+        self._routes: Dict[Tuple[str, str], Optional[float]] = {}
+        self._state_set = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            self._set_app_state(scope)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self._set_app_state(scope)
+        timeout = self._timeout(scope)
+        if timeout is None:
+            await self.app(scope, receive, send)
+            return
+        sync_log_level()
+        body: List[bytes] = []
+        more = False
+        if scope["method"] == "POST":
+            body, more = await _read_body(receive, self.engine.max_request_body_size + 1)
+        exchange = self.engine.begin(
+            scope["method"], _target(scope), list(scope["headers"]), body, float(timeout)
+        )
+        await _Drive(exchange, self.app, scope, receive, send, more).run()
+
+    def _set_app_state(self, scope: Scope) -> None:
+        # The guide's warming code reads `app.state.cache_backend` at start-up.
+        if self._state_set:
+            return
+        app = scope.get("app")
+        state = getattr(app, "state", None)
+        if state is not None:
+            state.cache_backend = self.backend
+            self._state_set = True
+
+    def _timeout(self, scope: Scope) -> Optional[float]:
+        key = (scope["method"], scope["path"])
+        try:
+            return self._routes[key]
+        except KeyError:
+            pass
+        timeout = _route_timeout(scope)
+        if len(self._routes) >= _ROUTE_MEMO_LIMIT:
+            self._routes.clear()
+        self._routes[key] = timeout
+        return timeout
+
+
+def _route_timeout(scope: Scope) -> Optional[float]:
+    """The `@cache` timeout of the route that will answer `scope`, found as the router finds it."""
+    router = getattr(scope.get("app"), "router", None)
+    routes = getattr(router, "routes", None)
+    if routes is None:
+        return None
+    from starlette.routing import Match
+
+    for route in routes:
+        match, child = route.matches(scope)
+        if match == Match.FULL:
+            endpoint = child.get("endpoint", getattr(route, "endpoint", None))
+            return timeout_of(endpoint)
+    return None
+
+
+def _target(scope: Scope) -> str:
+    path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    query: bytes = scope.get("query_string", b"")
+    target = path + b"?" + query if query else path
+    return target.decode("latin-1")
+
+
+async def _read_body(receive: Receive, limit: int) -> Tuple[List[bytes], bool]:
+    """The body's chunks up to `limit` bytes, and whether more is left in `receive`."""
+    chunks: List[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            # A disconnect: nothing more will come.
+            return chunks, False
+        chunk = message.get("body", b"")
+        if chunk:
+            chunks.append(chunk)
+            size += len(chunk)
+        if not message.get("more_body", False):
+            return chunks, False
+        if size >= limit:
+            return chunks, True
+
+
+class _Drive:
+    """One request through the engine: polls the flow, runs the application when the flow asks
+    for it (in this task), and sends the response as the flow gives it."""
+
+    def __init__(
+        self,
+        exchange: _engine.Exchange,
+        app: ASGIApp,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        more_in_receive: bool,
+    ) -> None:
+        self.exchange = exchange
+        self.app = app
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.more_in_receive = more_in_receive
+        self.head_sent = False
+        self.done = False
+        self.app_error: Optional[BaseException] = None
+
+    async def run(self) -> None:
+        exchange = self.exchange
+        while not self.head_sent:
+            if await self._progress():
+                continue
+            call = exchange.take_app_call()
+            if call is not None:
+                await self._run_app(call)
+                continue
+            await wakeups().wait(exchange.id)
+        await self._finish()
+
+    async def _progress(self) -> bool:
+        """Polls the flow; sends the head once there is one. True if the head went out."""
+        try:
+            head = self.exchange.poll()
+        except RuntimeError:
+            if self.app_error is not None:
+                raise self.app_error from None
+            raise
+        if head is None:
+            return False
+        status, headers = head
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        self.head_sent = True
+        return True
+
+    async def _pump(self) -> None:
+        """Sends what the flow has of the body now, without waiting for more."""
+        while not self.done:
+            state, chunk = self.exchange.next_chunk()
+            if state == 0:
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            elif state == 1:
+                await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+                self.done = True
+            else:
+                return
+
+    async def _finish(self) -> None:
+        while not self.done:
+            await self._pump()
+            if not self.done:
+                await wakeups().wait(self.exchange.id)
+
+    async def _run_app(self, call: Tuple[str, str, List[Tuple[bytes, bytes]], List[bytes]]) -> None:
+        exchange = self.exchange
+        _, _, _, replay = call
+        pending = list(replay)
+        more_in_receive = self.more_in_receive
+        replayed = False
+
+        async def receive() -> Message:
+            nonlocal replayed
+            if pending:
+                chunk = pending.pop(0)
+                return {
+                    "type": "http.request",
+                    "body": chunk,
+                    "more_body": bool(pending) or more_in_receive,
+                }
+            if more_in_receive or replayed:
+                return await self.receive()
+            replayed = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                exchange.app_start(message["status"], list(message.get("headers", [])))
+            elif kind == "http.response.body":
+                exchange.app_body(message.get("body", b""), message.get("more_body", False))
+            else:
+                return
+            # The flow may answer before the application is done (a body that is not stored
+            # streams through): let it go as far as it can.
+            if not self.head_sent:
+                await self._progress()
+            if self.head_sent:
+                await self._pump()
+
+        try:
+            await self.app(self.scope, receive, send)
+        except BaseException as error:
+            self.app_error = error
+            exchange.app_failed()
+            if self.head_sent:
+                raise
+            # Let the flow decide (it may serve a stale entry); re-raised if it does not.
+            return
+        # An application that returned without finishing its body has failed it.
+        exchange.app_body(b"", False)

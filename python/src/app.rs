@@ -1,0 +1,239 @@
+//! The Python application as the service the engine wraps.
+//!
+//! The engine's route flow is the one the Rust layers run; only its inner service differs. When
+//! the flow calls the handler, [`PyApp`] leaves the request in the exchange's [`AppLink`] and
+//! waits: the Python side (`cache_middleware._driver`) sees the call when the flow returns
+//! `Pending`, runs the ASGI application in the request's own task, and feeds the response head
+//! and body back through the link.
+
+use bytes::Bytes;
+use cache_middleware::CacheBody;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use tokio::sync::oneshot;
+
+/// The application raised, or ended without a response.
+#[derive(Debug, Clone, Copy)]
+pub struct AppFailed;
+
+impl std::fmt::Display for AppFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the application failed before completing its response")
+    }
+}
+
+impl std::error::Error for AppFailed {}
+
+/// The request body the Python side read (only ever in memory): the chunks read so far. Whether
+/// more waits in the ASGI `receive` is known to the Python side.
+#[derive(Debug, Default)]
+pub struct ReadBody {
+    chunks: VecDeque<Bytes>,
+}
+
+impl ReadBody {
+    pub fn new(chunks: Vec<Bytes>) -> Self {
+        ReadBody {
+            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+        }
+    }
+}
+
+impl Body for ReadBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.chunks.pop_front().map(|c| Ok(Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.chunks.iter().map(|c| c.len() as u64).sum())
+    }
+}
+
+/// The response head the application sent.
+pub struct Head {
+    pub status: u16,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What the flow asks the Python side to run.
+pub struct AppCall {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(Bytes, Bytes)>,
+    /// The request body the flow read (a POST's), to be replayed before the rest of `receive`.
+    pub body: Vec<Bytes>,
+    head: Option<oneshot::Sender<Head>>,
+}
+
+/// The response body as the application sends it.
+#[derive(Default)]
+struct Stream {
+    chunks: VecDeque<Bytes>,
+    done: bool,
+    failed: bool,
+    waker: Option<Waker>,
+}
+
+/// Shared by the flow's handler and the Python side of one exchange.
+#[derive(Default)]
+pub struct AppLink {
+    call: Mutex<Option<AppCall>>,
+    head: Mutex<Option<oneshot::Sender<Head>>>,
+    stream: Mutex<Stream>,
+}
+
+impl AppLink {
+    /// The call the flow left, if any; from now on the link waits for its response head.
+    pub fn take_call(&self) -> Option<AppCall> {
+        let mut call = lock(&self.call).take()?;
+        *lock(&self.head) = call.head.take();
+        Some(call)
+    }
+
+    pub fn start(&self, head: Head) {
+        if let Some(sender) = lock(&self.head).take() {
+            let _ = sender.send(head);
+        }
+    }
+
+    pub fn push(&self, chunk: Bytes, more: bool) {
+        let mut stream = lock(&self.stream);
+        if !chunk.is_empty() {
+            stream.chunks.push_back(chunk);
+        }
+        stream.done |= !more;
+        if let Some(waker) = stream.waker.take() {
+            waker.wake();
+        }
+    }
+
+    pub fn fail(&self) {
+        lock(&self.head).take();
+        lock(&self.call).take();
+        let mut stream = lock(&self.stream);
+        stream.failed = true;
+        if let Some(waker) = stream.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The application's response body, chunk by chunk as the Python side pushes it.
+pub struct AppBody {
+    link: Arc<AppLink>,
+}
+
+impl Body for AppBody {
+    type Data = Bytes;
+    type Error = AppFailed;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, AppFailed>>> {
+        let mut stream = lock(&self.link.stream);
+        if let Some(chunk) = stream.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if stream.failed {
+            return Poll::Ready(Some(Err(AppFailed)));
+        }
+        if stream.done {
+            return Poll::Ready(None);
+        }
+        stream.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// The Python application, as the engine's inner service.
+#[derive(Clone)]
+pub struct PyApp {
+    pub link: Arc<AppLink>,
+}
+
+impl tower_service::Service<Request<CacheBody<ReadBody>>> for PyApp {
+    type Response = Response<AppBody>;
+    type Error = AppFailed;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<AppBody>, AppFailed>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), AppFailed>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<CacheBody<ReadBody>>) -> Self::Future {
+        let (parts, mut body) = request.into_parts();
+        let (head, answer) = oneshot::channel();
+        let call = AppCall {
+            method: parts.method.as_str().to_owned(),
+            target: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        Bytes::copy_from_slice(n.as_str().as_bytes()),
+                        Bytes::copy_from_slice(v.as_bytes()),
+                    )
+                })
+                .collect(),
+            body: drain_in_memory(&mut body),
+            head: Some(head),
+        };
+        *lock(&self.link.call) = Some(call);
+        let link = Arc::clone(&self.link);
+        Box::pin(async move {
+            let head = answer.await.map_err(|_| AppFailed)?;
+            let mut response = Response::new(AppBody { link });
+            *response.status_mut() = StatusCode::from_u16(head.status).map_err(|_| AppFailed)?;
+            let headers = response.headers_mut();
+            for (name, value) in head.headers {
+                // The ASGI server would refuse these too; an invalid field is dropped, not fatal.
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(&name),
+                    HeaderValue::from_bytes(&value),
+                ) {
+                    headers.append(name, value);
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The chunks of a body that is all in memory (what the flow hands on is either the collected
+/// POST body or the untouched `ReadBody`): polled without waiting.
+fn drain_in_memory(body: &mut CacheBody<ReadBody>) -> Vec<Bytes> {
+    let mut chunks = Vec::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut *body).poll_frame(&mut cx) {
+        if let Ok(data) = frame.into_data() {
+            chunks.push(data);
+        }
+    }
+    chunks
+}

@@ -1,0 +1,130 @@
+//! One request through the engine, as Python drives it: the flow's future, the link to the
+//! application, and the response once the flow has one.
+
+use crate::app::{AppBody, AppFailed, AppLink, Head};
+use crate::task::Driven;
+use bytes::Bytes;
+use cache_middleware::CacheBody;
+use http::Response;
+use http_body::Body;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+pub type Flow = Result<Response<CacheBody<AppBody>>, AppFailed>;
+
+/// A response head for Python: status and raw header lines.
+type PyHead<'py> = (u16, Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>);
+
+/// A request through the engine. See `cache_middleware._driver` for the loop that drives it.
+#[pyclass(module = "cache_middleware._engine")]
+pub struct Exchange {
+    flow: Driven<Flow>,
+    link: Arc<AppLink>,
+    body: Option<CacheBody<AppBody>>,
+}
+
+impl Exchange {
+    pub fn new(flow: Driven<Flow>, link: Arc<AppLink>) -> Self {
+        Exchange {
+            flow,
+            link,
+            body: None,
+        }
+    }
+}
+
+#[pymethods]
+impl Exchange {
+    /// The id the wake signal reports for this exchange.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.flow.id
+    }
+
+    /// Drives the flow: the response head once there is one, `None` while it waits (on the
+    /// application, a backend, or another request's answer). Raises when the application failed.
+    fn poll<'py>(&mut self, py: Python<'py>) -> PyResult<Option<PyHead<'py>>> {
+        let Some(result) = self.flow.poll() else {
+            return Ok(None);
+        };
+        let response = result.map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let (parts, body) = response.into_parts();
+        self.body = Some(body);
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    PyBytes::new(py, name.as_str().as_bytes()),
+                    PyBytes::new(py, value.as_bytes()),
+                )
+            })
+            .collect();
+        Ok(Some((parts.status.as_u16(), headers)))
+    }
+
+    /// What the flow asks the application to answer: `(method, target, headers, body chunks)`,
+    /// or `None`. The body chunks were read by the engine (a POST's); the rest, if any, is still
+    /// in the ASGI `receive`.
+    #[allow(clippy::type_complexity)]
+    fn take_app_call<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Option<(
+        String,
+        String,
+        Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>,
+        Vec<Bound<'py, PyBytes>>,
+    )> {
+        let call = self.link.take_call()?;
+        let headers = call
+            .headers
+            .iter()
+            .map(|(n, v)| (PyBytes::new(py, n), PyBytes::new(py, v)))
+            .collect();
+        let body = call.body.iter().map(|c| PyBytes::new(py, c)).collect();
+        Some((call.method, call.target, headers, body))
+    }
+
+    /// The application's `http.response.start`.
+    fn app_start(&self, status: u16, headers: Vec<(Vec<u8>, Vec<u8>)>) {
+        self.link.start(Head { status, headers });
+    }
+
+    /// The application's `http.response.body`.
+    fn app_body(&self, chunk: &[u8], more: bool) {
+        self.link.push(Bytes::copy_from_slice(chunk), more);
+    }
+
+    /// The application raised or returned without completing its response.
+    fn app_failed(&self) {
+        self.link.fail();
+    }
+
+    /// The next chunk of the response body: `(0, bytes)`, `(1, None)` at the end, `(2, None)`
+    /// while it waits (woken like `poll`).
+    fn next_chunk<'py>(&mut self, py: Python<'py>) -> PyResult<(u8, Option<Bound<'py, PyBytes>>)> {
+        let Some(body) = self.body.as_mut() else {
+            return Ok((1, None));
+        };
+        loop {
+            let polled = self
+                .flow
+                .poll_with(|cx| Pin::new(&mut *body).poll_frame(cx));
+            return match polled {
+                Poll::Pending => Ok((2, None)),
+                Poll::Ready(None) => Ok((1, None)),
+                Poll::Ready(Some(Err(e))) => Err(PyRuntimeError::new_err(e.to_string())),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => continue,
+                    Ok(data) => Ok((0, Some(PyBytes::new(py, &data)))),
+                    Err(_) => continue, // trailers: ASGI has no place for them here
+                },
+            };
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! `cache_middleware._engine`: the Rust engine of cache-middleware, for the Python package.
+//!
+//! The package's ASGI middleware hands each request of a cached route to [`Engine::begin`] and
+//! drives the returned exchange from the event loop (`cache_middleware/_driver.py`). The flow is
+//! the Rust route flow itself: key, rules, backends, single flight, breaker, replay.
+
+mod app;
+mod backend;
+mod engine;
+mod exchange;
+mod log;
+mod task;
+mod wake;
+
+use pyo3::prelude::*;
+
+/// The descriptor the event loop watches for wake-ups (`loop.add_reader`).
+#[pyfunction]
+fn signal_fd() -> i32 {
+    task::signal().fd()
+}
+
+/// The ids of the exchanges and tasks woken since the last call.
+#[pyfunction]
+fn take_woken() -> Vec<u64> {
+    task::signal().take()
+}
+
+#[pymodule]
+fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    log::install();
+    module.add_class::<engine::Engine>()?;
+    module.add_class::<exchange::Exchange>()?;
+    module.add_class::<backend::Backend>()?;
+    module.add_class::<backend::Task>()?;
+    module.add_function(wrap_pyfunction!(signal_fd, module)?)?;
+    module.add_function(wrap_pyfunction!(take_woken, module)?)?;
+    module.add_function(wrap_pyfunction!(log::set_log_sink, module)?)?;
+    module.add_function(wrap_pyfunction!(log::set_log_level, module)?)?;
+    module.add_function(wrap_pyfunction!(log::flush_logs, module)?)?;
+    Ok(())
+}

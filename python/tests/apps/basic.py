@@ -1,0 +1,112 @@
+"""An application with every kind of route the middleware meets; counters show handler runs.
+
+The backend comes from the environment (`CACHE_BACKEND`, ...), so one app runs on each backend.
+"""
+
+import asyncio
+from typing import Dict
+
+from fastapi import Body, FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from cache_middleware.decorators import cache
+from cache_middleware.helpers import auto_configure_backend
+from cache_middleware.middleware import CacheMiddleware
+
+app = FastAPI()
+app.add_middleware(CacheMiddleware, backend=auto_configure_backend())
+runs: Dict[str, int] = {}
+
+
+def run(name: str) -> int:
+    runs[name] = runs.get(name, 0) + 1
+    return runs[name]
+
+
+@app.get("/runs/{name}")
+async def count(name: str) -> Dict[str, int]:
+    return {"runs": runs.get(name, 0)}
+
+
+@app.get("/hello")
+@cache(timeout=300)
+async def hello() -> Dict[str, object]:
+    return {"Hello": "World", "run": run("hello")}
+
+
+@app.get("/items/{item_id}")
+@cache(timeout=600)
+async def read_item(item_id: int, q: str = None) -> Dict[str, object]:  # type: ignore[assignment]
+    return {"item_id": item_id, "q": q, "run": run("items")}
+
+
+@app.post("/calculate")
+@cache(timeout=300)
+async def calculate(data: dict = Body(...)) -> Dict[str, object]:  # noqa: B008
+    return {"result": sum(x**2 for x in data.get("numbers", [])), "run": run("calculate")}
+
+
+@app.get("/uncached")
+async def uncached() -> Dict[str, int]:
+    return {"run": run("uncached")}
+
+
+@app.get("/slow")
+@cache(timeout=300)
+async def slow() -> Dict[str, int]:
+    await asyncio.sleep(0.3)
+    return {"run": run("slow")}
+
+
+@app.get("/session")
+@cache(timeout=300)
+async def session(request: Request) -> Response:
+    user = request.query_params.get("user", "anon")
+    response = JSONResponse({"user": user, "run": run("session")})
+    response.set_cookie("session", f"secret-of-{user}")
+    return response
+
+
+@app.get("/private")
+@cache(timeout=300)
+async def private() -> Response:
+    return JSONResponse({"run": run("private")}, headers={"cache-control": "private"})
+
+
+@app.get("/me")
+@cache(timeout=300)
+async def me(request: Request) -> Dict[str, object]:
+    return {"auth": request.headers.get("authorization"), "run": run("me")}
+
+
+@app.get("/events")
+@cache(timeout=300)
+async def events() -> StreamingResponse:
+    run("events")
+
+    async def stream():  # type: ignore[no-untyped-def]
+        for i in range(3):
+            yield f"data: {i}\n\n"
+            await asyncio.sleep(0.05)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@app.get("/boom")
+@cache(timeout=300)
+async def boom() -> Dict[str, int]:
+    run("boom")
+    raise RuntimeError("the handler failed")
+
+
+@app.get("/teapot")
+@cache(timeout=300)
+async def teapot() -> Response:
+    return PlainTextResponse(f"run {run('teapot')}", status_code=418)
+
+
+@app.get("/bytes")
+@cache(timeout=300)
+async def raw_bytes() -> Response:
+    run("bytes")
+    return Response(bytes(range(256)) * 4, media_type="application/octet-stream", headers={"x-one": "1", "x-two": "2"})

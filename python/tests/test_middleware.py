@@ -1,0 +1,176 @@
+"""The middleware over HTTP: a real uvicorn on loopback, answers as a client sees them."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Dict
+
+import httpx
+import pytest
+
+
+def runs(client: httpx.Client, base: str, name: str) -> int:
+    return int(client.get(f"{base}/runs/{name}").json()["runs"])
+
+
+@pytest.fixture(params=["memory", "redis", "memcached"])
+def backend_env(request: pytest.FixtureRequest) -> Dict[str, str]:
+    if request.param == "memory":
+        return {"CACHE_BACKEND": "memory"}
+    if request.param == "redis":
+        return {"CACHE_BACKEND": "redis", "REDIS_URL": request.getfixturevalue("redis_url")}
+    return {"CACHE_BACKEND": "memcached", "MEMCACHED_URL": request.getfixturevalue("memcached_url")}
+
+
+def test_a_cached_route_is_answered_from_the_cache_with_the_same_bytes(serve, client, backend_env) -> None:
+    app = serve("apps.basic:app", env=backend_env)
+    first = client.get(f"{app.url}/bytes")
+    second = client.get(f"{app.url}/bytes")
+    assert first.headers["x-cache"] == "MISS"
+    assert second.headers["x-cache"] == "HIT"
+    assert second.content == first.content == bytes(range(256)) * 4
+    for name in ("content-type", "x-one", "x-two", "etag", "content-length"):
+        assert second.headers[name] == first.headers[name], name
+    assert int(second.headers["age"]) >= 0
+    assert runs(client, app.url, "bytes") == 1
+
+
+def test_keys_tell_paths_and_queries_apart_and_sort_query_pairs(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    assert client.get(f"{app.url}/items/1?q=a&r=b").json()["run"] == 1
+    assert client.get(f"{app.url}/items/1?r=b&q=a").headers["x-cache"] == "HIT"
+    assert client.get(f"{app.url}/items/2?q=a&r=b").json()["run"] == 2
+    assert client.get(f"{app.url}/items/1?q=%27").json()["run"] == 3
+    assert client.get(f"{app.url}/items/1?q='").json()["run"] == 4
+
+
+def test_post_is_keyed_by_its_body(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    one = client.post(f"{app.url}/calculate", json={"numbers": [1, 2, 3]})
+    again = client.post(f"{app.url}/calculate", json={"numbers": [1, 2, 3]})
+    other = client.post(f"{app.url}/calculate", json={"numbers": [4]})
+    assert (one.json()["result"], again.headers["x-cache"], other.json()["result"]) == (14, "HIT", 16)
+    assert runs(client, app.url, "calculate") == 2
+
+
+def test_a_post_body_over_the_limit_reaches_the_handler_whole_and_is_not_cached(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory", "CACHE_MAX_REQUEST_BODY_SIZE": "100"})
+    numbers = list(range(200))
+    first = client.post(f"{app.url}/calculate", json={"numbers": numbers})
+    second = client.post(f"{app.url}/calculate", json={"numbers": numbers})
+    assert first.json()["result"] == sum(x * x for x in numbers)
+    assert second.headers["x-cache"] == "BYPASS"
+    assert runs(client, app.url, "calculate") == 2
+
+
+def test_request_no_cache_refreshes_and_no_store_bypasses(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    client.get(f"{app.url}/hello")
+    refreshed = client.get(f"{app.url}/hello", headers={"cache-control": "no-cache"})
+    assert refreshed.json()["run"] == 2
+    assert client.get(f"{app.url}/hello").json()["run"] == 2
+    bypassed = client.get(f"{app.url}/hello", headers={"cache-control": "no-store"})
+    assert bypassed.json()["run"] == 3
+    assert client.get(f"{app.url}/hello").json()["run"] == 2
+
+
+def test_cookies_private_responses_and_credentials_are_never_shared(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    victim = client.get(f"{app.url}/session?user=victim")
+    anonymous = client.get(f"{app.url}/session?user=victim")
+    assert "secret-of-victim" in victim.headers["set-cookie"]
+    assert anonymous.headers["x-cache"] != "HIT"
+    assert runs(client, app.url, "session") == 2
+    client.get(f"{app.url}/private")
+    assert client.get(f"{app.url}/private").headers["x-cache"] != "HIT"
+    with_token = client.get(f"{app.url}/me", headers={"authorization": "Bearer alice"})
+    without = client.get(f"{app.url}/me")
+    assert with_token.json()["auth"] == "Bearer alice"
+    assert without.json()["auth"] is None
+
+
+def test_etag_answers_if_none_match_with_304(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    etag = client.get(f"{app.url}/hello").headers["etag"]
+    revalidated = client.get(f"{app.url}/hello", headers={"if-none-match": etag})
+    assert revalidated.status_code == 304
+    assert revalidated.content == b""
+
+
+def test_routes_without_the_decorator_are_untouched(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    first = client.get(f"{app.url}/uncached")
+    second = client.get(f"{app.url}/uncached")
+    assert "x-cache" not in first.headers
+    assert second.json()["run"] == 2
+
+
+def test_streams_go_through_as_they_come_and_are_not_stored(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    with client.stream("GET", f"{app.url}/events") as response:
+        chunks = [chunk for chunk in response.iter_text()]
+    assert "".join(chunks) == "data: 0\n\ndata: 1\n\ndata: 2\n\n"
+    client.get(f"{app.url}/events")
+    assert runs(client, app.url, "events") == 2
+
+
+def test_errors_are_not_stored_and_a_failing_handler_fails_only_its_request(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    # uvicorn closes a connection whose application raised: a new one for each.
+    assert httpx.get(f"{app.url}/boom").status_code == 500
+    assert httpx.get(f"{app.url}/boom").status_code == 500
+    assert runs(client, app.url, "boom") == 2
+    client.get(f"{app.url}/teapot")
+    assert client.get(f"{app.url}/teapot").text == "run 2"
+    assert client.get(f"{app.url}/hello").status_code == 200
+
+
+def test_concurrent_misses_of_one_key_run_the_handler_once(serve, client, backend_env) -> None:
+    app = serve("apps.basic:app", env=backend_env)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: httpx.get(f"{app.url}/slow", timeout=10), range(8)))
+    assert {a.status_code for a in answers} == {200}
+    assert {a.json()["run"] for a in answers} == {1}
+    assert runs(client, app.url, "slow") == 1
+
+
+def test_a_dead_backend_costs_misses_never_failed_requests(serve, client, tmp_path) -> None:
+    from conftest import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}"
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "redis", "REDIS_URL": dead})
+    answers = [client.get(f"{app.url}/hello") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.json()["run"] for a in answers] == [1, 2, 3]
+
+
+def test_a_rust_service_and_a_python_service_read_each_others_entries(serve, client, redis_url, tmp_path) -> None:
+    from conftest import REPO, Server, free_port
+
+    binary = REPO / "target" / "debug" / "cache-middleware"
+    if not binary.exists():
+        pytest.fail(f"{binary} is missing: build it with `cargo build --bin cache-middleware`")
+    port = free_port()
+    rust = Server(
+        [str(binary)],
+        port,
+        "rust demo",
+        tmp_path,
+        env={"CACHE_BACKEND": "redis", "REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(port), "METRICS_ADDR": "off"},
+    )
+    try:
+        python = serve("apps.guide:app", env={"CACHE_BACKEND": "redis", "REDIS_URL": redis_url})
+        host = {"host": "shared.example"}
+        stored = client.get(f"{python.url}/items/7?q=shared", headers=host)
+        from_rust = client.get(f"{rust.url}/items/7?q=shared", headers=host)
+        assert stored.headers["x-cache"] == "MISS"
+        assert from_rust.headers["x-cache"] == "HIT"
+        assert from_rust.content == stored.content
+        assert from_rust.headers["etag"] == stored.headers["etag"]
+        body = {"numbers": [2, 3]}
+        by_rust = client.post(f"{rust.url}/calculate", json=body, headers=host)
+        from_python = client.post(f"{python.url}/calculate", json=body, headers=host)
+        assert (by_rust.headers["x-cache"], from_python.headers["x-cache"]) == ("MISS", "HIT")
+        assert from_python.content == by_rust.content
+    finally:
+        rust.stop()
