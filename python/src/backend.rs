@@ -212,6 +212,20 @@ impl Backend {
         Backend::built(|| builder.build().map(|b| Arc::new(b) as Arc<dyn RustBackend>))
     }
 
+    /// A backend written in Python: an object with `async` `get`, `set`, `delete` and `clear`
+    /// (a `CacheBackend` subclass), run in the request's task (see `pybackend`).
+    #[staticmethod]
+    fn python(py: Python<'_>, object: Py<PyAny>) -> PyResult<Self> {
+        let name = object
+            .bind(py)
+            .get_type()
+            .qualname()
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        Ok(Backend {
+            inner: Arc::new(crate::pybackend::PyBackend::new(object, name)),
+        })
+    }
+
     /// The backend `CACHE_BACKEND` and its companion variables describe (the Rust helpers' rules
     /// and messages).
     #[staticmethod]

@@ -9,6 +9,7 @@ mod backend;
 mod engine;
 mod exchange;
 mod log;
+mod pybackend;
 mod task;
 mod wake;
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import socket
-from typing import Optional, Union
 
 import pytest
 
-from cache_middleware.backends.base import CacheBackend
 from cache_middleware.backends.redis_backend import _keepalive
 from cache_middleware.decorators import cache, timeout_of
 from cache_middleware.middleware import CacheMiddleware
@@ -38,18 +36,3 @@ def test_the_decorator_labels_the_endpoint_and_keeps_it() -> None:
 def test_a_backend_that_is_not_one_is_refused_with_its_name() -> None:
     with pytest.raises(TypeError, match="dict"):
         CacheMiddleware(app=lambda s, r, w: None, backend={})  # type: ignore[arg-type]
-
-
-def test_a_python_backend_the_engine_cannot_run_says_so() -> None:
-    class Mine(CacheBackend):
-        async def get(self, key: str) -> Optional[Union[str, bytes]]:
-            return None
-
-        async def set(self, key: str, value: Union[str, bytes], timeout: float) -> None:
-            return None
-
-        async def delete(self, key: str) -> None:
-            return None
-
-    with pytest.raises(TypeError, match="Mine"):
-        CacheMiddleware(app=lambda s, r, w: None, backend=Mine())  # type: ignore[arg-type]

@@ -174,3 +174,22 @@ def test_a_rust_service_and_a_python_service_read_each_others_entries(serve, cli
         assert from_python.content == by_rust.content
     finally:
         rust.stop()
+
+
+def test_a_backend_written_in_python_is_used_by_the_engine(serve, client) -> None:
+    app = serve("apps.custom:app", env={"CUSTOM_BACKEND": "dict"})
+    first = client.get(f"{app.url}/value")
+    second = client.get(f"{app.url}/value")
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert second.json() == {"run": 1}
+    calls = client.get(f"{app.url}/calls").json()
+    assert calls["keys"] >= 1 and "set" in calls["calls"] and calls["calls"].count("get") >= 2
+
+
+@pytest.mark.parametrize("kind", ["broken", "slow"])
+def test_a_python_backend_that_fails_or_stalls_costs_a_miss_not_the_request(serve, client, kind) -> None:
+    # The stalled backend never answers: without the engine's latency budget these would hang.
+    app = serve("apps.custom:app", env={"CUSTOM_BACKEND": kind})
+    answers = [client.get(f"{app.url}/value") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.json()["run"] for a in answers] == [1, 2, 3]
