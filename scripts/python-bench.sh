@@ -19,13 +19,19 @@ venv=target/python-bench-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 # fastapi-cache2 only here: the benchmark's environment, never the package's.
-"$venv/bin/python" -m pip install --quiet ./python "uvicorn[standard]" "fastapi-cache2[redis]==0.2.2"
+# (It imports starlette.templating, which needs jinja2.)
+"$venv/bin/python" -m pip install --quiet ./python "uvicorn[standard]" "fastapi-cache2[redis]==0.2.2" jinja2
 
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { until python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; do sleep 0.05; done; }
+wait_port() { # PORT [PID]: fails if the process is gone before it listens
+  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; do
+    if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then echo "error: the server on port $1 exited" >&2; exit 1; fi
+    sleep 0.05
+  done
+}
 
 redis_port=$(free_port)
 taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
@@ -40,7 +46,7 @@ measure() { # APP ROUND
   (cd scripts/lib && exec env BENCH_APP="$which" REDIS_URL="redis://127.0.0.1:$redis_port" taskset -c 0 \
     "../../$venv/bin/python" -m uvicorn python_bench_apps:app --port "$port" --workers 1 --no-access-log --log-level warning) &
   pid=$!
-  wait_port "$port"
+  wait_port "$port" "$pid"
   for _ in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:$port/expensive"; done
   # uvicorn with one worker is one process: its CPU is the server's.
   c0=$(awk '{print $14+$15}' "/proc/$pid/stat")

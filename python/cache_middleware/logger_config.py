@@ -10,7 +10,7 @@ faults) arrive in `logger`, at DEBUG for the request path.
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Optional, Tuple
 
 from loguru import logger
 
@@ -42,9 +42,19 @@ def _lowest_level() -> int:
     return int(level)
 
 
+_seen: Optional[Tuple[object, int, object]] = None
+
+
 def sync_log_level() -> None:
-    """Follows the handlers added or removed since the last request."""
-    global _forwarded_level
+    """Follows the handlers added or removed since the last request (checked cheaply: the level
+    is worked out again only when loguru's handlers or lowest level changed)."""
+    global _forwarded_level, _seen
+    core = getattr(logger, "_core", None)
+    handlers = getattr(core, "handlers", None)
+    seen = (getattr(core, "min_level", None), len(handlers) if handlers is not None else -1, id(handlers))
+    if seen == _seen:
+        return
+    _seen = seen
     level = min(_lowest_level(), 255)
     if level != _forwarded_level:
         _forwarded_level = level
@@ -54,10 +64,11 @@ def sync_log_level() -> None:
 def configure_logger(level: str = "INFO") -> None:
     """Sends the engine's events to `logger`, with one stderr handler at `level` (as loguru's
     default handler, replaced). Add file handlers with `logger.add(...)`."""
-    global _forwarded_level
+    global _forwarded_level, _seen
     logger.remove()
     logger.add(sys.stderr, level=level, format="{time} | {level} | {message}")
     _forwarded_level = None
+    _seen = None
     _engine.set_log_sink(_sink, 255)
     sync_log_level()
 

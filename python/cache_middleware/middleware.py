@@ -77,14 +77,28 @@ class CacheMiddleware:
             await self.app(scope, receive, send)
             return
         sync_log_level()
+        # Only a POST's body is read (it is part of the key); any other stays in `receive`.
         body: List[bytes] = []
-        more = False
+        more = True
         if scope["method"] == "POST":
             body, more = await _read_body(receive, self.engine.max_request_body_size + 1)
-        exchange = self.engine.begin(
-            scope["method"], _target(scope), list(scope["headers"]), body, float(timeout)
-        )
-        await _Drive(exchange, self.app, scope, receive, send, more).run()
+        path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        try:
+            exchange = self.engine.begin(
+                scope["method"], path, scope.get("query_string", b""), scope["headers"], body, timeout
+            )
+        except ValueError:
+            # A target the engine cannot read (the server let it through): served, uncached.
+            await self.app(scope, _replaying(body, more, receive), send)
+            return
+        ready = exchange.poll_response()
+        if ready is not None and ready[3]:
+            # Answered at once, body and all (every hit from memory): two messages and done.
+            status, headers, content, _ = ready
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+            return
+        await _Drive(exchange, self.app, scope, receive, send, more).run(ready)
 
     def _set_app_state(self, scope: Scope) -> None:
         # The guide's warming code reads `app.state.cache_backend` at start-up.
@@ -125,11 +139,22 @@ def _route_timeout(scope: Scope) -> Optional[float]:
     return None
 
 
-def _target(scope: Scope) -> str:
-    path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
-    query: bytes = scope.get("query_string", b"")
-    target = path + b"?" + query if query else path
-    return target.decode("latin-1")
+def _replaying(chunks: List[bytes], more_in_receive: bool, receive: Receive) -> Receive:
+    """A `receive` that gives `chunks` (a body read ahead), then what `receive` still holds."""
+    pending = list(chunks)
+    ended = False
+
+    async def replay() -> Message:
+        nonlocal ended
+        if pending:
+            chunk = pending.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(pending) or more_in_receive}
+        if more_in_receive or ended:
+            return await receive()
+        ended = True
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    return replay
 
 
 async def _read_body(receive: Receive, limit: int) -> Tuple[List[bytes], bool]:
@@ -174,8 +199,10 @@ class _Drive:
         self.done = False
         self.app_error: Optional[BaseException] = None
 
-    async def run(self) -> None:
+    async def run(self, ready: Optional[Tuple[int, List[Tuple[bytes, bytes]], bytes, bool]]) -> None:
         exchange = self.exchange
+        if ready is not None:
+            await self._respond(ready)
         while not self.head_sent:
             if await self._progress():
                 continue
@@ -187,19 +214,27 @@ class _Drive:
         await self._finish()
 
     async def _progress(self) -> bool:
-        """Polls the flow; sends the head once there is one. True if the head went out."""
+        """Polls the flow; sends the response's start once there is one. True if it went out."""
         try:
-            head = self.exchange.poll()
+            ready = self.exchange.poll_response()
         except RuntimeError:
             if self.app_error is not None:
                 raise self.app_error from None
             raise
-        if head is None:
+        if ready is None:
             return False
-        status, headers = head
+        await self._respond(ready)
+        return True
+
+    async def _respond(self, ready: Tuple[int, List[Tuple[bytes, bytes]], bytes, bool]) -> None:
+        status, headers, content, complete = ready
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         self.head_sent = True
-        return True
+        if complete:
+            await self.send({"type": "http.response.body", "body": content, "more_body": False})
+            self.done = True
+        elif content:
+            await self.send({"type": "http.response.body", "body": content, "more_body": True})
 
     async def _pump(self) -> None:
         """Sends what the flow has of the body now, without waiting for more."""
@@ -221,28 +256,15 @@ class _Drive:
 
     async def _run_app(self, call: Tuple[str, str, List[Tuple[bytes, bytes]], List[bytes]]) -> None:
         exchange = self.exchange
-        _, _, _, replay = call
-        pending = list(replay)
-        more_in_receive = self.more_in_receive
-        replayed = False
+        receive = _replaying(call[3], self.more_in_receive, self.receive)
 
-        async def receive() -> Message:
-            nonlocal replayed
-            if pending:
-                chunk = pending.pop(0)
-                return {
-                    "type": "http.request",
-                    "body": chunk,
-                    "more_body": bool(pending) or more_in_receive,
-                }
-            if more_in_receive or replayed:
-                return await self.receive()
-            replayed = True
-            return {"type": "http.request", "body": b"", "more_body": False}
+        started = False
 
         async def send(message: Message) -> None:
+            nonlocal started
             kind = message["type"]
             if kind == "http.response.start":
+                started = True
                 exchange.app_start(message["status"], list(message.get("headers", [])))
             elif kind == "http.response.body":
                 exchange.app_body(message.get("body", b""), message.get("more_body", False))
@@ -264,5 +286,10 @@ class _Drive:
                 raise
             # Let the flow decide (it may serve a stale entry); re-raised if it does not.
             return
-        # An application that returned without finishing its body has failed it.
+        if not started:
+            # Returned without a response: a failure, as the ASGI server would count it.
+            self.app_error = RuntimeError("the application returned without starting a response")
+            exchange.app_failed()
+            return
+        # An application that returned without finishing its body has ended it.
         exchange.app_body(b"", False)

@@ -71,14 +71,24 @@ impl Engine {
 
     /// Starts one request through the route flow of a route cached for `timeout` seconds.
     /// `body` holds what the front read of a POST body (up to one byte over the limit).
+    /// `path` is the raw path (ASGI `raw_path`) and `query` the raw query string.
     fn begin(
         &self,
         method: &str,
-        target: &str,
+        path: &[u8],
+        query: &[u8],
         headers: Vec<(Vec<u8>, Vec<u8>)>,
         body: Vec<Vec<u8>>,
         timeout: f64,
     ) -> PyResult<Exchange> {
+        let mut target = Vec::with_capacity(path.len() + 1 + query.len());
+        target.extend_from_slice(path);
+        if !query.is_empty() {
+            target.push(b'?');
+            target.extend_from_slice(query);
+        }
+        let target = http::uri::PathAndQuery::from_maybe_shared(Bytes::from(target))
+            .map_err(|e| PyValueError::new_err(format!("request target cannot be read: {e}")))?;
         let mut request = Request::builder()
             .method(method)
             .uri(target)

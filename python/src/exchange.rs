@@ -16,8 +16,8 @@ use std::task::Poll;
 
 pub type Flow = Result<Response<CacheBody<AppBody>>, AppFailed>;
 
-/// A response head for Python: status and raw header lines.
-type PyHead<'py> = (u16, Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>);
+/// Raw header lines for Python.
+type Headers<'py> = Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>;
 
 /// A request through the engine. See `cache_middleware._driver` for the loop that drives it.
 #[pyclass(module = "cache_middleware._engine")]
@@ -45,14 +45,33 @@ impl Exchange {
         self.flow.id
     }
 
-    /// Drives the flow: the response head once there is one, `None` while it waits (on the
-    /// application, a backend, or another request's answer). Raises when the application failed.
-    fn poll<'py>(&mut self, py: Python<'py>) -> PyResult<Option<PyHead<'py>>> {
+    /// Drives the flow. `None` while it waits (on the application, a backend, or another
+    /// request's answer); once there is a response, `(status, headers, body, complete)`: `body`
+    /// is as much as is ready now (all of it when `complete`, as for every hit), and the rest
+    /// comes from `next_chunk`. Raises when the application failed.
+    #[allow(clippy::type_complexity)]
+    fn poll_response<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<Option<(u16, Headers<'py>, Bound<'py, PyBytes>, bool)>> {
         let Some(result) = self.flow.poll() else {
             return Ok(None);
         };
         let response = result.map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        let (parts, body) = response.into_parts();
+        let (parts, mut body) = response.into_parts();
+        let mut ready: Vec<Bytes> = Vec::new();
+        let complete = loop {
+            match self.flow.poll_with(|cx| Pin::new(&mut body).poll_frame(cx)) {
+                Poll::Ready(None) => break true,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        ready.push(data);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Err(PyRuntimeError::new_err(e.to_string())),
+                Poll::Pending => break false,
+            }
+        };
         self.body = Some(body);
         let headers = parts
             .headers
@@ -64,7 +83,11 @@ impl Exchange {
                 )
             })
             .collect();
-        Ok(Some((parts.status.as_u16(), headers)))
+        let bytes = match ready.as_slice() {
+            [one] => PyBytes::new(py, one),
+            many => PyBytes::new(py, &many.concat()),
+        };
+        Ok(Some((parts.status.as_u16(), headers, bytes, complete)))
     }
 
     /// What the flow asks the application to answer: `(method, target, headers, body chunks)`,

@@ -122,6 +122,8 @@ def test_errors_are_not_stored_and_a_failing_handler_fails_only_its_request(serv
     assert runs(client, app.url, "boom") == 2
     client.get(f"{app.url}/teapot")
     assert client.get(f"{app.url}/teapot").text == "run 2"
+    # An application that sends nothing is an error too, not a request that hangs.
+    assert httpx.get(f"{app.url}/silent", timeout=10).status_code == 500
     assert client.get(f"{app.url}/hello").status_code == 200
 
 
@@ -193,3 +195,19 @@ def test_a_python_backend_that_fails_or_stalls_costs_a_miss_not_the_request(serv
     answers = [client.get(f"{app.url}/value") for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert [a.json()["run"] for a in answers] == [1, 2, 3]
+
+
+def test_a_target_the_engine_cannot_read_is_served_uncached(serve) -> None:
+    import socket as sockets
+
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    # A byte uvicorn accepts in the query, that an http::Uri does not.
+    raw = b'GET /items/1?q=a"b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n'
+    with sockets.create_connection(("127.0.0.1", app.port)) as s:
+        s.sendall(raw)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b"x-cache" not in answer.lower()
+    assert b'"q":"a\\"b"' in answer, answer

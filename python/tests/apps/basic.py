@@ -110,3 +110,17 @@ async def teapot() -> Response:
 async def raw_bytes() -> Response:
     run("bytes")
     return Response(bytes(range(256)) * 4, media_type="application/octet-stream", headers={"x-one": "1", "x-two": "2"})
+
+
+class Silent(Response):
+    """A response that sends nothing at all."""
+
+    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        return None
+
+
+@app.get("/silent")
+@cache(timeout=300)
+async def silent() -> Response:
+    run("silent")
+    return Silent()
