@@ -1,6 +1,7 @@
 """The applications scripts/python-bench.sh compares: one route, `GET /expensive`, whose handler
 costs 5 ms, cached for 300 s, behind this package or fastapi-cache2 0.2.2; and a bare ASGI
-callable answering the same bytes (the floor of any Python answer). `BENCH_APP` picks one;
+callable answering the same bytes (the floor of any Python answer), and FastAPI with one
+middleware that answers at once (the floor of any FastAPI middleware). `BENCH_APP` picks one;
 `REDIS_URL` serves the Redis variants.
 """
 
@@ -25,6 +26,26 @@ if which == "bare":
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]})
         await send({"type": "http.response.body", "body": BODY})
+
+elif which == "fastapi-floor":
+    # FastAPI whose one middleware answers at once: what any middleware answering before the
+    # route costs on FastAPI's own stack (its error, telemetry and body-limit layers).
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+
+    class Answer:
+        def __init__(self, inner):  # type: ignore[no-untyped-def]
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+            if scope["type"] != "http":
+                return await self.inner(scope, receive, send)
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            await send({"type": "http.response.body", "body": BODY})
+
+    app.add_middleware(Answer)
 
 elif which in ("ours-memory", "ours-redis"):
     from fastapi import FastAPI
@@ -74,4 +95,4 @@ elif which in ("fc2-memory", "fc2-redis"):
         return await expensive_work()
 
 else:
-    raise SystemExit(f"BENCH_APP={which!r}: accepted values are bare, ours-memory, ours-redis, fc2-memory, fc2-redis")
+    raise SystemExit(f"BENCH_APP={which!r}: accepted values are bare, fastapi-floor, ours-memory, ours-redis, fc2-memory, fc2-redis")
