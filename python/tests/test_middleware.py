@@ -211,3 +211,21 @@ def test_a_target_the_engine_cannot_read_is_served_uncached(serve) -> None:
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert b"x-cache" not in answer.lower()
     assert b'"q":"a\\"b"' in answer, answer
+
+
+def test_a_method_the_route_does_not_take_gets_the_applications_own_answer(serve, client) -> None:
+    # FastAPI's `@app.get` routes refuse HEAD (405): the cache does not answer for them either.
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    client.get(f"{app.url}/bytes")
+    head = client.head(f"{app.url}/bytes")
+    assert head.status_code == 405
+    assert "x-cache" not in head.headers
+
+
+def test_head_on_a_route_that_takes_it_is_answered_from_the_get_entry(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    got = client.get(f"{app.url}/both")
+    head = client.head(f"{app.url}/both")
+    assert (head.status_code, head.headers["x-cache"], head.content) == (200, "HIT", b"")
+    assert head.headers["content-length"] == got.headers["content-length"]
+    assert runs(client, app.url, "both") == 1

@@ -124,3 +124,9 @@ class Silent(Response):
 async def silent() -> Response:
     run("silent")
     return Silent()
+
+
+@app.api_route("/both", methods=["GET", "HEAD"])
+@cache(timeout=300)
+async def both() -> Dict[str, int]:
+    return {"run": run("both")}
