@@ -265,7 +265,7 @@ class _Drive:
             kind = message["type"]
             if kind == "http.response.start":
                 started = True
-                exchange.app_start(message["status"], list(message.get("headers", [])))
+                exchange.app_start(message["status"], message.get("headers", []))
             elif kind == "http.response.body":
                 exchange.app_body(message.get("body", b""), message.get("more_body", False))
             else:

@@ -257,7 +257,8 @@ impl Backend {
         })
     }
 
-    fn set(&self, key: String, value: Vec<u8>, ttl: f64) -> PyResult<Task> {
+    fn set(&self, key: String, value: &Bound<'_, PyBytes>, ttl: f64) -> PyResult<Task> {
+        let value = value.as_bytes().to_vec();
         let ttl = seconds(ttl, "timeout")?;
         Ok(self.task(|backend| {
             Box::pin(async move {

@@ -10,6 +10,7 @@ use cache_middleware::{cache, helpers, CacheLayer, CacheMiddleware};
 use http::Request;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
@@ -77,10 +78,11 @@ impl Engine {
         method: &str,
         path: &[u8],
         query: &[u8],
-        headers: Vec<(Vec<u8>, Vec<u8>)>,
-        body: Vec<Vec<u8>>,
+        headers: &Bound<'_, PyAny>,
+        body: Vec<Bound<'_, PyBytes>>,
         timeout: f64,
     ) -> PyResult<Exchange> {
+        let headers = crate::exchange::header_pairs(headers)?;
         let mut target = Vec::with_capacity(path.len() + 1 + query.len());
         target.extend_from_slice(path);
         if !query.is_empty() {
@@ -92,15 +94,19 @@ impl Engine {
         let mut request = Request::builder()
             .method(method)
             .uri(target)
-            .body(ReadBody::new(body.into_iter().map(Bytes::from).collect()))
+            .body(ReadBody::new(
+                body.iter()
+                    .map(|c| Bytes::copy_from_slice(c.as_bytes()))
+                    .collect(),
+            ))
             .map_err(|e| PyValueError::new_err(format!("request cannot be read: {e}")))?;
         let fields = request.headers_mut();
         for (name, value) in headers {
             // The ASGI server parsed these already; one it let through that `http` refuses is
             // not part of what the key can describe, so it does not reach the engine either.
             if let (Ok(name), Ok(value)) = (
-                http::HeaderName::from_bytes(&name),
-                http::HeaderValue::from_bytes(&value),
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_bytes(value.as_bytes()),
             ) {
                 fields.append(name, value);
             }

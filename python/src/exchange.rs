@@ -16,6 +16,20 @@ use std::task::Poll;
 
 pub type Flow = Result<Response<CacheBody<AppBody>>, AppFailed>;
 
+/// ASGI header lines (`[name, value]` pairs of bytes, as tuples or lists), read without copying.
+pub fn header_pairs<'py>(
+    lines: &Bound<'py, PyAny>,
+) -> PyResult<Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
+    let mut pairs = Vec::with_capacity(lines.len().unwrap_or(8));
+    for line in lines.try_iter()? {
+        let line = line?;
+        let name = line.get_item(0)?.cast_into::<PyBytes>()?;
+        let value = line.get_item(1)?.cast_into::<PyBytes>()?;
+        pairs.push((name, value));
+    }
+    Ok(pairs)
+}
+
 /// Raw header lines for Python.
 type Headers<'py> = Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>;
 
@@ -114,8 +128,13 @@ impl Exchange {
     }
 
     /// The application's `http.response.start`.
-    fn app_start(&self, status: u16, headers: Vec<(Vec<u8>, Vec<u8>)>) {
+    fn app_start(&self, status: u16, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let headers = header_pairs(headers)?
+            .iter()
+            .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
         self.link.start(Head { status, headers });
+        Ok(())
     }
 
     /// The application's `http.response.body`.
