@@ -229,3 +229,12 @@ def test_head_on_a_route_that_takes_it_is_answered_from_the_get_entry(serve, cli
     assert (head.status_code, head.headers["x-cache"], head.content) == (200, "HIT", b"")
     assert head.headers["content-length"] == got.headers["content-length"]
     assert runs(client, app.url, "both") == 1
+
+
+def test_header_lines_sent_as_lists_are_stored_and_replayed(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    first = client.get(f"{app.url}/listed")
+    second = client.get(f"{app.url}/listed")
+    assert (first.text, second.text, second.headers["x-list"]) == ("listed", "listed", "yes")
+    assert second.headers["x-cache"] == "HIT"
+    assert runs(client, app.url, "listed") == 1

@@ -130,3 +130,18 @@ async def silent() -> Response:
 @cache(timeout=300)
 async def both() -> Dict[str, int]:
     return {"run": run("both")}
+
+
+class ListPairs(Response):
+    """A response whose header lines are lists, as ASGI allows."""
+
+    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": [[b"content-type", b"text/plain"], [b"x-list", b"yes"]]})
+        await send({"type": "http.response.body", "body": b"listed"})
+
+
+@app.get("/listed")
+@cache(timeout=300)
+async def listed() -> Response:
+    run("listed")
+    return ListPairs()
