@@ -46,15 +46,14 @@ _seen: Optional[Tuple[object, int, object]] = None
 
 
 def sync_log_level() -> None:
-    """Follows the handlers added or removed since the last request (checked cheaply: the level
-    is worked out again only when loguru's handlers or lowest level changed)."""
+    """Follows the handlers added or removed since the last request. Loguru replaces its
+    handler table on every change, so an identity check is enough between changes."""
     global _forwarded_level, _seen
     core = getattr(logger, "_core", None)
     handlers = getattr(core, "handlers", None)
-    seen = (getattr(core, "min_level", None), len(handlers) if handlers is not None else -1, id(handlers))
-    if seen == _seen:
+    if _seen is not None and _seen[2] is handlers and _seen[0] == getattr(core, "min_level", None):
         return
-    _seen = seen
+    _seen = (getattr(core, "min_level", None), len(handlers) if handlers is not None else -1, handlers)
     level = min(_lowest_level(), 255)
     if level != _forwarded_level:
         _forwarded_level = level

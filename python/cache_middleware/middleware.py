@@ -28,6 +28,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Routes found per (method, path); bounded, since paths with parameters are many.
 _ROUTE_MEMO_LIMIT = 10_000
+_UNKNOWN: Any = object()
 
 
 class CacheMiddleware:
@@ -66,13 +67,14 @@ class CacheMiddleware:
         self._state_set = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        if not self._state_set:
             self._set_app_state(scope)
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        self._set_app_state(scope)
-        timeout = self._timeout(scope)
+        timeout = self._routes.get((scope["method"], scope["path"]), _UNKNOWN)
+        if timeout is _UNKNOWN:
+            timeout = self._remember(scope)
         if timeout is None:
             await self.app(scope, receive, send)
             return
@@ -110,16 +112,12 @@ class CacheMiddleware:
             state.cache_backend = self.backend
             self._state_set = True
 
-    def _timeout(self, scope: Scope) -> Optional[float]:
-        key = (scope["method"], scope["path"])
-        try:
-            return self._routes[key]
-        except KeyError:
-            pass
+    def _remember(self, scope: Scope) -> Optional[float]:
+        """The route's timeout, found once per method and path."""
         timeout = _route_timeout(scope)
         if len(self._routes) >= _ROUTE_MEMO_LIMIT:
             self._routes.clear()
-        self._routes[key] = timeout
+        self._routes[(scope["method"], scope["path"])] = timeout
         return timeout
 
 
