@@ -113,10 +113,11 @@ mod tests {
         }
     }
 
-    fn shared(
+    /// The shared-cache decision for a response with `fields`, to an anonymous GET.
+    fn judged(
         fields: &[(&'static str, &'static str)],
         store_set_cookie: bool,
-    ) -> Result<(), &'static str> {
+    ) -> Result<Storable, Refused> {
         let stored = response(fields);
         let cc = CacheControl::from_field_lines(&stored.headers);
         let rules = SharedRules {
@@ -127,6 +128,13 @@ mod tests {
             store_set_cookie,
         };
         Storable::for_shared(stored, &rules)
+    }
+
+    fn shared(
+        fields: &[(&'static str, &'static str)],
+        store_set_cookie: bool,
+    ) -> Result<(), &'static str> {
+        judged(fields, store_set_cookie)
             .map(|_| ())
             .map_err(|(reason, _)| reason)
     }
@@ -156,19 +164,11 @@ mod tests {
 
     #[test]
     fn a_cookie_the_origin_lets_the_cache_drop_is_dropped_before_storing() {
-        let stored = response(&[
+        let fields = [
             ("cache-control", "max-age=60, no-cache=\"set-cookie\""),
             ("set-cookie", "s=1"),
-        ]);
-        let cc = CacheControl::from_field_lines(&stored.headers);
-        let rules = SharedRules {
-            method: &Method::GET,
-            request_headers: &HeaderMap::new(),
-            request_cc: &CacheControl::default(),
-            cc: &cc,
-            store_set_cookie: false,
-        };
-        let storable = Storable::for_shared(stored, &rules).unwrap();
+        ];
+        let storable = judged(&fields, false).unwrap();
         assert!(!storable.response().headers.contains_key(SET_COOKIE));
     }
 

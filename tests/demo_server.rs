@@ -197,14 +197,7 @@ fn bad_configuration_stops_the_demo_with_a_message_naming_the_variable() {
         &[("ENVIRONMENT", "production")],
     ];
     for env in cases {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cache-middleware"));
-        command.env("PORT", "0").env_remove("REDIS_URL");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let output = command.output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{env:?} started");
+        let stderr = failed_start(env);
         let named = env.last().unwrap().0;
         let named = if named == "ENVIRONMENT" {
             "REDIS_URL"
@@ -360,14 +353,19 @@ fn passwords_with_url_delimiters_never_appear_in_start_up_errors() {
         ],
     ];
     for env in cases {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cache-middleware"));
-        command.env("PORT", "0").env_remove("REDIS_URL");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let output = command.output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{env:?} started");
+        let stderr = failed_start(env);
         assert!(!stderr.contains("ter2"), "{env:?}: {stderr}");
     }
+}
+
+/// The demo started with `env` (and no `REDIS_URL` of ours): it must refuse to start; its stderr.
+fn failed_start(env: &[(&str, &str)]) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cache-middleware"));
+    command.env("PORT", "0").env_remove("REDIS_URL");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    assert!(!output.status.success(), "{env:?} started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }

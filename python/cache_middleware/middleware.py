@@ -95,10 +95,8 @@ class CacheMiddleware:
             return
         ready = exchange.poll_response()
         if ready is not None and ready[3]:
-            # Answered at once, body and all (every hit from memory): two messages and done.
-            status, headers, content, _ = ready
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": content})
+            # Answered at once, body and all (every hit from memory): no driver needed.
+            await _send_ready(send, ready)
             return
         await _Drive(exchange, self.app, scope, receive, send, more).run(ready)
 
@@ -135,6 +133,20 @@ def _route_timeout(scope: Scope) -> Optional[float]:
             endpoint = child.get("endpoint", getattr(route, "endpoint", None))
             return timeout_of(endpoint)
     return None
+
+
+Ready = Tuple[int, List[Tuple[bytes, bytes]], bytes, bool]
+
+
+async def _send_ready(send: Send, ready: Ready) -> bool:
+    """Sends the response's start and the body ready so far; True if that was all of it."""
+    status, headers, content, complete = ready
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    if complete:
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+    elif content:
+        await send({"type": "http.response.body", "body": content, "more_body": True})
+    return complete
 
 
 def _replaying(chunks: List[bytes], more_in_receive: bool, receive: Receive) -> Receive:
@@ -197,7 +209,7 @@ class _Drive:
         self.done = False
         self.app_error: Optional[BaseException] = None
 
-    async def run(self, ready: Optional[Tuple[int, List[Tuple[bytes, bytes]], bytes, bool]]) -> None:
+    async def run(self, ready: Optional[Ready]) -> None:
         exchange = self.exchange
         if ready is not None:
             await self._respond(ready)
@@ -224,15 +236,9 @@ class _Drive:
         await self._respond(ready)
         return True
 
-    async def _respond(self, ready: Tuple[int, List[Tuple[bytes, bytes]], bytes, bool]) -> None:
-        status, headers, content, complete = ready
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+    async def _respond(self, ready: Ready) -> None:
+        self.done = await _send_ready(self.send, ready)
         self.head_sent = True
-        if complete:
-            await self.send({"type": "http.response.body", "body": content, "more_body": False})
-            self.done = True
-        elif content:
-            await self.send({"type": "http.response.body", "body": content, "more_body": True})
 
     async def _pump(self) -> None:
         """Sends what the flow has of the body now, without waiting for more."""

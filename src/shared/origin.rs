@@ -33,6 +33,16 @@ async fn timed<F: std::future::Future>(call: F) -> (F::Output, Exchange) {
     (result, exchange)
 }
 
+/// The status a failed origin exchange counts as (for `stale-if-error`): a 5xx answer, or 502 for
+/// no answer at all.
+fn origin_failure<B, E>(result: &Result<Response<B>, E>) -> Option<StatusCode> {
+    match result {
+        Ok(response) if response.status().is_server_error() => Some(response.status()),
+        Ok(_) => None,
+        Err(_) => Some(StatusCode::BAD_GATEWAY),
+    }
+}
+
 impl Cache {
     /// Asks the origin and stores what may be stored. With a `fallback`, an origin that fails or
     /// answers 5xx is replaced by the stale response where `stale-if-error` allows it.
@@ -53,12 +63,7 @@ impl Cache {
         ResB: SendBody,
     {
         let (result, exchange) = timed(inner.call(self.to_origin(parts, body))).await;
-        let failed = match &result {
-            Ok(response) if response.status().is_server_error() => Some(response.status()),
-            Ok(_) => None,
-            Err(_) => Some(StatusCode::BAD_GATEWAY),
-        };
-        if let Some(failed) = failed {
+        if let Some(failed) = origin_failure(&result) {
             if let Some(stale) = self.usable_on_error(fallback, &outgoing, exchange.response_ms) {
                 return Ok(self.serve_on_error(stale, &outgoing, failed));
             }
@@ -176,12 +181,7 @@ impl Cache {
             return fetch.await;
         }
         let (result, exchange) = timed(inner.call(self.to_origin(parts, body))).await;
-        let failed = match &result {
-            Ok(response) if response.status().is_server_error() => Some(response.status()),
-            Ok(_) => None,
-            Err(_) => Some(StatusCode::BAD_GATEWAY),
-        };
-        if let Some(failed) = failed {
+        if let Some(failed) = origin_failure(&result) {
             let now_ms = exchange.response_ms;
             if let Some(stale) = self.usable_on_error(Some(entry.clone()), &outgoing, now_ms) {
                 return Ok(self.serve_on_error(stale, &outgoing, failed));
