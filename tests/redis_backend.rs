@@ -266,6 +266,39 @@ async fn cluster_keys_spread_over_nodes_and_clear_empties_all_of_them() {
     assert_eq!(foreign, 1, "the foreign key survives on its node");
 }
 
+/// The guide's Cluster example names one node with a plain URL (`REDIS_URL` does the same): the
+/// backend finds out it is a Cluster and routes every key to its slot's master.
+#[tokio::test]
+async fn a_plain_url_to_one_cluster_node_reaches_every_master() {
+    let cluster = Cluster::start();
+    let backend = RedisBackend::builder(cluster.nodes[1].url())
+        .namespace("guide")
+        .retry_on_timeout(true)
+        .build()
+        .unwrap();
+    for i in 0..90 {
+        let value = Bytes::from(format!("v{i}"));
+        backend.set(&format!("k{i}"), value, MINUTE).await.unwrap();
+    }
+    for i in 0..90 {
+        let read = backend.get(&format!("k{i}")).await.unwrap();
+        assert_eq!(read.as_deref(), Some(format!("v{i}").as_bytes()), "k{i}");
+    }
+    let ours = |node: &Redis| {
+        node.cli(&["--scan", "--pattern", "guide:*"])
+            .lines()
+            .count()
+    };
+    let per_node: Vec<usize> = cluster.nodes.iter().map(ours).collect();
+    assert!(
+        per_node.iter().all(|&n| n > 10),
+        "keys per node: {per_node:?}"
+    );
+    backend.clear().await.unwrap();
+    let per_node: Vec<usize> = cluster.nodes.iter().map(ours).collect();
+    assert_eq!(per_node, [0, 0, 0]);
+}
+
 #[tokio::test]
 async fn sentinel_failover_is_followed() {
     let mut setup = SentinelSetup::start();

@@ -12,6 +12,7 @@ use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
     Pipeline, RedisFuture, TlsCertificates, TlsMode, Value,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// One pooled connection: a multiplexed connection to one server, or a cluster connection (which
@@ -53,12 +54,12 @@ impl ConnectionLike for Conn {
 /// Opens connections; cloned into the pool's connect function.
 #[derive(Clone)]
 pub(crate) enum Connector {
-    Single(Client, AsyncConnectionConfig),
+    Single(Arc<Standalone>),
     Sentinel(
         Arc<tokio::sync::Mutex<SentinelClient>>,
         AsyncConnectionConfig,
     ),
-    Cluster(ClusterClient),
+    Cluster(Arc<ClusterClient>),
 }
 
 impl Connector {
@@ -74,31 +75,30 @@ impl Connector {
         match &options.topology {
             Topology::Standalone { url } => {
                 let info = connection_info(url, options)?;
+                // Built now, used only if the server turns out to be a Cluster node.
+                let as_cluster = cluster_client(vec![info.clone()], options, certificates.clone())
+                    .map_err(|e| invalid_url(url, e))?;
                 let client = match certificates {
                     Some(certs) => Client::build_with_tls(info, certs),
                     None => Client::open(info),
                 }
                 .map_err(|e| invalid_url(url, e))?;
-                Ok(Connector::Single(client, config))
+                Ok(Connector::Single(Arc::new(Standalone {
+                    client,
+                    config,
+                    as_cluster,
+                    is_cluster: AtomicBool::new(false),
+                    target: redact_url(url),
+                })))
             }
             Topology::Cluster { nodes } => {
                 let infos = nodes
                     .iter()
                     .map(|url| connection_info(url, options))
                     .collect::<Result<Vec<_>, _>>()?;
-                let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
-                    .tcp_settings(tcp_settings(options))
-                    .connection_timeout(options.connect_timeout)
-                    .response_timeout(options.timeout)
-                    .retries(1);
-                if options.uses_tls() {
-                    builder = builder.tls(tls_mode(options));
-                    if let Some(certs) = certificates {
-                        builder = builder.certs(certs);
-                    }
-                }
-                let client = builder.build().map_err(|e| invalid_url(&nodes[0], e))?;
-                Ok(Connector::Cluster(client))
+                let client = cluster_client(infos, options, certificates)
+                    .map_err(|e| invalid_url(&nodes[0], e))?;
+                Ok(Connector::Cluster(Arc::new(client)))
             }
             Topology::Sentinel {
                 master_name,
@@ -146,10 +146,7 @@ impl Connector {
 
     pub(crate) async fn connect(&self) -> Result<Conn, BackendError> {
         let connection = match self {
-            Connector::Single(client, config) => client
-                .get_multiplexed_async_connection_with_config(config)
-                .await
-                .map(Conn::Single),
+            Connector::Single(standalone) => standalone.connect().await,
             // Asks the sentinels for the current master on every (re)connect: a failover is followed.
             Connector::Sentinel(client, config) => client
                 .lock()
@@ -161,11 +158,73 @@ impl Connector {
         };
         connection.map_err(|e| BackendError::Connection(e.to_string()))
     }
+}
 
-    /// A client for one node of the cluster with the same settings (for per-node SCAN).
-    pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self, Connector::Cluster(_))
+/// One server named by a plain URL, which may be one node of a Redis Cluster: the guide's Cluster
+/// example (and `REDIS_URL`) names a single node. A connection to a node would see most keys
+/// answered `MOVED`, so the first connection asks the server; a Cluster node makes this connector
+/// open cluster connections, seeded with the same URL, from then on.
+pub(crate) struct Standalone {
+    client: Client,
+    config: AsyncConnectionConfig,
+    as_cluster: ClusterClient,
+    is_cluster: AtomicBool,
+    target: String,
+}
+
+impl Standalone {
+    async fn connect(&self) -> redis::RedisResult<Conn> {
+        if self.is_cluster.load(Ordering::Acquire) {
+            return self
+                .as_cluster
+                .get_async_connection()
+                .await
+                .map(Conn::Cluster);
+        }
+        let mut connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        if !cluster_enabled(&mut connection).await {
+            return Ok(Conn::Single(connection));
+        }
+        if !self.is_cluster.swap(true, Ordering::AcqRel) {
+            tracing::info!(target = %self.target, "the server is a Redis Cluster node: keys go to the master of their slot");
+        }
+        self.as_cluster
+            .get_async_connection()
+            .await
+            .map(Conn::Cluster)
     }
+}
+
+/// Whether the server says it runs in cluster mode. A server or proxy that does not answer
+/// `INFO cluster` is taken for a standalone one.
+async fn cluster_enabled(connection: &mut MultiplexedConnection) -> bool {
+    let info: redis::RedisResult<String> = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(connection)
+        .await;
+    info.is_ok_and(|text| text.lines().any(|line| line.trim() == "cluster_enabled:1"))
+}
+
+fn cluster_client(
+    nodes: Vec<ConnectionInfo>,
+    options: &RedisBackendBuilder,
+    certificates: Option<TlsCertificates>,
+) -> redis::RedisResult<ClusterClient> {
+    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+        .tcp_settings(tcp_settings(options))
+        .connection_timeout(options.connect_timeout)
+        .response_timeout(options.timeout)
+        .retries(1);
+    if options.uses_tls() {
+        builder = builder.tls(tls_mode(options));
+        if let Some(certs) = certificates {
+            builder = builder.certs(certs);
+        }
+    }
+    builder.build()
 }
 
 /// The URL as redis-rs reads it, with the builder's password, TCP settings and certificate checks.

@@ -55,7 +55,6 @@ pub struct RedisBackend {
 
 struct Inner {
     pool: Pool<Conn>,
-    connector: Connector,
     prefix: String,
     retry_on_timeout: bool,
     timeout: Duration,
@@ -98,8 +97,7 @@ impl RedisBackend {
     }
 
     pub(crate) fn from_builder(options: RedisBackendBuilder) -> Result<Self, BuildError> {
-        let connector = Connector::new(&options)?;
-        let connect = connector.clone();
+        let connect = Connector::new(&options)?;
         let pool = Pool::new(
             options.max_connections,
             options.connect_timeout,
@@ -111,7 +109,6 @@ impl RedisBackend {
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 pool,
-                connector,
                 prefix: format!("{}:", options.namespace),
                 retry_on_timeout: options.retry_on_timeout,
                 timeout: options.timeout,
@@ -315,7 +312,9 @@ impl Backend for RedisBackend {
     }
 
     async fn clear(&self) -> Result<(), BackendError> {
-        if self.inner.connector.is_cluster() {
+        // Decided by a connection: a plain URL may turn out to name a Cluster node.
+        let (connection, _) = self.inner.pool.checkout_shared().await?;
+        if matches!(connection, Conn::Cluster(_)) {
             for master in self.cluster_masters().await? {
                 self.clear_through(Some(master)).await?;
             }
