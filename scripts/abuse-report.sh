@@ -14,12 +14,7 @@ count=${1:-1500}
 rounds=${2:-5}
 bound=${MEMORY_CACHE_MAX_BYTES:-268435456}
 header_timeout=${SERVER_HEADER_TIMEOUT:-10}
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { until python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; do sleep 0.05; done; }
+source scripts/lib/processes.sh
 
 cargo build --release --quiet --bin cache-middleware
 origin_port=$(free_port); proxy_port=$(free_port)

@@ -4,7 +4,7 @@
 //! failure (error, time-out, open breaker, undecodable or foreign entry) becomes a miss or a dropped
 //! store: the cache is never the reason a request fails.
 
-use crate::backends::{Backend, BackendError};
+use crate::backends::{Backend, BackendError, Lease};
 use crate::breaker::Breaker;
 use crate::coalesce::Flights;
 use crate::entry::{Content, Entry};
@@ -14,6 +14,7 @@ use crate::storable::Storable;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub(crate) struct EngineConfig {
     pub cacheable_statuses: Vec<StatusCode>,
     pub backend_timeout: Duration,
     pub coalesce_timeout: Duration,
+    /// Whether instances sharing the backend take a lease before running a handler for a key.
+    pub fleet_single_flight: bool,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
 }
@@ -41,6 +44,7 @@ impl Default for EngineConfig {
             cacheable_statuses: vec![StatusCode::OK],
             backend_timeout: Duration::from_millis(100),
             coalesce_timeout: Duration::from_secs(10),
+            fleet_single_flight: true,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
         }
@@ -79,6 +83,8 @@ pub(crate) struct Engine {
     pub flights: Flights<Arc<Shared>>,
     pub counters: Counters,
     breaker: Breaker,
+    /// Set once the backend said it has no leases (not shared between instances).
+    leases_unsupported: AtomicBool,
 }
 
 impl Engine {
@@ -89,6 +95,7 @@ impl Engine {
             config,
             flights: Flights::default(),
             counters: Counters::default(),
+            leases_unsupported: AtomicBool::new(false),
         }
     }
 
@@ -106,23 +113,51 @@ impl Engine {
         grace: Duration,
         now_ms: u64,
     ) -> Found {
-        let Some(entry) = self.fetch(primary, grace, now_ms).await else {
-            return Found::Nothing;
-        };
-        let entry = match &entry.content {
-            Content::Response(_) => entry,
+        match self.find(primary, headers, grace, now_ms).await {
+            Some(found) if found.entry.is_fresh(now_ms) => Found::Fresh(found.entry),
+            Some(found) => Found::Stale(found.entry),
+            None => Found::Nothing,
+        }
+    }
+
+    /// The fresh response stored for `primary`, as a leader would share it (with the fields it
+    /// varies on): what another instance stored while this one waited.
+    pub(crate) async fn lookup_shared(
+        &self,
+        primary: &CacheKey,
+        headers: &HeaderMap,
+        now_ms: u64,
+    ) -> Option<Shared> {
+        self.find(primary, headers, Duration::ZERO, now_ms)
+            .await
+            .filter(|found| found.entry.is_fresh(now_ms))
+    }
+
+    /// The response stored for `primary`, following a variant marker with `headers`.
+    async fn find(
+        &self,
+        primary: &CacheKey,
+        headers: &HeaderMap,
+        grace: Duration,
+        now_ms: u64,
+    ) -> Option<Shared> {
+        let entry = self.fetch(primary, grace, now_ms).await?;
+        match &entry.content {
+            Content::Response(_) => Some(Shared {
+                entry,
+                vary: Vec::new(),
+                variant: None,
+            }),
             Content::Variants(names) => {
                 let variant = variant_key(&self.config.namespace, primary, names, headers);
-                match self.fetch(&variant, grace, now_ms).await {
-                    Some(entry) if entry.response().is_some() => entry,
-                    _ => return Found::Nothing,
-                }
+                let found = self.fetch(&variant, grace, now_ms).await?;
+                found.response()?;
+                Some(Shared {
+                    entry: found,
+                    vary: names.clone(),
+                    variant: Some(variant),
+                })
             }
-        };
-        if entry.is_fresh(now_ms) {
-            Found::Fresh(entry)
-        } else {
-            Found::Stale(entry)
         }
     }
 
@@ -205,6 +240,42 @@ impl Engine {
             entry,
             vary,
             variant: Some(variant),
+        }
+    }
+
+    /// Asks the backend for the fleet-wide lease `key` (lasting the coalescing limit). `None`
+    /// when it cannot say (unsupported, failed, breaker open): the caller runs the work itself.
+    pub(crate) async fn acquire_lease(&self, key: &CacheKey, token: &str) -> Option<Lease> {
+        if !self.config.fleet_single_flight || self.leases_unsupported.load(Ordering::Relaxed) {
+            return None;
+        }
+        let ttl = self.config.coalesce_timeout;
+        match self
+            .call(
+                "lease",
+                self.backend.acquire_lease(key.as_str(), token, ttl),
+            )
+            .await?
+        {
+            Ok(Lease::Unsupported) => {
+                self.leases_unsupported.store(true, Ordering::Relaxed);
+                None
+            }
+            Ok(lease) => Some(lease),
+            Err(error) => {
+                tracing::debug!(key = %key, %error, "fleet lease unavailable; running here");
+                None
+            }
+        }
+    }
+
+    /// Gives the lease back (a failure leaves it to expire on its own).
+    pub(crate) async fn release_lease(&self, key: &CacheKey, token: &str) {
+        if let Some(Err(error)) = self
+            .call("release", self.backend.release_lease(key.as_str(), token))
+            .await
+        {
+            tracing::debug!(key = %key, %error, "fleet lease not released; it expires on its own");
         }
     }
 

@@ -84,6 +84,13 @@ pub const CACHE_MAX_REQUEST_BODY_SIZE: &str = "CACHE_MAX_REQUEST_BODY_SIZE";
 /// Seconds one backend call may take before the cache gives up on it (default 0.1).
 pub const CACHE_BACKEND_TIMEOUT: &str = "CACHE_BACKEND_TIMEOUT";
 
+/// Seconds a request waits for an identical request's handler run, here or in another instance,
+/// before running its own; also the lifetime of a fleet lease whose holder died (default 10).
+pub const CACHE_COALESCE_TIMEOUT: &str = "CACHE_COALESCE_TIMEOUT";
+
+/// `true`/`false`: one handler run per missing key in the whole fleet sharing Redis (default `true`).
+pub const CACHE_FLEET_SINGLE_FLIGHT: &str = "CACHE_FLEET_SINGLE_FLIGHT";
+
 /// A configuration error: it names the variable, the value (passwords masked) and what is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -157,8 +164,9 @@ pub fn get_backend_for_environment_from(
     }
 }
 
-/// `middleware` with the limits from [`CACHE_MAX_BODY_SIZE`], [`CACHE_MAX_REQUEST_BODY_SIZE`] and
-/// [`CACHE_BACKEND_TIMEOUT`]; unset variables keep its settings.
+/// `middleware` with the limits from [`CACHE_MAX_BODY_SIZE`], [`CACHE_MAX_REQUEST_BODY_SIZE`],
+/// [`CACHE_BACKEND_TIMEOUT`], [`CACHE_HONOR_REQUEST_CACHE_CONTROL`], [`CACHE_COALESCE_TIMEOUT`] and
+/// [`CACHE_FLEET_SINGLE_FLIGHT`]; unset variables keep its settings.
 pub fn configure_middleware(middleware: CacheMiddleware) -> Result<CacheMiddleware, ConfigError> {
     configure_middleware_from(middleware, process_env)
 }
@@ -180,6 +188,12 @@ pub fn configure_middleware_from(
     }
     if let Some(honor) = env.flag(CACHE_HONOR_REQUEST_CACHE_CONTROL)? {
         middleware = middleware.honor_request_cache_control(honor);
+    }
+    if let Some(limit) = env.seconds(CACHE_COALESCE_TIMEOUT)? {
+        middleware = middleware.coalesce_timeout(limit);
+    }
+    if let Some(on) = env.flag(CACHE_FLEET_SINGLE_FLIGHT)? {
+        middleware = middleware.fleet_single_flight(on);
     }
     Ok(middleware)
 }
@@ -456,6 +470,8 @@ mod tests {
                 (CACHE_MAX_BODY_SIZE, "5000000"),
                 (CACHE_MAX_REQUEST_BODY_SIZE, "1024"),
                 (CACHE_BACKEND_TIMEOUT, "0.25"),
+                (CACHE_COALESCE_TIMEOUT, "2.5"),
+                (CACHE_FLEET_SINGLE_FLIGHT, "false"),
             ]),
         )
         .unwrap();
@@ -464,6 +480,8 @@ mod tests {
             "max_body_size: 5000000",
             "max_request_body_size: 1024",
             "backend_timeout: 250ms",
+            "coalesce_timeout: 2.5s",
+            "fleet_single_flight: false",
         ] {
             assert!(text.contains(expected), "{expected} in {text}");
         }
@@ -473,6 +491,14 @@ mod tests {
         assert_eq!(
             error,
             "CACHE_MAX_BODY_SIZE=\"1MB\" is not valid: expected a whole number of at least 1"
+        );
+        let error =
+            configure_middleware_from(base(), vars(&[(CACHE_FLEET_SINGLE_FLIGHT, "yes please")]))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            error.contains("CACHE_FLEET_SINGLE_FLIGHT") && error.contains("true"),
+            "{error}"
         );
     }
 

@@ -33,6 +33,7 @@ mod breaker;
 mod coalesce;
 mod engine;
 pub mod entry;
+mod fleet;
 mod handle;
 pub mod helpers;
 pub mod key;

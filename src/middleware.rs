@@ -120,9 +120,17 @@ impl CacheMiddleware {
     }
 
     /// Most time a request waits for an identical request's handler run before running its own
-    /// (default 10 s).
+    /// (default 10 s), in this instance or, with fleet single flight, in another one. It is also
+    /// the lifetime of a fleet lease whose holder died.
     pub fn coalesce_timeout(self, limit: Duration) -> Self {
         self.configure(|c| c.coalesce_timeout = limit)
+    }
+
+    /// Whether instances sharing a backend that supports leases (Redis) run one handler in the
+    /// whole fleet for a missing key, the others waiting for its entry (default on). Off, each
+    /// instance runs its own. Either way, a backend that cannot be reached means running here.
+    pub fn fleet_single_flight(self, on: bool) -> Self {
+        self.configure(|c| c.fleet_single_flight = on)
     }
 }
 

@@ -3,7 +3,9 @@
 mod support;
 
 use bytes::Bytes;
-use cache_middleware::backends::{Backend, BackendError, CertReqs, KeepaliveOptions, RedisBackend};
+use cache_middleware::backends::{
+    Backend, BackendError, CertReqs, KeepaliveOptions, Lease, RedisBackend,
+};
 use std::time::Duration;
 use support::servers::{free_port, wait_until, Cluster, Redis, SentinelSetup};
 
@@ -264,6 +266,51 @@ async fn cluster_keys_spread_over_nodes_and_clear_empties_all_of_them() {
         .map(|n| n.cli(&["DBSIZE"]).parse::<usize>().unwrap())
         .sum();
     assert_eq!(foreign, 1, "the foreign key survives on its node");
+}
+
+#[tokio::test]
+async fn a_lease_is_exclusive_expires_and_is_released_only_by_its_holder() {
+    let redis = Redis::start();
+    let a = RedisBackend::builder(redis.url())
+        .namespace("ns")
+        .build()
+        .unwrap();
+    let b = RedisBackend::builder(redis.url())
+        .namespace("ns")
+        .build()
+        .unwrap();
+    let short = Duration::from_millis(300);
+    assert_eq!(
+        a.acquire_lease("k", "token-a", MINUTE).await.unwrap(),
+        Lease::Acquired
+    );
+    assert_eq!(
+        b.acquire_lease("k", "token-b", MINUTE).await.unwrap(),
+        Lease::HeldElsewhere
+    );
+    b.release_lease("k", "token-b").await.unwrap();
+    assert_eq!(
+        b.acquire_lease("k", "token-b", MINUTE).await.unwrap(),
+        Lease::HeldElsewhere,
+        "not b's to release"
+    );
+    a.release_lease("k", "token-a").await.unwrap();
+    assert_eq!(
+        b.acquire_lease("k", "token-b", short).await.unwrap(),
+        Lease::Acquired
+    );
+    let pttl: i64 = redis.cli(&["PTTL", "ns:lease:k"]).parse().unwrap();
+    assert!(
+        (1..=300).contains(&pttl),
+        "the lease expires on its own: {pttl}"
+    );
+    wait_until("the lease to expire", Duration::from_secs(5), || {
+        redis.cli(&["EXISTS", "ns:lease:k"]) == "0"
+    });
+    assert_eq!(
+        a.acquire_lease("k", "token-a", MINUTE).await.unwrap(),
+        Lease::Acquired
+    );
 }
 
 /// The guide's Cluster example names one node with a plain URL (`REDIS_URL` does the same): the

@@ -27,6 +27,11 @@ def cli(*args: str) -> str:
     return done.stdout.strip()
 
 
+def entries(scan: str) -> List[str]:
+    """The keys of a `--scan` that are cache entries (not a fleet lease on its way out)."""
+    return [key for key in scan.split() if ":lease:" not in key]
+
+
 def redis(tmp: Path, port: int, *extra: str, listen: int = 0) -> Server:
     """A redis-server on `port` (0: no plain port) that keeps nothing on disk."""
     directory = tmp / f"redis-{port or listen}"
@@ -97,7 +102,7 @@ class Cluster:
         return [node.port for node in self.nodes]
 
     def keys_per_node(self, pattern: str = "*") -> List[int]:
-        return [len(cli("-p", str(port), "--scan", "--pattern", pattern).split()) for port in self.ports]
+        return [len(entries(cli("-p", str(port), "--scan", "--pattern", pattern))) for port in self.ports]
 
 
 def redis_cluster(tmp: Path) -> Cluster:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from redis_topologies import Cluster, Sentinel, Tls, cli, redis, redis_cluster, redis_sentinel, tls_redis, wait_until
+from redis_topologies import Cluster, Sentinel, Tls, cli, entries, redis, redis_cluster, redis_sentinel, tls_redis, wait_until
 from test_guide import APP_ONLY, HIGH_AVAILABILITY, REDIS_AUTH, module, two_gets, with_address
 
 from conftest import free_port
@@ -55,7 +55,7 @@ def test_the_guides_password_in_the_url(serve, client, tmp_path) -> None:
         app = serve("main:app", cwd=module(tmp_path, APP_ONLY, IMPORT, snippet, USE_IT, ITEMS))
         first, second = two_gets(client, f"{app.url}/items/1")
         assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
-        keys = cli("-p", str(server.port), "-a", "password", "--no-auth-warning", "--scan").split()
+        keys = entries(cli("-p", str(server.port), "-a", "password", "--no-auth-warning", "--scan"))
         assert len(keys) == 1, keys
         assert "password@" not in app.output()
     finally:
@@ -69,7 +69,7 @@ def test_the_guides_tls_example_caches_over_tls_and_never_shows_the_password(ser
     for item in range(3):
         first, second = two_gets(client, f"{app.url}/items/{item}")
         assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
-    assert len(tls.cli("secure-password", "--scan").split()) == 3
+    assert len(entries(tls.cli("secure-password", "--scan"))) == 3
     assert "secure-password" not in app.output()
 
 
@@ -81,7 +81,7 @@ def test_a_tls_server_whose_certificate_the_ca_did_not_sign_is_refused_and_the_a
     first, second = two_gets(client, f"{app.url}/items/1")
     assert (first.status_code, second.status_code) == (200, 200)
     assert second.headers.get("x-cache") != "HIT"
-    assert tls.cli("secure-password", "--scan") == ""
+    assert entries(tls.cli("secure-password", "--scan")) == []
 
 
 def test_the_guides_cluster_example_names_one_node_and_reaches_every_master(serve, client, tmp_path, cluster) -> None:
@@ -115,5 +115,5 @@ def test_sentinel_finds_the_master_and_follows_a_failover_without_a_failed_reque
         item += 1
         time.sleep(0.2)
     new_master = sentinel.master_port()
-    assert cli("-p", str(new_master), "EXISTS", *cli("-p", str(new_master), "--scan").split()) != "0"
+    assert entries(cli("-p", str(new_master), "--scan")), "entries are stored on the new master"
 

@@ -66,6 +66,17 @@ impl BuildError {
     }
 }
 
+/// The outcome of asking a backend for a fleet-wide lease ([`Backend::acquire_lease`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Taken: the caller runs the work and releases the lease when done.
+    Acquired,
+    /// Someone else holds it (another instance is running the work).
+    HeldElsewhere,
+    /// This backend is not shared between instances, or has no leases.
+    Unsupported,
+}
+
 /// Asynchronous key-value storage with per-entry TTL.
 ///
 /// Implementations must never return an entry past its TTL, and their `Debug` output must not show
@@ -93,6 +104,26 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// A short name for logs and metrics, such as `"memory"` or `"redis"`.
     fn name(&self) -> &'static str;
+
+    /// Takes the lease named `key` for `ttl` unless someone holds it, marking it with `token`
+    /// (unique to the caller). A backend shared by several instances (Redis) implements it so
+    /// that one instance in the fleet runs the handler for a missing key; the lease expires on its
+    /// own if its holder dies. The default is [`Lease::Unsupported`].
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Lease, BackendError> {
+        let _ = (key, token, ttl);
+        Ok(Lease::Unsupported)
+    }
+
+    /// Gives up the lease `key` if `token` still holds it (never another holder's).
+    async fn release_lease(&self, key: &str, token: &str) -> Result<(), BackendError> {
+        let _ = (key, token);
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -114,5 +145,16 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     }
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Lease, BackendError> {
+        (**self).acquire_lease(key, token, ttl).await
+    }
+    async fn release_lease(&self, key: &str, token: &str) -> Result<(), BackendError> {
+        (**self).release_lease(key, token).await
     }
 }

@@ -12,6 +12,7 @@ use crate::body::{collect_limited, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
 use crate::engine::{Engine, Found, Shared};
 use crate::entry::Entry;
+use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::middleware::EngineHandle;
 use crate::policy::{
@@ -149,11 +150,32 @@ where
     // Single flight: identical requests (same key and same values of the route's varying fields,
     // credentials included) wait for one handler run. HEAD cannot lead: its response has no body.
     let mut leader = None;
+    let mut _lease = None;
     if parts.method != Method::HEAD {
-        match engine
-            .flights
-            .join(flight_key(&engine, &route, &key, &parts.headers).as_str())
-        {
+        let flight = flight_key(&engine, &route, &key, &parts.headers);
+        match engine.flights.join(flight.as_str()) {
+            // A refresh runs here: an entry another instance stores may predate the request.
+            Join::Leader(guard) if !refresh => {
+                // Boxed: only misses wait on the fleet.
+                match Box::pin(fleet::take_turn(&engine, &flight, &key, &parts.headers)).await {
+                    Turn::Served(shared) => {
+                        engine.counters.record(Event::Hit);
+                        engine.counters.record(Event::Coalesced);
+                        let shared = Arc::new(shared);
+                        let entry = shared.entry.clone();
+                        guard.finish(Some(shared));
+                        return Ok(replay_entry(
+                            entry,
+                            &parts.method,
+                            &parts.headers,
+                            CacheStatus::Hit,
+                            Entry::now_ms(),
+                        ));
+                    }
+                    Turn::Run(lease) => _lease = lease,
+                }
+                leader = Some(guard);
+            }
             Join::Leader(guard) => leader = Some(guard),
             Join::Waiter(waiter) => {
                 match Box::pin(waiter.wait(engine.config.coalesce_timeout)).await {
@@ -192,6 +214,7 @@ where
     miss.leader = leader;
     // Boxed: the miss path (with the handler's own future) would otherwise make every request's
     // future, hits included, several kilobytes larger, copied on each request.
+    // The fleet's lease (if taken) is given back once the entry is stored, as `_lease` drops.
     Box::pin(miss.fetch_and_store(&mut inner, parts, body, fallback)).await
 }
 
@@ -352,6 +375,9 @@ fn revalidate_in_background<S, ReqB, ResB>(
         return; // a refresh (or a miss) for this key is already under way
     };
     tokio::spawn(async move {
+        let Some(_lease) = fleet::lead_refresh(&engine, &flight).await else {
+            return; // another instance is refreshing it
+        };
         let mut miss = Miss::new(&engine, &route, key, CacheStatus::Refresh);
         miss.leader = Some(leader);
         // Drain the response so that the handler's body runs to completion.

@@ -17,6 +17,7 @@ use crate::body::CacheBody;
 use crate::coalesce::{Join, Leader};
 use crate::engine::{Engine, Found, Shared};
 use crate::entry::{Entry, StoredResponse};
+use crate::fleet::{self, Turn};
 use crate::key::{primary_key, CacheKey};
 use crate::policy::{safe_method_with_content, BypassReason, CacheControl};
 use crate::replay::{mark, replay, CacheStatus};
@@ -140,10 +141,28 @@ impl Cache {
 
         // Single flight: requests for one URL wait for one origin request, and take its response
         // when it was stored, fits their Vary values and is fresh enough for them.
-        let leader = match self.join_flight(&parts.method, &outgoing, false).await {
+        let mut leader = match self.join_flight(&parts.method, &outgoing, false).await {
             Ok(leader) => leader,
             Err(response) => return Ok(response),
         };
+        // The same across instances sharing the backend: one of them asks the origin.
+        let mut _lease = None;
+        if let Some(guard) = leader {
+            let (key, headers) = (&outgoing.key, &outgoing.headers);
+            match Box::pin(fleet::take_turn(&self.engine, key, key, headers)).await {
+                Turn::Served(shared) => {
+                    if let Some(response) = self.take_shared(&shared, &outgoing, false) {
+                        guard.finish(Some(Arc::new(shared)));
+                        return Ok(response);
+                    }
+                    leader = Some(guard);
+                }
+                Turn::Run(lease) => {
+                    _lease = lease;
+                    leader = Some(guard);
+                }
+            }
+        }
         self.engine.counters.record(Event::Miss);
         let status = Status::forward(Forward::UriMiss);
         Box::pin(self.fetch(&mut inner, parts, body, outgoing, leader, status, None)).await

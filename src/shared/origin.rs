@@ -12,6 +12,7 @@ use crate::body::{collect_limited, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
 use crate::engine::Shared;
 use crate::entry::Entry;
+use crate::fleet;
 use crate::policy::sorted_vary;
 use crate::replay::{end_to_end, replay, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
@@ -268,6 +269,9 @@ impl Cache {
         };
         let cache = self.clone();
         tokio::spawn(async move {
+            let Some(_lease) = fleet::lead_refresh(&cache.engine, &outgoing.key).await else {
+                return; // another instance is validating it
+            };
             let leader = Some(leader);
             let validation =
                 cache.validate(inner, parts, body, outgoing, entry, Forward::Stale, leader);

@@ -10,7 +10,7 @@ mod connect;
 pub use builder::{CertReqs, KeepaliveOptions, RedisBackendBuilder};
 
 use super::pool::{Pool, Ticket};
-use super::{Backend, BackendError, BuildError};
+use super::{Backend, BackendError, BuildError, Lease};
 use async_trait::async_trait;
 use builder::Topology;
 use bytes::Bytes;
@@ -131,6 +131,10 @@ impl RedisBackend {
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.inner.prefix)
+    }
+
+    fn lease_key(&self, key: &str) -> String {
+        format!("{}lease:{key}", self.inner.prefix)
     }
 
     /// Runs `cmd`; a time-out or a dropped connection discards the connection and, with
@@ -327,7 +331,41 @@ impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
         "redis"
     }
+
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Lease, BackendError> {
+        let millis = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.lease_key(key))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis);
+        let taken: Option<String> = self.run(&cmd).await?;
+        Ok(match taken {
+            Some(_) => Lease::Acquired,
+            None => Lease::HeldElsewhere,
+        })
+    }
+
+    async fn release_lease(&self, key: &str, token: &str) -> Result<(), BackendError> {
+        // Deleted only while it still holds our token: a lease that expired and was taken by
+        // another instance stays theirs.
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RELEASE_IF_OURS)
+            .arg(1)
+            .arg(self.lease_key(key))
+            .arg(token);
+        self.run::<i64>(&cmd).await.map(drop)
+    }
 }
+
+const RELEASE_IF_OURS: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,0 +1,266 @@
+//! Several instances of an application, each with its own engine, runtime and connections,
+//! sharing one real redis-server: a cold key runs its handler once in the fleet.
+
+mod support;
+
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use cache_middleware::backends::RedisBackend;
+use cache_middleware::proxy::{router, ProxyConfig};
+use cache_middleware::{cache, CacheMiddleware};
+use futures_util::future::join_all;
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::servers::{wait_until, Redis};
+use support::{over_http, Counter, Observed};
+
+/// One instance: the route `/slow` (cached 300 s) on a runtime and thread of its own. The handler
+/// waits `work` on the runtime (or blocks its thread, with `blocking`), then counts its run.
+struct Instance {
+    address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Clone, Copy)]
+struct Work {
+    time: Duration,
+    blocking: bool,
+}
+
+impl Instance {
+    /// An application with `/slow` behind its own Redis connections.
+    fn start(
+        name: &'static str,
+        redis_url: &str,
+        runs: &Counter,
+        work: Work,
+        lease: Duration,
+    ) -> Instance {
+        let backend = RedisBackend::builder(redis_url)
+            .namespace("fleet")
+            .build()
+            .unwrap();
+        let middleware = CacheMiddleware::new(backend).coalesce_timeout(lease);
+        let runs = runs.clone();
+        let handler = move || {
+            let runs = runs.clone();
+            async move {
+                if work.blocking {
+                    std::thread::sleep(work.time);
+                } else {
+                    tokio::time::sleep(work.time).await;
+                }
+                format!("made by {name}, run {}", runs.bump())
+            }
+        };
+        let app = Router::new()
+            .route("/slow", get(handler).layer(cache(300)))
+            .layer(middleware);
+        Self::serve(app)
+    }
+
+    /// Serves `app` on a runtime and thread of its own.
+    fn serve(app: Router) -> Instance {
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                address_tx.send(listener.local_addr().unwrap()).unwrap();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+            // Whatever is still running (a hung handler) is dropped with the runtime.
+            runtime.shutdown_background();
+        });
+        Instance {
+            address: address_rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+const WAIT: Work = Work {
+    time: Duration::from_millis(300),
+    blocking: false,
+};
+
+/// Behind a load balancer every instance sees the site's own name.
+const SITE: (&str, &str) = ("host", "fleet.test");
+
+async fn get_slow(instance: &Instance) -> Observed {
+    over_http(instance.address, "GET", "/slow", &[SITE], Bytes::new()).await
+}
+
+fn lease_keys(redis: &Redis) -> Vec<String> {
+    redis
+        .cli(&["--scan", "--pattern", "*lease*"])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cold_key_runs_its_handler_once_in_the_fleet() {
+    let redis = Redis::start();
+    let runs = Counter::default();
+    let names = ["a", "b", "c", "d"];
+    let fleet: Vec<Instance> = names
+        .iter()
+        .map(|name| Instance::start(name, &redis.url(), &runs, WAIT, Duration::from_secs(10)))
+        .collect();
+    let responses = join_all((0..200).map(|i| get_slow(&fleet[i % fleet.len()]))).await;
+    assert_eq!(runs.get(), 1, "handler runs in the fleet");
+    let first = &responses[0].body;
+    for response in &responses {
+        assert_eq!(response.status, 200);
+        assert_eq!(
+            &response.body, first,
+            "every client gets the one run's response"
+        );
+    }
+    let misses = responses.iter().filter(|r| r.x_cache() == "MISS").count();
+    assert_eq!(
+        misses, 1,
+        "one request ran the handler; the others were served its entry"
+    );
+    assert!(
+        lease_keys(&redis).is_empty(),
+        "the lease is released: {:?}",
+        lease_keys(&redis)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_run_fails_no_request_and_each_instance_runs_at_most_once() {
+    let mut redis = Redis::start();
+    let runs = Counter::default();
+    let fleet: Vec<Instance> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|name| Instance::start(name, &redis.url(), &runs, WAIT, Duration::from_secs(10)))
+        .collect();
+    let requests = join_all((0..200).map(|i| get_slow(&fleet[i % fleet.len()])));
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        redis.process.kill();
+    };
+    let (responses, ()) = tokio::join!(requests, kill);
+    for response in &responses {
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert!(
+            response.text().starts_with("made by"),
+            "{}",
+            response.text()
+        );
+    }
+    // Without Redis each instance still runs one handler for all its waiting requests.
+    assert!(
+        (1..=4).contains(&runs.get()),
+        "handler runs: {}",
+        runs.get()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_holder_that_hangs_is_taken_over_when_its_lease_expires() {
+    let redis = Redis::start();
+    let runs = Counter::default();
+    let lease = Duration::from_secs(1);
+    let hung = Work {
+        time: Duration::from_secs(4),
+        blocking: true,
+    };
+    let holder = Instance::start("holder", &redis.url(), &runs, hung, lease);
+    let other = Instance::start("other", &redis.url(), &runs, WAIT, lease);
+    let held = tokio::spawn({
+        let address = holder.address;
+        async move { over_http(address, "GET", "/slow", &[SITE], Bytes::new()).await }
+    });
+    // (Blocks one of this test's runtime workers; the holder's request runs on another.)
+    wait_until(
+        "the holder to take its lease",
+        Duration::from_secs(10),
+        || !lease_keys(&redis).is_empty(),
+    );
+    // The holder's thread is stuck in its handler; the other instance waits for the lease to
+    // expire, then runs the handler itself.
+    let asked = std::time::Instant::now();
+    let taken_over = get_slow(&other).await;
+    // Not sooner than the lease allows (a lower bound: a slow machine only waits longer).
+    assert!(
+        asked.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(taken_over.status, 200);
+    assert_eq!(taken_over.text(), "made by other, run 1");
+    assert_eq!(runs.get(), 1, "the holder is still hung");
+    let late = held.await.unwrap();
+    assert_eq!(late.status, 200);
+    assert_eq!(runs.get(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxies_sharing_redis_ask_the_origin_once_for_a_cold_url() {
+    let redis = Redis::start();
+    let asked = Counter::default();
+    let origin = {
+        let asked = asked.clone();
+        let answer = move || {
+            let asked = asked.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let run = asked.bump();
+                (
+                    [("cache-control", "max-age=60")],
+                    format!("origin run {run}"),
+                )
+            }
+        };
+        support::serve(Router::new().route("/page", get(answer))).await
+    };
+    let upstream: http::Uri = format!("http://{origin}").parse().unwrap();
+    let config = ProxyConfig::from_toml("").unwrap();
+    let fleet: Vec<Instance> = (0..4)
+        .map(|_| {
+            let backend = RedisBackend::builder(redis.url())
+                .namespace("proxies")
+                .build()
+                .unwrap();
+            let app = router(upstream.clone(), &config, CacheMiddleware::new(backend)).unwrap();
+            Instance::serve(app)
+        })
+        .collect();
+    let responses = join_all(
+        (0..200).map(|i| over_http(fleet[i % 4].address, "GET", "/page", &[SITE], Bytes::new())),
+    )
+    .await;
+    assert_eq!(asked.get(), 1, "origin requests from the fleet");
+    for response in &responses {
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), "origin run 1");
+    }
+    assert!(lease_keys(&redis).is_empty(), "{:?}", lease_keys(&redis));
+}
