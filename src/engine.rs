@@ -30,6 +30,8 @@ pub(crate) struct EngineConfig {
     pub coalesce_timeout: Duration,
     /// Whether instances sharing the backend take a lease before running a handler for a key.
     pub fleet_single_flight: bool,
+    /// The last part of a route entry's lifetime in which hits refresh it (0: never early).
+    pub early_refresh: f64,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
 }
@@ -45,6 +47,7 @@ impl Default for EngineConfig {
             backend_timeout: Duration::from_millis(100),
             coalesce_timeout: Duration::from_secs(10),
             fleet_single_flight: true,
+            early_refresh: 0.0,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
         }

@@ -88,6 +88,10 @@ pub const CACHE_BACKEND_TIMEOUT: &str = "CACHE_BACKEND_TIMEOUT";
 /// before running its own; also the lifetime of a fleet lease whose holder died (default 10).
 pub const CACHE_COALESCE_TIMEOUT: &str = "CACHE_COALESCE_TIMEOUT";
 
+/// The last part of a cached route entry's lifetime in which hits refresh it in the background,
+/// between 0 (never early, the default) and 1; e.g. `0.1`.
+pub const CACHE_EARLY_REFRESH: &str = "CACHE_EARLY_REFRESH";
+
 /// `true`/`false`: one handler run per missing key in the whole fleet sharing Redis (default `true`).
 pub const CACHE_FLEET_SINGLE_FLIGHT: &str = "CACHE_FLEET_SINGLE_FLIGHT";
 
@@ -165,8 +169,8 @@ pub fn get_backend_for_environment_from(
 }
 
 /// `middleware` with the limits from [`CACHE_MAX_BODY_SIZE`], [`CACHE_MAX_REQUEST_BODY_SIZE`],
-/// [`CACHE_BACKEND_TIMEOUT`], [`CACHE_HONOR_REQUEST_CACHE_CONTROL`], [`CACHE_COALESCE_TIMEOUT`] and
-/// [`CACHE_FLEET_SINGLE_FLIGHT`]; unset variables keep its settings.
+/// [`CACHE_BACKEND_TIMEOUT`], [`CACHE_HONOR_REQUEST_CACHE_CONTROL`], [`CACHE_COALESCE_TIMEOUT`],
+/// [`CACHE_FLEET_SINGLE_FLIGHT`] and [`CACHE_EARLY_REFRESH`]; unset variables keep its settings.
 pub fn configure_middleware(middleware: CacheMiddleware) -> Result<CacheMiddleware, ConfigError> {
     configure_middleware_from(middleware, process_env)
 }
@@ -194,6 +198,9 @@ pub fn configure_middleware_from(
     }
     if let Some(on) = env.flag(CACHE_FLEET_SINGLE_FLIGHT)? {
         middleware = middleware.fleet_single_flight(on);
+    }
+    if let Some(fraction) = env.fraction(CACHE_EARLY_REFRESH)? {
+        middleware = middleware.early_refresh(fraction);
     }
     Ok(middleware)
 }
@@ -234,6 +241,20 @@ impl Env<'_> {
                 name,
                 &value,
                 "true or false (also 1/0, yes/no, on/off)",
+            )),
+        }
+    }
+
+    fn fraction(&self, name: &'static str) -> Result<Option<f64>, ConfigError> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        match value.trim().parse::<f64>() {
+            Ok(f) if (0.0..=1.0).contains(&f) => Ok(Some(f)),
+            _ => Err(invalid(
+                name,
+                &value,
+                "a fraction between 0 and 1, e.g. 0.1",
             )),
         }
     }
@@ -472,6 +493,7 @@ mod tests {
                 (CACHE_BACKEND_TIMEOUT, "0.25"),
                 (CACHE_COALESCE_TIMEOUT, "2.5"),
                 (CACHE_FLEET_SINGLE_FLIGHT, "false"),
+                (CACHE_EARLY_REFRESH, "0.1"),
             ]),
         )
         .unwrap();
@@ -482,6 +504,7 @@ mod tests {
             "backend_timeout: 250ms",
             "coalesce_timeout: 2.5s",
             "fleet_single_flight: false",
+            "early_refresh: 0.1",
         ] {
             assert!(text.contains(expected), "{expected} in {text}");
         }
@@ -499,6 +522,13 @@ mod tests {
         assert!(
             error.contains("CACHE_FLEET_SINGLE_FLIGHT") && error.contains("true"),
             "{error}"
+        );
+        let error = configure_middleware_from(base(), vars(&[(CACHE_EARLY_REFRESH, "10%")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "CACHE_EARLY_REFRESH=\"10%\" is not valid: expected a fraction between 0 and 1, e.g. 0.1"
         );
     }
 

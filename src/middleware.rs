@@ -132,6 +132,20 @@ impl CacheMiddleware {
     pub fn fleet_single_flight(self, on: bool) -> Self {
         self.configure(|c| c.fleet_single_flight = on)
     }
+
+    /// Refreshes cached route entries in the background during the last `fraction` of their
+    /// lifetime (for example 0.1: the last 30 s of `cache(300)`), each hit there with a chance
+    /// that grows to certainty at expiry; one refresh per entry in the fleet. Hot entries are thus
+    /// replaced before they expire and nobody waits for their handler. Off (0) by default;
+    /// values are clamped to 0..=1.
+    pub fn early_refresh(self, fraction: f64) -> Self {
+        let fraction = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        self.configure(|c| c.early_refresh = fraction)
+    }
 }
 
 impl fmt::Debug for CacheMiddleware {

@@ -43,6 +43,17 @@ impl Instance {
             .build()
             .unwrap();
         let middleware = CacheMiddleware::new(backend).coalesce_timeout(lease);
+        Self::with(name, middleware, runs, work, 300)
+    }
+
+    /// `/slow`, cached `ttl_secs`, inside `middleware`.
+    fn with(
+        name: &'static str,
+        middleware: CacheMiddleware,
+        runs: &Counter,
+        work: Work,
+        ttl_secs: u64,
+    ) -> Instance {
         let runs = runs.clone();
         let handler = move || {
             let runs = runs.clone();
@@ -56,7 +67,7 @@ impl Instance {
             }
         };
         let app = Router::new()
-            .route("/slow", get(handler).layer(cache(300)))
+            .route("/slow", get(handler).layer(cache(ttl_secs)))
             .layer(middleware);
         Self::serve(app)
     }
@@ -263,4 +274,65 @@ async fn proxies_sharing_redis_ask_the_origin_once_for_a_cold_url() {
         assert_eq!(response.text(), "origin run 1");
     }
     assert!(lease_keys(&redis).is_empty(), "{:?}", lease_keys(&redis));
+}
+
+/// Steady requests, one every `every`, for `lasting`, spread over `fleet`.
+async fn steady_load(fleet: &[Instance], every: Duration, lasting: Duration) -> Vec<Observed> {
+    let mut ticks = tokio::time::interval(every);
+    let mut sent = Vec::new();
+    let started = tokio::time::Instant::now();
+    let mut i = 0;
+    while started.elapsed() < lasting {
+        ticks.tick().await;
+        sent.push(tokio::spawn({
+            let address = fleet[i % fleet.len()].address;
+            async move { over_http(address, "GET", "/slow", &[SITE], Bytes::new()).await }
+        }));
+        i += 1;
+    }
+    let mut responses = Vec::new();
+    for response in sent {
+        responses.push(response.await.unwrap());
+    }
+    responses
+}
+
+/// A hot key with a 2 s lifetime under steady load: refreshed in the background in the second
+/// half of its life, by one instance of the fleet each time (the refresh takes long enough for
+/// every instance to want one), and no request misses or waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hot_key_is_refreshed_early_once_per_lifetime_and_never_expires_under_load() {
+    let redis = Redis::start();
+    let runs = Counter::default();
+    let work = Work {
+        time: Duration::from_millis(300),
+        blocking: false,
+    };
+    let fleet: Vec<Instance> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|name| {
+            let backend = RedisBackend::builder(redis.url())
+                .namespace("hot")
+                .build()
+                .unwrap();
+            let middleware = CacheMiddleware::new(backend).early_refresh(0.5);
+            Instance::with(name, middleware, &runs, work, 2)
+        })
+        .collect();
+    let lasting = Duration::from_secs(5);
+    let responses = steady_load(&fleet, Duration::from_millis(10), lasting).await;
+    let statuses: Vec<&str> = responses.iter().map(Observed::x_cache).collect();
+    assert_eq!(statuses[0], "MISS");
+    assert!(
+        statuses[1..].iter().all(|s| *s == "HIT"),
+        "after the first request every one is a hit: {:?}",
+        statuses.iter().filter(|s| **s != "HIT").collect::<Vec<_>>()
+    );
+    // One run to fill, then one refresh at most every second (never in the first half of a life).
+    let most = 1 + lasting.as_secs() as usize;
+    assert!(
+        (2..=most).contains(&runs.get()),
+        "handler runs: {} (at most {most})",
+        runs.get()
+    );
 }

@@ -3,12 +3,14 @@
 
 mod cache_control;
 mod date;
+mod early_refresh;
 mod request;
 mod response;
 
 pub(crate) use cache_control::parse_delta_seconds;
 pub use cache_control::CacheControl;
 pub(crate) use date::http_date;
+pub(crate) use early_refresh::refresh_early;
 pub use request::{
     classify_request, safe_method_with_content, BypassReason, RequestDecision, RequestPolicy,
 };

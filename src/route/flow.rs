@@ -16,8 +16,8 @@ use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::middleware::EngineHandle;
 use crate::policy::{
-    classify_request, classify_response, safe_method_with_content, BypassReason, RequestDecision,
-    RequestPolicy, ResponseDecision, ResponsePolicy, SkipReason,
+    classify_request, classify_response, refresh_early, safe_method_with_content, BypassReason,
+    RequestDecision, RequestPolicy, ResponseDecision, ResponsePolicy, SkipReason,
 };
 use crate::replay::{mark, replay, to_stored, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
@@ -27,6 +27,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response};
 use http_body::Body;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tower_service::Service;
@@ -118,17 +119,28 @@ where
             Found::Fresh(entry) => {
                 tracing::debug!(key = %key, "cache hit");
                 engine.counters.record(Event::Hit);
-                return Ok(replay_entry(
+                let fraction = engine.config.early_refresh;
+                let early = fraction > 0.0
+                    && parts.method != Method::HEAD
+                    && refresh_early(fraction, entry.ttl, entry.age(now_ms), draw(now_ms));
+                let seen_ms = entry.stored_at_ms;
+                let response = replay_entry(
                     entry,
                     &parts.method,
                     &parts.headers,
                     CacheStatus::Hit,
                     now_ms,
-                ));
+                );
+                if early {
+                    tracing::debug!(key = %key, "refreshing early, in the background");
+                    revalidate_in_background(inner, engine, route, key, parts, body, seen_ms);
+                }
+                return Ok(response);
             }
             Found::Stale(entry) if within(&entry, route.stale_while_revalidate, now_ms) => {
                 tracing::debug!(key = %key, "serving stale while revalidating");
                 engine.counters.record(Event::Stale);
+                let seen_ms = entry.stored_at_ms;
                 let response = replay_entry(
                     entry,
                     &parts.method,
@@ -137,7 +149,7 @@ where
                     now_ms,
                 );
                 if parts.method != Method::HEAD {
-                    revalidate_in_background(inner, engine, route, key, parts, body);
+                    revalidate_in_background(inner, engine, route, key, parts, body, seen_ms);
                 }
                 return Ok(response);
             }
@@ -357,7 +369,9 @@ impl<'a> Miss<'a> {
     }
 }
 
-/// Refreshes a stale entry with one background handler run per key.
+/// Refreshes an entry (stale, or about to expire) with one background handler run per key in
+/// the fleet. `seen_ms` is when the entry the request saw was stored: a newer one means another
+/// instance refreshed it meanwhile.
 fn revalidate_in_background<S, ReqB, ResB>(
     mut inner: S,
     engine: Arc<Engine>,
@@ -365,6 +379,7 @@ fn revalidate_in_background<S, ReqB, ResB>(
     key: CacheKey,
     parts: Parts,
     body: CacheBody<ReqB>,
+    seen_ms: u64,
 ) where
     S: Handler<ReqB, ResB>,
     ReqB: SendBody,
@@ -378,6 +393,13 @@ fn revalidate_in_background<S, ReqB, ResB>(
         let Some(_lease) = fleet::lead_refresh(&engine, &flight).await else {
             return; // another instance is refreshing it
         };
+        if engine
+            .lookup_shared(&key, &parts.headers, Entry::now_ms())
+            .await
+            .is_some_and(|found| found.entry.stored_at_ms > seen_ms)
+        {
+            return; // another instance refreshed it before this one took the lease
+        }
         let mut miss = Miss::new(&engine, &route, key, CacheStatus::Refresh);
         miss.leader = Some(leader);
         // Drain the response so that the handler's body runs to completion.
@@ -414,6 +436,13 @@ fn flight_key(
     headers: &HeaderMap,
 ) -> CacheKey {
     variant_key(&engine.config.namespace, key, &route.vary, headers)
+}
+
+/// A uniform draw in `[0, 1)`: std's hasher keys are random per process and change per call.
+fn draw(now_ms: u64) -> f64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now_ms);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn within(entry: &Entry, grace: std::time::Duration, now_ms: u64) -> bool {
