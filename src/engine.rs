@@ -11,11 +11,13 @@ use crate::entry::{Content, Entry};
 use crate::key::{variant_key, CacheKey};
 use crate::stats::{CacheStats, Counters, Event};
 use crate::storable::Storable;
+use crate::tags::{decode_marker, encode_marker, marker_key, verdict, PurgeKind, Verdict};
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Engine-wide settings, set through [`CacheMiddleware`](crate::CacheMiddleware)'s builder methods.
@@ -32,6 +34,8 @@ pub(crate) struct EngineConfig {
     pub fleet_single_flight: bool,
     /// The last part of a route entry's lifetime in which hits refresh it (0: never early).
     pub early_refresh: f64,
+    /// The response field that names an entry's tags (removed before responses reach clients).
+    pub tag_header: HeaderName,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
 }
@@ -48,11 +52,15 @@ impl Default for EngineConfig {
             coalesce_timeout: Duration::from_secs(10),
             fleet_single_flight: true,
             early_refresh: 0.0,
+            tag_header: HeaderName::from_static("surrogate-key"),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
         }
     }
 }
+
+/// How long a purge marker is kept: longer than any entry it may have to hide.
+const MARKER_LIFETIME: Duration = Duration::from_secs(400 * 24 * 3600);
 
 /// A stored response shared with the requests that waited for it.
 #[derive(Debug)]
@@ -88,6 +96,9 @@ pub(crate) struct Engine {
     breaker: Breaker,
     /// Set once the backend said it has no leases (not shared between instances).
     leases_unsupported: AtomicBool,
+    /// This instance's purges, by kind and tag: in effect here at once, whatever the backend
+    /// keeps (an in-process store may evict a marker).
+    purges: Mutex<HashMap<(PurgeKind, String), u64>>,
 }
 
 impl Engine {
@@ -99,6 +110,7 @@ impl Engine {
             flights: Flights::default(),
             counters: Counters::default(),
             leases_unsupported: AtomicBool::new(false),
+            purges: Mutex::default(),
         }
     }
 
@@ -179,29 +191,9 @@ impl Engine {
         }
     }
 
-    /// Stores `response`, fresh for `ttl` and kept `grace` longer for stale serving; with varying
-    /// fields, as a variant below a marker at `primary`. Only a [`Storable`] can be stored: the
-    /// storability decision is the one way to make one.
-    pub(crate) async fn store(
-        &self,
-        primary: &CacheKey,
-        vary: Vec<String>,
-        headers: &HeaderMap,
-        response: Storable,
-        ttl: Duration,
-        grace: Duration,
-    ) -> Shared {
-        let lifetime = Lifetime {
-            born_ms: Entry::now_ms(),
-            ttl,
-            grace,
-        };
-        self.store_with(primary, vary, headers, response, lifetime)
-            .await
-    }
-
-    /// As [`store`](Self::store), for a response that was already `born_ms` old when it arrived
-    /// (its age counts from there).
+    /// Stores `response`, born at `born_ms`, fresh for `ttl` and kept `grace` longer for stale
+    /// serving, with its `tags`; with varying fields, as a variant below a marker at `primary`.
+    /// Only a [`Storable`] can be stored: the storability decision is the one way to make one.
     pub(crate) async fn store_with(
         &self,
         primary: &CacheKey,
@@ -213,17 +205,21 @@ impl Engine {
             ttl,
             grace,
         }: Lifetime,
+        tags: Vec<String>,
     ) -> Shared {
-        let entry_for = |key: &CacheKey, content| Entry {
+        // The tags go with the response; a variant marker needs none (purging the variants is
+        // enough).
+        let entry_for = |key: &CacheKey, tags, content| Entry {
             fingerprint: *key.digest(),
             stored_at_ms,
             ttl,
+            tags,
             content,
         };
         let response = response.into_response();
         let keep = ttl.saturating_add(grace);
         if vary.is_empty() {
-            let entry = entry_for(primary, Content::Response(response));
+            let entry = entry_for(primary, tags, Content::Response(response));
             self.put(primary, &entry, keep).await;
             return Shared {
                 entry,
@@ -232,8 +228,8 @@ impl Engine {
             };
         }
         let variant = variant_key(&self.config.namespace, primary, &vary, headers);
-        let marker = entry_for(primary, Content::Variants(vary.clone()));
-        let entry = entry_for(&variant, Content::Response(response));
+        let marker = entry_for(primary, Vec::new(), Content::Variants(vary.clone()));
+        let entry = entry_for(&variant, tags, Content::Response(response));
         futures_util::future::join(
             self.put(primary, &marker, keep),
             self.put(&variant, &entry, keep),
@@ -282,6 +278,55 @@ impl Engine {
         }
     }
 
+    /// Purges every entry carrying `tag`, here at once and, through the backend, in every
+    /// instance sharing it.
+    pub(crate) async fn purge_tag(&self, tag: &str, kind: PurgeKind) -> Result<(), BackendError> {
+        let now_ms = Entry::now_ms();
+        {
+            let mut purges = self.purges.lock().unwrap_or_else(PoisonError::into_inner);
+            let at = purges.entry((kind, tag.to_owned())).or_default();
+            *at = (*at).max(now_ms);
+        }
+        let key = marker_key(&self.config.namespace, kind, tag);
+        tracing::info!(tag, kind = ?kind, "purging tag");
+        let marker = self
+            .backend
+            .set(&key, encode_marker(now_ms), MARKER_LIFETIME);
+        self.call("purge", marker)
+            .await
+            .unwrap_or(Err(BackendError::Connection("circuit open".into())))
+    }
+
+    /// What the purges of its tags say about `entry`. Markers that cannot be read make it a miss:
+    /// an entry that may have been purged is not served.
+    async fn purge_verdict(&self, entry: &Entry) -> Verdict {
+        let wanted: Vec<(PurgeKind, &String)> = entry
+            .tags
+            .iter()
+            .flat_map(|tag| [(PurgeKind::Soft, tag), (PurgeKind::Hard, tag)])
+            .collect();
+        let local: Vec<(PurgeKind, u64)> = {
+            let purges = self.purges.lock().unwrap_or_else(PoisonError::into_inner);
+            wanted
+                .iter()
+                .filter_map(|(kind, tag)| Some((*kind, *purges.get(&(*kind, (*tag).clone()))?)))
+                .collect()
+        };
+        let keys: Vec<String> = wanted
+            .iter()
+            .map(|(kind, tag)| marker_key(&self.config.namespace, *kind, tag))
+            .collect();
+        let stored = match self.call("get", self.backend.get_many(&keys)).await {
+            Some(Ok(values)) => values,
+            _ => return Verdict::Gone,
+        };
+        let shared = wanted
+            .iter()
+            .zip(stored)
+            .filter_map(|((kind, _), value)| Some((*kind, decode_marker(&value?)?)));
+        verdict(entry.stored_at_ms, local.into_iter().chain(shared))
+    }
+
     /// Removes the entry at `key` (and so every variant below it).
     pub(crate) async fn remove(&self, key: &CacheKey) -> Result<(), BackendError> {
         self.call("delete", self.backend.delete(key.as_str()))
@@ -315,6 +360,17 @@ impl Engine {
         if entry.fingerprint != *key.digest() {
             tracing::warn!(key = %key, "stored entry belongs to other key material; serving as a miss");
             return None;
+        }
+        let mut entry = entry;
+        if !entry.tags.is_empty() {
+            match Box::pin(self.purge_verdict(&entry)).await {
+                Verdict::Valid => {}
+                Verdict::Stale => entry.ttl = entry.ttl.min(entry.age(now_ms)),
+                Verdict::Gone => {
+                    tracing::debug!(key = %key, "stored entry was purged; serving as a miss");
+                    return None;
+                }
+            }
         }
         if entry.age(now_ms) >= entry.ttl.saturating_add(grace) {
             tracing::debug!(key = %key, "stored entry expired");

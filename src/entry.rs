@@ -10,7 +10,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const MAGIC: &[u8; 4] = b"CMWE";
-const VERSION: u8 = 1;
+/// Version 2 added the entry's tags; version 1 entries (no tags) are still read.
+const VERSION: u8 = 2;
+const VERSION_WITHOUT_TAGS: u8 = 1;
 const KIND_RESPONSE: u8 = 0;
 const KIND_VARIANTS: u8 = 1;
 
@@ -23,6 +25,8 @@ pub struct Entry {
     pub stored_at_ms: u64,
     /// How long it is fresh from `stored_at_ms`.
     pub ttl: Duration,
+    /// The tags it can be purged by (sorted, without duplicates).
+    pub tags: Vec<String>,
     pub content: Content,
 }
 
@@ -97,6 +101,10 @@ impl Entry {
         out.put_slice(&self.fingerprint);
         out.put_u64(self.stored_at_ms);
         out.put_u64(self.ttl.as_millis().min(u128::from(u64::MAX)) as u64);
+        out.put_u32(self.tags.len() as u32);
+        for tag in &self.tags {
+            put_field(&mut out, tag.as_bytes());
+        }
         match &self.content {
             Content::Response(response) => {
                 out.put_u8(KIND_RESPONSE);
@@ -130,7 +138,7 @@ impl Entry {
             }
             Content::Variants(names) => names.iter().map(|n| n.len() + 4).sum(),
         };
-        64 + content
+        68 + content + self.tags.iter().map(|t| t.len() + 4).sum::<usize>()
     }
 
     /// Decodes stored bytes; the body and header values share `bytes`' allocation.
@@ -140,12 +148,17 @@ impl Entry {
             return Err(DecodeError::Magic);
         }
         let version = r.u8()?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_WITHOUT_TAGS {
             return Err(DecodeError::Version(version));
         }
         let fingerprint: [u8; 32] = r.take(32)?.try_into().expect("32 bytes");
         let stored_at_ms = r.u64()?;
         let ttl = Duration::from_millis(r.u64()?);
+        let tags = if version == VERSION {
+            r.strings()?
+        } else {
+            Vec::new()
+        };
         let content = match r.u8()? {
             KIND_RESPONSE => {
                 let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError::Malformed)?;
@@ -170,19 +183,7 @@ impl Entry {
                     body,
                 })
             }
-            KIND_VARIANTS => {
-                let count = r.u32()? as usize;
-                if count > r.remaining() / 4 {
-                    return Err(DecodeError::Malformed);
-                }
-                let mut names = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let name =
-                        std::str::from_utf8(r.field()?).map_err(|_| DecodeError::Malformed)?;
-                    names.push(name.to_owned());
-                }
-                Content::Variants(names)
-            }
+            KIND_VARIANTS => Content::Variants(r.strings()?),
             _ => return Err(DecodeError::Malformed),
         };
         if r.remaining() != 0 {
@@ -192,6 +193,7 @@ impl Entry {
             fingerprint,
             stored_at_ms,
             ttl,
+            tags,
             content,
         })
     }
@@ -245,6 +247,20 @@ impl<'a> Reader<'a> {
         let len = self.u32()? as usize;
         self.take(len)
     }
+    /// A count, then that many UTF-8 fields.
+    fn strings(&mut self) -> Result<Vec<String>, DecodeError> {
+        let count = self.u32()? as usize;
+        if count > self.remaining() / 4 {
+            return Err(DecodeError::Malformed);
+        }
+        let mut strings = Vec::with_capacity(count);
+        for _ in 0..count {
+            let text = std::str::from_utf8(self.field()?).map_err(|_| DecodeError::Malformed)?;
+            strings.push(text.to_owned());
+        }
+        Ok(strings)
+    }
+
     fn shared_field(&mut self) -> Result<Bytes, DecodeError> {
         let len = self.u32()? as usize;
         let range = self.range(len)?;
@@ -271,6 +287,7 @@ mod tests {
             fingerprint: [7; 32],
             stored_at_ms: 1_700_000_000_000,
             ttl: Duration::from_secs(300),
+            tags: vec!["catalog".into(), "product:7".into()],
             content: Content::Response(StoredResponse {
                 status: StatusCode::OK,
                 headers,
@@ -283,6 +300,20 @@ mod tests {
     fn responses_round_trip_with_repeated_headers_and_binary_bodies() {
         let entry = sample();
         assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
+    }
+
+    #[test]
+    fn entries_of_the_version_without_tags_are_still_read() {
+        let entry = Entry {
+            tags: Vec::new(),
+            ..sample()
+        };
+        let mut bytes = entry.encode().to_vec();
+        // Version 1: the same layout without the tag count.
+        bytes[4] = VERSION_WITHOUT_TAGS;
+        let count_at = 4 + 1 + 32 + 8 + 8;
+        bytes.drain(count_at..count_at + 4);
+        assert_eq!(Entry::decode(&Bytes::from(bytes)).unwrap(), entry);
     }
 
     #[test]
@@ -318,7 +349,8 @@ mod tests {
     #[test]
     fn absurd_header_counts_are_rejected_before_allocating() {
         let mut bytes = sample().encode().to_vec();
-        let count_at = 4 + 1 + 32 + 8 + 8 + 1 + 2;
+        let tags_len: usize = sample().tags.iter().map(|t| 4 + t.len()).sum();
+        let count_at = 4 + 1 + 32 + 8 + 8 + 4 + tags_len + 1 + 2;
         bytes[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(
             Entry::decode(&Bytes::from(bytes)),

@@ -29,7 +29,7 @@ pub(crate) enum Turn {
     /// Run the handler; with the fleet's lease when this instance took it.
     Run(Option<FleetLease>),
     /// Another instance stored the response meanwhile.
-    Served(Shared),
+    Served(Box<Shared>),
 }
 
 /// Waits for this instance's turn to run the handler for `flight`, or for the entry another
@@ -63,7 +63,7 @@ pub(crate) async fn take_turn(
             .await
         {
             tracing::debug!(key = %primary, "served the entry another instance stored");
-            return Turn::Served(shared);
+            return Turn::Served(Box::new(shared));
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::backends::{Backend, BackendError};
 use crate::engine::Engine;
 use crate::key::primary_key_from;
+use crate::tags::PurgeKind;
 use http::{Method, Uri};
 use std::sync::Arc;
 
@@ -76,6 +77,31 @@ impl CacheHandle {
         );
         tracing::debug!(key = %key, %method, url, "invalidating cached response");
         self.engine.remove(&key).await
+    }
+
+    /// Purges every entry carrying `tag` (a route's tag or one its response named in the tag
+    /// field): soft, the entries become stale (revalidated, or served stale within their stale
+    /// window); hard, they are gone. Costs one write whatever the number of entries; takes effect
+    /// in this instance at once and in every instance sharing the backend on their next read.
+    pub async fn purge_tag(&self, tag: &str, kind: PurgeKind) -> Result<(), BackendError> {
+        if !crate::tags::is_valid_tag(tag) {
+            return Err(BackendError::Rejected(format!(
+                "{tag:?} is not a valid tag"
+            )));
+        }
+        self.engine.purge_tag(tag, kind).await
+    }
+
+    /// The same cache, with relative URLs taken on `host`.
+    #[cfg(feature = "proxy")]
+    pub(crate) fn for_host(&self, host: Option<String>) -> CacheHandle {
+        CacheHandle::new(Arc::clone(&self.engine), host)
+    }
+
+    /// The response field that names tags.
+    #[cfg(feature = "proxy")]
+    pub(crate) fn tag_header(&self) -> &http::HeaderName {
+        &self.engine.config.tag_header
     }
 
     /// Removes every entry of the backend's namespace.

@@ -92,6 +92,10 @@ pub const CACHE_COALESCE_TIMEOUT: &str = "CACHE_COALESCE_TIMEOUT";
 /// between 0 (never early, the default) and 1; e.g. `0.1`.
 pub const CACHE_EARLY_REFRESH: &str = "CACHE_EARLY_REFRESH";
 
+/// A secret of at least 16 characters: with it, `PURGE` requests to the demo and the proxy purge
+/// URLs, tags or everything; unset, `PURGE` is not special (default).
+pub const CACHE_PURGE_TOKEN: &str = "CACHE_PURGE_TOKEN";
+
 /// `true`/`false`: one handler run per missing key in the whole fleet sharing Redis (default `true`).
 pub const CACHE_FLEET_SINGLE_FLIGHT: &str = "CACHE_FLEET_SINGLE_FLIGHT";
 

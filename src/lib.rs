@@ -43,6 +43,8 @@ mod middleware;
 pub mod policy;
 #[cfg(feature = "proxy")]
 pub mod proxy;
+#[cfg(feature = "proxy")]
+pub mod purge;
 pub mod redact;
 mod replay;
 mod route;
@@ -52,6 +54,7 @@ mod service;
 mod shared;
 mod stats;
 mod storable;
+mod tags;
 
 pub use body::CacheBody;
 pub use breaker::BreakerState;
@@ -61,6 +64,7 @@ pub use replay::{CacheStatus, X_CACHE};
 pub use route::{cache, CacheLayer, CacheService, IntoTimeout};
 pub use shared::{SharedCache, SharedCacheService};
 pub use stats::CacheStats;
+pub use tags::PurgeKind;
 
 /// The README's code blocks, compiled as doc tests.
 #[doc = include_str!("../README.md")]

@@ -17,12 +17,14 @@ mod demo;
 
 use cache_middleware::backends::Backend;
 use cache_middleware::helpers::{
-    auto_configure_backend, configure_middleware, get_backend_for_environment, ENVIRONMENT,
+    auto_configure_backend, configure_middleware, get_backend_for_environment, CACHE_PURGE_TOKEN,
+    ENVIRONMENT,
 };
 use cache_middleware::logger_config::configure_logger;
 use cache_middleware::proxy::{ProxyConfig, TrustedProxies};
+use cache_middleware::purge::PurgeAccess;
 use cache_middleware::server::{serve as serve_app, ServerLimits};
-use cache_middleware::CacheMiddleware;
+use cache_middleware::{CacheHandle, CacheMiddleware};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -170,15 +172,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             std::future::pending(),
         ));
     }
+    let purge = purge_access(middleware.handle())?;
+    let mut app = demo::app(middleware);
+    if let Some(purge) = purge {
+        app = purge.serve_on(app);
+    }
     let listener = bind(address).await?;
     tracing::info!("listening on http://{}", local(&listener)?);
-    serve_app(
-        listener,
-        demo::app(middleware),
-        args.limits.limits(),
-        shutdown_signal(),
-    )
-    .await;
+    serve_app(listener, app, args.limits.limits(), shutdown_signal()).await;
     Ok(())
 }
 
@@ -227,8 +228,12 @@ async fn proxy(args: ProxyArgs) -> Result<(), String> {
         trusted_proxies = config.trusted_proxies.len(),
         "proxy configured"
     );
-    let app = cache_middleware::proxy::router(upstream, &config, middleware)
+    let purge = purge_access(middleware.handle())?;
+    let mut app = cache_middleware::proxy::router(upstream, &config, middleware)
         .map_err(|e| e.to_string())?;
+    if let Some(purge) = purge {
+        app = purge.normalizing_paths().serve_on(app);
+    }
     let listener = bind(args.listen).await?;
     tracing::info!("listening on http://{}", local(&listener)?);
     serve_app(listener, app, args.limits.limits(), shutdown_signal()).await;
@@ -247,6 +252,20 @@ fn local(listener: &tokio::net::TcpListener) -> Result<SocketAddr, String> {
 
 /// `ENVIRONMENT` picks a preset (as in the guide's multi-environment set-up); otherwise
 /// `CACHE_BACKEND` and its companion variables decide.
+/// `PURGE` requests, when `CACHE_PURGE_TOKEN` is set (absent otherwise).
+fn purge_access(handle: CacheHandle) -> Result<Option<PurgeAccess>, String> {
+    let Ok(token) = std::env::var(CACHE_PURGE_TOKEN) else {
+        return Ok(None);
+    };
+    if token.trim().is_empty() {
+        return Ok(None);
+    }
+    tracing::info!("PURGE requests accepted with the configured token");
+    PurgeAccess::new(handle, token.trim())
+        .map(Some)
+        .map_err(|e| format!("{CACHE_PURGE_TOKEN}: {e}"))
+}
+
 fn configured_backend() -> Result<Arc<dyn Backend>, String> {
     let backend = match std::env::var(ENVIRONMENT) {
         Ok(environment) if !environment.trim().is_empty() => {

@@ -133,6 +133,12 @@ impl CacheMiddleware {
         self.configure(|c| c.fleet_single_flight = on)
     }
 
+    /// The response field that names an entry's tags (default `Surrogate-Key`; values separated
+    /// by spaces or commas). It is removed from every response before it reaches a client.
+    pub fn tag_header(self, name: http::HeaderName) -> Self {
+        self.configure(|c| c.tag_header = name)
+    }
+
     /// Refreshes cached route entries in the background during the last `fraction` of their
     /// lifetime (for example 0.1: the last 30 s of `cache(300)`), each hit there with a chance
     /// that grows to certainty at expiry; one refresh per entry in the fleet. Hot entries are thus

@@ -93,6 +93,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The values under `keys`, in order (`None` where missing or expired). The default asks for
+    /// one after the other; a network backend answers in one round trip.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(key).await?);
+        }
+        Ok(values)
+    }
+
     /// Stores `value` under `key`, replacing any previous value, for `ttl`.
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError>;
 
@@ -133,6 +143,9 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     }
     fn get_ready(&self, key: &str) -> Option<Result<Option<Bytes>, BackendError>> {
         (**self).get_ready(key)
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
+        (**self).get_many(keys).await
     }
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
         (**self).set(key, value, ttl).await

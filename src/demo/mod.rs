@@ -18,9 +18,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub fn app(middleware: CacheMiddleware) -> Router {
     Router::new()
         .route("/", get(read_root).layer(cache(Duration::from_secs(300))))
-        .route("/items/{item_id}", get(read_item).layer(cache(600)))
+        .route(
+            "/items/{item_id}",
+            get(read_item).layer(cache(600).tags(["items"])),
+        )
         .route("/calculate", post(calculate).layer(cache(300)))
-        .route("/users/{user_id}", get(get_user).layer(cache(1800)))
+        .route(
+            "/users/{user_id}",
+            get(get_user).layer(cache(1800).tags(["users"])),
+        )
         .route("/stats", get(get_stats).layer(cache(60)))
         .route("/config", get(get_config).layer(cache(3600)))
         .route("/data", get(get_data).layer(cache(300)))

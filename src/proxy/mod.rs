@@ -43,7 +43,7 @@ mod edge;
 mod forward;
 #[cfg(test)]
 mod key_properties;
-mod path;
+pub(crate) mod path;
 
 pub use edge::TrustedProxies;
 pub use forward::Forward;

@@ -10,7 +10,7 @@
 use super::RouteConfig;
 use crate::body::{collect_limited, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
-use crate::engine::{Engine, Found, Shared};
+use crate::engine::{Engine, Found, Lifetime, Shared};
 use crate::entry::Entry;
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
@@ -23,6 +23,7 @@ use crate::replay::{mark, replay, to_stored, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::Storable;
+use crate::tags::{entry_tags, take_tags};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response};
@@ -173,7 +174,7 @@ where
                     Turn::Served(shared) => {
                         engine.counters.record(Event::Hit);
                         engine.counters.record(Event::Coalesced);
-                        let shared = Arc::new(shared);
+                        let shared = Arc::new(*shared);
                         let entry = shared.entry.clone();
                         guard.finish(Some(shared));
                         return Ok(replay_entry(
@@ -286,7 +287,9 @@ impl<'a> Miss<'a> {
                 return Ok(self.serve_stale(stale, &method, &request_headers, reason.as_str()));
             }
         }
-        let (response_parts, response_body) = response.into_parts();
+        let (mut response_parts, response_body) = response.into_parts();
+        // Whether or not it is stored, the tag field stays here.
+        let named = take_tags(&mut response_parts.headers, &engine.config.tag_header);
         let statuses = route
             .statuses
             .as_deref()
@@ -328,15 +331,14 @@ impl<'a> Miss<'a> {
             }
         };
         let vary = route.vary_names(&response_parts.headers);
+        let lifetime = Lifetime {
+            born_ms: Entry::now_ms(),
+            ttl: route.ttl,
+            grace: route.grace(),
+        };
+        let tags = entry_tags(&route.tags, named);
         let shared = engine
-            .store(
-                key,
-                vary,
-                &request_headers,
-                stored,
-                route.ttl,
-                route.grace(),
-            )
+            .store_with(key, vary, &request_headers, stored, lifetime, tags)
             .await;
         let shared = Arc::new(shared);
         let response = replay(
@@ -423,7 +425,8 @@ where
 {
     tracing::debug!(method = %parts.method, path = parts.uri.path(), %reason, "request bypasses the cache");
     engine.counters.record(Event::Bypass(reason));
-    let response = inner.call(Request::from_parts(parts, body)).await?;
+    let mut response = inner.call(Request::from_parts(parts, body)).await?;
+    response.headers_mut().remove(&engine.config.tag_header);
     Ok(mark(response.map(CacheBody::stream), CacheStatus::Bypass))
 }
 

@@ -42,6 +42,7 @@ pub fn cache(timeout: impl IntoTimeout) -> CacheLayer {
             statuses: None,
             stale_if_error: Duration::ZERO,
             stale_while_revalidate: Duration::ZERO,
+            tags: Vec::new(),
         }),
     }
 }
@@ -78,6 +79,8 @@ struct RouteConfig {
     statuses: Option<Vec<StatusCode>>,
     stale_if_error: Duration,
     stale_while_revalidate: Duration,
+    /// Tags every entry of the route carries (sorted, without duplicates).
+    tags: Vec<String>,
 }
 
 /// The route layer returned by [`cache`].
@@ -136,6 +139,31 @@ impl CacheLayer {
     /// (one per key at a time). Off by default.
     pub fn stale_while_revalidate(mut self, grace: Duration) -> Self {
         Arc::make_mut(&mut self.route).stale_while_revalidate = grace;
+        self
+    }
+
+    /// Tags every entry of this route carries, besides those its responses name in the tag field
+    /// (`Surrogate-Key`); [`CacheHandle::purge_tag`](crate::CacheHandle::purge_tag) purges them.
+    ///
+    /// # Panics
+    /// If a tag is empty, longer than 256 bytes, or holds a space, a comma or a character that is
+    /// not visible ASCII: a programming error, found at start-up.
+    pub fn tags<I, T>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let route = Arc::make_mut(&mut self.route);
+        for tag in tags {
+            let tag = tag.into();
+            assert!(
+                crate::tags::is_valid_tag(&tag),
+                "tags: {tag:?} is not a valid tag"
+            );
+            route.tags.push(tag);
+        }
+        route.tags.sort();
+        route.tags.dedup();
         self
     }
 

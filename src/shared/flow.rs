@@ -152,7 +152,7 @@ impl Cache {
             match Box::pin(fleet::take_turn(&self.engine, key, key, headers)).await {
                 Turn::Served(shared) => {
                     if let Some(response) = self.take_shared(&shared, &outgoing, false) {
-                        guard.finish(Some(Arc::new(shared)));
+                        guard.finish(Some(Arc::new(*shared)));
                         return Ok(response);
                     }
                     leader = Some(guard);
@@ -347,8 +347,12 @@ impl Cache {
         self.with_status(mark(response, x_cache), &status)
     }
 
+    /// Every response this cache gives a client passes here: with its `Cache-Status`, and
+    /// without the origin's tag field (tags are this cache's business).
     pub(super) fn with_status<B>(&self, mut response: Response<B>, status: &Status) -> Response<B> {
-        status.append_to(&self.options.name, response.headers_mut());
+        let headers = response.headers_mut();
+        headers.remove(&self.engine.config.tag_header);
+        status.append_to(&self.options.name, headers);
         response
     }
 

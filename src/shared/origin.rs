@@ -18,6 +18,7 @@ use crate::replay::{end_to_end, replay, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::Storable;
+use crate::tags::{entry_tags, take_tags};
 use http::header::AGE;
 use http::request::Parts;
 use http::{Response, StatusCode};
@@ -84,8 +85,12 @@ impl Cache {
         leader: Option<Leader<Arc<Shared>>>,
         mut status: Status,
     ) -> Response<CacheBody<ResB>> {
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
         status.fwd_status = Some(parts.status);
+        let tags = entry_tags(
+            &[],
+            take_tags(&mut parts.headers, &self.engine.config.tag_header),
+        );
         let cc = self.response_cc(&parts.headers);
         let vary = sorted_vary(&parts.headers);
         let kept = kept_for(
@@ -141,7 +146,7 @@ impl Cache {
         // Keyed on the Vary the origin sent, whatever fields the directives named to drop.
         let shared = self
             .engine
-            .store_with(&outgoing.key, vary, &outgoing.headers, storable, kept)
+            .store_with(&outgoing.key, vary, &outgoing.headers, storable, kept, tags)
             .await;
         status.stored = true;
         let entry = shared.entry.clone();
@@ -212,7 +217,14 @@ impl Cache {
         mut status: Status,
     ) -> Response<CacheBody<B>> {
         status.fwd_status = Some(StatusCode::NOT_MODIFIED);
-        let arrived = not_modified.into_parts().0.headers;
+        let mut arrived = not_modified.into_parts().0.headers;
+        // Tags the 304 names replace the stored ones (as its other fields do).
+        let named = take_tags(&mut arrived, &self.engine.config.tag_header);
+        let tags = if named.is_empty() {
+            entry.tags.clone()
+        } else {
+            entry_tags(&[], named)
+        };
         let mut stored = entry.into_response().expect("lookups return responses");
         update_from_304(&mut stored, &arrived);
         let cc = self.response_cc(&stored.headers);
@@ -239,7 +251,7 @@ impl Cache {
         let vary = sorted_vary(&merged.headers);
         let shared = self
             .engine
-            .store_with(&outgoing.key, vary, headers, storable, kept)
+            .store_with(&outgoing.key, vary, headers, storable, kept, tags)
             .await;
         let entry = shared.entry.clone();
         if let Some(leader) = leader {

@@ -299,6 +299,18 @@ impl Backend for RedisBackend {
         Ok(value.map(Bytes::from))
     }
 
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(self.key(key));
+        }
+        let values: Vec<Option<Vec<u8>>> = self.run(&cmd).await?;
+        Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
+    }
+
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
         let millis = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
         let mut cmd = redis::cmd("SET");
