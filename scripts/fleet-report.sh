@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Four instances of the demo sharing one redis-server, driven over HTTP: concurrent cold requests
-# for one key spread over the fleet (how many handler runs), then the same with Redis killed
-# part-way (how many failed requests). Every client sends the same Host, as behind a load
+# for one key spread over the fleet (how many handler runs); a purge of a tag carried by many
+# entries (its latency, and whether any instance still serves a purged entry); then cold requests
+# with Redis killed part-way (how many failed requests). Every client sends the same Host, as behind a load
 # balancer. Not a test: figures for issue notes and docs/architecture.md.
 #
-#   scripts/fleet-report.sh [REQUESTS] [ROUNDS]
+#   scripts/fleet-report.sh [REQUESTS] [ROUNDS] [TAGGED_ENTRIES]
 #
 # Needs redis-server and python3.
 set -euo pipefail
@@ -12,6 +13,8 @@ cd "$(dirname "$0")/.."
 
 requests=${1:-200}
 rounds=${2:-3}
+tagged=${3:-100000}
+token=fleet-report-purge-token
 source scripts/lib/processes.sh
 
 cargo build --release --quiet --bin cache-middleware
@@ -25,6 +28,7 @@ bases=(); metrics=()
 for _ in 1 2 3 4; do
   port=$(free_port); metrics_port=$(free_port)
   CACHE_BACKEND=redis REDIS_URL="redis://127.0.0.1:$redis_port" HOST=127.0.0.1 PORT=$port \
+    CACHE_PURGE_TOKEN=$token \
     METRICS_ADDR="127.0.0.1:$metrics_port" RUST_LOG=warn target/release/cache-middleware >/dev/null 2>&1 &
   pids+=("$!")
   wait_port "$port"; wait_port "$metrics_port"
@@ -37,5 +41,8 @@ for round in $(seq "$rounds"); do
   python3 scripts/lib/fleet.py "/expensive-operation?round=$round" "$requests" fleet.example 0 0
 done
 echo
-echo "== the same, with Redis killed 20 ms after the requests start"
+echo "== a purge of the tag 'items' carried by $tagged entries"
+python3 scripts/lib/fleet.py purge "$tagged" fleet.example "$token"
+echo
+echo "== $requests concurrent cold requests, with Redis killed 20 ms after they start"
 python3 scripts/lib/fleet.py "/expensive-operation?round=killed" "$requests" fleet.example "$redis_pid" 0.02

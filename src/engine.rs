@@ -62,6 +62,13 @@ impl Default for EngineConfig {
 /// How long a purge marker is kept: longer than any entry it may have to hide.
 const MARKER_LIFETIME: Duration = Duration::from_secs(400 * 24 * 3600);
 
+/// The times of this instance's purges of one tag (0: none).
+#[derive(Debug, Default, Clone, Copy)]
+struct LocalPurges {
+    soft_ms: u64,
+    hard_ms: u64,
+}
+
 /// A stored response shared with the requests that waited for it.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -98,7 +105,7 @@ pub(crate) struct Engine {
     leases_unsupported: AtomicBool,
     /// This instance's purges, by kind and tag: in effect here at once, whatever the backend
     /// keeps (an in-process store may evict a marker).
-    purges: Mutex<HashMap<(PurgeKind, String), u64>>,
+    purges: Mutex<HashMap<String, LocalPurges>>,
 }
 
 impl Engine {
@@ -284,7 +291,11 @@ impl Engine {
         let now_ms = Entry::now_ms();
         {
             let mut purges = self.purges.lock().unwrap_or_else(PoisonError::into_inner);
-            let at = purges.entry((kind, tag.to_owned())).or_default();
+            let marks = purges.entry(tag.to_owned()).or_default();
+            let at = match kind {
+                PurgeKind::Soft => &mut marks.soft_ms,
+                PurgeKind::Hard => &mut marks.hard_ms,
+            };
             *at = (*at).max(now_ms);
         }
         let key = marker_key(&self.config.namespace, kind, tag);
@@ -307,18 +318,32 @@ impl Engine {
             .collect();
         let local: Vec<(PurgeKind, u64)> = {
             let purges = self.purges.lock().unwrap_or_else(PoisonError::into_inner);
-            wanted
+            entry
+                .tags
                 .iter()
-                .filter_map(|(kind, tag)| Some((*kind, *purges.get(&(*kind, (*tag).clone()))?)))
+                .filter_map(|tag| purges.get(tag.as_str()))
+                .flat_map(|marks| {
+                    [
+                        (PurgeKind::Soft, marks.soft_ms),
+                        (PurgeKind::Hard, marks.hard_ms),
+                    ]
+                })
                 .collect()
         };
         let keys: Vec<String> = wanted
             .iter()
             .map(|(kind, tag)| marker_key(&self.config.namespace, *kind, tag))
             .collect();
-        let stored = match self.call("get", self.backend.get_many(&keys)).await {
+        // An in-process store answers at once (no budget or timer), as for entries.
+        let ready: Option<Result<Vec<_>, _>> =
+            keys.iter().map(|key| self.backend.get_ready(key)).collect();
+        let stored = match ready {
             Some(Ok(values)) => values,
-            _ => return Verdict::Gone,
+            Some(Err(_)) => return Verdict::Gone,
+            None => match self.call("get", self.backend.get_many(&keys)).await {
+                Some(Ok(values)) => values,
+                _ => return Verdict::Gone,
+            },
         };
         let shared = wanted
             .iter()

@@ -12,7 +12,7 @@ use cache_middleware::{cache, CacheMiddleware};
 use futures_util::future::join_all;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::servers::{wait_until, Redis};
+use support::servers::{wait_until, Cluster, Redis};
 use support::{over_http, Counter, Observed};
 
 /// One instance: the route `/slow` (cached 300 s) on a runtime and thread of its own. The handler
@@ -162,6 +162,24 @@ async fn a_cold_key_runs_its_handler_once_in_the_fleet() {
         "the lease is released: {:?}",
         lease_keys(&redis)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_cluster_too_a_cold_key_runs_its_handler_once() {
+    let cluster = Cluster::start();
+    let runs = Counter::default();
+    let fleet: Vec<Instance> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|name| {
+            let backend = RedisBackend::cluster_builder(cluster.urls())
+                .build()
+                .unwrap();
+            Instance::with(name, CacheMiddleware::new(backend), &runs, WAIT, 300)
+        })
+        .collect();
+    let responses = join_all((0..100).map(|i| get_slow(&fleet[i % fleet.len()]))).await;
+    assert_eq!(runs.get(), 1, "handler runs in the fleet");
+    assert!(responses.iter().all(|r| r.status == 200));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
