@@ -56,6 +56,9 @@ pub const REDIS_SOCKET_KEEPALIVE_INTERVAL: &str = "REDIS_SOCKET_KEEPALIVE_INTERV
 pub const REDIS_SOCKET_KEEPALIVE_COUNT: &str = "REDIS_SOCKET_KEEPALIVE_COUNT";
 /// Seconds between background connection checks.
 pub const REDIS_HEALTH_CHECK_INTERVAL: &str = "REDIS_HEALTH_CHECK_INTERVAL";
+/// Bytes of an in-process tier in front of a standalone Redis, kept consistent by key tracking
+/// (unset: no tier).
+pub const REDIS_LOCAL_TIER_MAX_BYTES: &str = "REDIS_LOCAL_TIER_MAX_BYTES";
 /// Seconds one Redis operation attempt may take (default 0.05).
 pub const REDIS_TIMEOUT: &str = "REDIS_TIMEOUT";
 /// Path of the CA certificate (PEM) for `rediss://`.
@@ -372,6 +375,9 @@ fn redis(env: &Env<'_>, context: &str) -> Result<Arc<dyn Backend>, ConfigError> 
     if let Some(every) = env.seconds(REDIS_HEALTH_CHECK_INTERVAL)? {
         builder = builder.health_check_interval(every);
     }
+    if let Some(bytes) = env.count(REDIS_LOCAL_TIER_MAX_BYTES)? {
+        builder = builder.local_tier(bytes);
+    }
     if let Some(limit) = env.seconds(REDIS_TIMEOUT)? {
         builder = builder.timeout(limit);
     }
@@ -622,10 +628,12 @@ mod tests {
             (REDIS_SOCKET_KEEPALIVE_INTERVAL, "3"),
             (REDIS_SOCKET_KEEPALIVE_COUNT, "5"),
             (REDIS_HEALTH_CHECK_INTERVAL, "30"),
+            (REDIS_LOCAL_TIER_MAX_BYTES, "67108864"),
             (CACHE_NAMESPACE, "shop"),
         ])
         .unwrap();
         let debug = format!("{backend:?}");
+        assert!(debug.contains("local_tier_bytes: 67108864"), "{debug}");
         assert!(debug.contains("max_connections: 20"), "{debug}");
         assert!(debug.contains("namespace: \"shop\""), "{debug}");
         assert!(!debug.contains("pw\""), "{debug}");

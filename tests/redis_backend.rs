@@ -313,6 +313,142 @@ async fn a_lease_is_exclusive_expires_and_is_released_only_by_its_holder() {
     );
 }
 
+/// GET commands Redis has served.
+fn gets_served(redis: &Redis) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Reads `key` through `backend` until its in-process tier holds it (tracking is up).
+async fn until_in_tier(backend: &RedisBackend, key: &str) -> Option<Bytes> {
+    for _ in 0..200 {
+        backend.get(key).await.unwrap();
+        if let Some(Ok(found)) = backend.get_ready(key) {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{key} never reached the in-process tier");
+}
+
+/// Reads `key` until it is `expected` (a change reported by tracking), within a second.
+async fn until_read(backend: &RedisBackend, key: &str, expected: Option<&[u8]>) {
+    for _ in 0..100 {
+        if backend.get(key).await.unwrap().as_deref() == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{key} never read as {expected:?}");
+}
+
+fn tiered(redis: &Redis) -> RedisBackend {
+    RedisBackend::builder(redis.url())
+        .namespace("t")
+        .local_tier(1 << 20)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_local_tier_answers_without_redis_and_forgets_what_any_client_changes() {
+    let redis = Redis::start();
+    let (a, b) = (tiered(&redis), tiered(&redis));
+    b.set("k", Bytes::from_static(b"v1"), MINUTE).await.unwrap();
+    assert_eq!(until_in_tier(&a, "k").await.as_deref(), Some(&b"v1"[..]));
+    let before = gets_served(&redis);
+    for _ in 0..100 {
+        assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"v1"[..]));
+    }
+    assert_eq!(
+        gets_served(&redis),
+        before,
+        "hits in the tier cost Redis nothing"
+    );
+
+    // A change through another instance, and one by any other client, are reported.
+    b.set("k", Bytes::from_static(b"v2"), MINUTE).await.unwrap();
+    until_read(&a, "k", Some(b"v2")).await;
+    redis.cli(&["SET", "t:k", "v3"]);
+    until_read(&a, "k", Some(b"v3")).await;
+    b.delete("k").await.unwrap();
+    until_read(&a, "k", None).await;
+
+    // Absence is remembered, and a creation reported.
+    assert_eq!(until_in_tier(&a, "later").await, None);
+    b.set("later", Bytes::from_static(b"now"), MINUTE)
+        .await
+        .unwrap();
+    until_read(&a, "later", Some(b"now")).await;
+
+    // A write is read back at once by the instance that made it.
+    a.set("mine", Bytes::from_static(b"1"), MINUTE)
+        .await
+        .unwrap();
+    until_in_tier(&a, "mine").await;
+    a.set("mine", Bytes::from_static(b"2"), MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(a.get("mine").await.unwrap().as_deref(), Some(&b"2"[..]));
+
+    // Lifetimes are Redis's: nothing is served past them.
+    b.set(
+        "short",
+        Bytes::from_static(b"s"),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    assert_eq!(until_in_tier(&a, "short").await.as_deref(), Some(&b"s"[..]));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(a.get_ready("short").and_then(Result::ok).flatten(), None);
+    assert_eq!(a.get("short").await.unwrap(), None);
+}
+
+// (Two workers: the checks below block one while the tracking task runs on the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tracking_the_local_tier_is_bypassed_and_misses_no_change() {
+    let redis = Redis::start();
+    let a = tiered(&redis);
+    a.set("k", Bytes::from_static(b"v1"), MINUTE).await.unwrap();
+    until_in_tier(&a, "k").await;
+
+    // The tracking connection is killed: the tier stops answering before a change it would miss.
+    let clients = redis.cli(&["CLIENT", "LIST"]);
+    let tracking = clients
+        .lines()
+        .find(|line| line.contains("flags=t"))
+        .and_then(|line| line.split_whitespace().find_map(|f| f.strip_prefix("id=")))
+        .expect("a tracking connection")
+        .to_owned();
+    redis.cli(&["CLIENT", "KILL", "ID", &tracking]);
+    wait_until("the tier to be bypassed", Duration::from_secs(3), || {
+        a.get_ready("k").is_none()
+    });
+    redis.cli(&["SET", "t:k", "changed"]);
+    assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"changed"[..]));
+    // Tracking comes back by itself; the tier starts empty and fills again.
+    assert_eq!(
+        until_in_tier(&a, "k").await.as_deref(),
+        Some(&b"changed"[..])
+    );
+
+    // A server that stops answering: the checks notice within their bound.
+    redis.process.signal("STOP");
+    wait_until("the tier to be bypassed", Duration::from_secs(3), || {
+        a.get_ready("k").is_none()
+    });
+    redis.process.signal("CONT");
+    assert_eq!(
+        until_in_tier(&a, "k").await.as_deref(),
+        Some(&b"changed"[..])
+    );
+}
+
 /// The guide's Cluster example names one node with a plain URL (`REDIS_URL` does the same): the
 /// backend finds out it is a Cluster and routes every key to its slot's master.
 #[tokio::test]

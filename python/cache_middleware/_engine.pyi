@@ -30,6 +30,7 @@ class Backend:
         cluster_nodes: Optional[Sequence[str]] = None,
         sentinels: Optional[Sequence[str]] = None,
         service_name: Optional[str] = None,
+        local_tier_max_bytes: Optional[int] = None,
     ) -> Backend: ...
     @staticmethod
     def memcached(url: str, max_connections: Optional[int] = None, namespace: Optional[str] = None) -> Backend: ...

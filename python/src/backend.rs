@@ -121,6 +121,7 @@ impl Backend {
         cluster_nodes = None,
         sentinels = None,
         service_name = None,
+        local_tier_max_bytes = None,
     ))]
     fn redis(
         url: String,
@@ -139,6 +140,7 @@ impl Backend {
         cluster_nodes: Option<Vec<String>>,
         sentinels: Option<Vec<String>>,
         service_name: Option<String>,
+        local_tier_max_bytes: Option<u64>,
     ) -> PyResult<Self> {
         let mut builder = match (cluster_nodes, sentinels) {
             (Some(nodes), _) => RedisBackend::cluster_builder(nodes),
@@ -190,6 +192,9 @@ impl Backend {
         }
         if let Some(namespace) = namespace {
             builder = builder.namespace(namespace);
+        }
+        if let Some(bytes) = local_tier_max_bytes {
+            builder = builder.local_tier(bytes);
         }
         Backend::built(|| builder.build().map(|b| Arc::new(b) as Arc<dyn RustBackend>))
     }

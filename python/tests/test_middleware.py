@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import subprocess
+import time
+from pathlib import Path
 from typing import Dict
 
 import httpx
 import pytest
+from conftest import REPO, Server, free_port, require
 
 
 def runs(client: httpx.Client, base: str, name: str) -> int:
@@ -137,8 +141,6 @@ def test_concurrent_misses_of_one_key_run_the_handler_once(serve, client, backen
 
 
 def test_a_dead_backend_costs_misses_never_failed_requests(serve, client, tmp_path) -> None:
-    from conftest import free_port
-
     dead = f"redis://127.0.0.1:{free_port()}"
     app = serve("apps.basic:app", env={"CACHE_BACKEND": "redis", "REDIS_URL": dead})
     answers = [client.get(f"{app.url}/hello") for _ in range(3)]
@@ -146,20 +148,18 @@ def test_a_dead_backend_costs_misses_never_failed_requests(serve, client, tmp_pa
     assert [a.json()["run"] for a in answers] == [1, 2, 3]
 
 
-def test_a_rust_service_and_a_python_service_read_each_others_entries(serve, client, redis_url, tmp_path) -> None:
-    from conftest import REPO, Server, free_port
-
+def rust_demo(redis_url: str, tmp_path: Path, **env: str) -> Server:
+    """The Rust demo binary on `redis_url`, with `env` added."""
     binary = REPO / "target" / "debug" / "cache-middleware"
     if not binary.exists():
         pytest.fail(f"{binary} is missing: build it with `cargo build --bin cache-middleware`")
     port = free_port()
-    rust = Server(
-        [str(binary)],
-        port,
-        "rust demo",
-        tmp_path,
-        env={"CACHE_BACKEND": "redis", "REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(port), "METRICS_ADDR": "off"},
-    )
+    settings = {"CACHE_BACKEND": "redis", "REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(port), "METRICS_ADDR": "off"}
+    return Server([str(binary)], port, "rust demo", tmp_path, env={**settings, **env})
+
+
+def test_a_rust_service_and_a_python_service_read_each_others_entries(serve, client, redis_url, tmp_path) -> None:
+    rust = rust_demo(redis_url, tmp_path)
     try:
         python = serve("apps.guide:app", env={"CACHE_BACKEND": "redis", "REDIS_URL": redis_url})
         host = {"host": "shared.example"}
@@ -174,6 +174,40 @@ def test_a_rust_service_and_a_python_service_read_each_others_entries(serve, cli
         from_python = client.post(f"{python.url}/calculate", json=body, headers=host)
         assert (by_rust.headers["x-cache"], from_python.headers["x-cache"]) == ("MISS", "HIT")
         assert from_python.content == by_rust.content
+    finally:
+        rust.stop()
+
+
+def test_a_purge_by_a_rust_instance_reaches_a_python_instance_holding_the_entry_in_its_local_tier(serve, client, redis_url, tmp_path) -> None:
+    token = "a-purge-token-for-the-tests"
+    rust = rust_demo(redis_url, tmp_path, CACHE_PURGE_TOKEN=token)
+    try:
+        env = {"CACHE_BACKEND": "redis", "REDIS_URL": redis_url, "REDIS_LOCAL_TIER_MAX_BYTES": "16777216"}
+        python = serve("apps.guide:app", env=env)
+        host = {"host": "shared.example"}
+        first = client.get(f"{python.url}/items/7", headers=host)
+        assert first.headers["x-cache"] == "MISS"
+        # Once key tracking is up, hits come from the Python instance's own memory.
+        port = redis_url.rsplit(":", 1)[1]
+
+        def gets_served() -> int:
+            stats = subprocess.run([require("redis-cli"), "-p", port, "INFO", "commandstats"], capture_output=True, text=True).stdout
+            return sum(int(line.split("calls=")[1].split(",")[0]) for line in stats.splitlines() if line.startswith(("cmdstat_get:", "cmdstat_mget:")))
+
+        for _ in range(5):
+            assert client.get(f"{python.url}/items/7", headers=host).headers["x-cache"] == "HIT"
+            time.sleep(0.05)
+        before = gets_served()
+        for _ in range(20):
+            assert client.get(f"{python.url}/items/7", headers=host).headers["x-cache"] == "HIT"
+        assert gets_served() == before, "hits from the local tier cost Redis nothing"
+        purged = client.request("PURGE", f"{rust.url}/items/7", headers={**host, "authorization": f"Bearer {token}"})
+        assert purged.status_code == 200, purged.text
+        # Redis reports the deletion to the Python instance, whose tier forgets the entry.
+        deadline = time.monotonic() + 2
+        while client.get(f"{python.url}/items/7", headers=host).headers["x-cache"] != "MISS":
+            assert time.monotonic() < deadline, "the purged entry is still served"
+            time.sleep(0.01)
     finally:
         rust.stop()
 

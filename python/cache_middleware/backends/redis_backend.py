@@ -39,7 +39,8 @@ def _keepalive(options: Optional[Mapping[int, int]]) -> Dict[str, Optional[int]]
 class RedisBackend(EngineBackend):
     """`RedisBackend(url="redis://localhost:6379", max_connections=20, ...)` with the guide's
     options. `cluster_nodes=[...]` reaches a Redis Cluster; `sentinels=[...]` with `service_name`
-    the master a Sentinel group knows."""
+    the master a Sentinel group knows. `local_tier_max_bytes` keeps an in-process tier in front
+    of a standalone server, consistent with it through Redis's key tracking."""
 
     def __init__(
         self,
@@ -57,6 +58,7 @@ class RedisBackend(EngineBackend):
         cluster_nodes: Optional[Sequence[str]] = None,
         sentinels: Optional[Sequence[str]] = None,
         service_name: Optional[str] = None,
+        local_tier_max_bytes: Optional[int] = None,
     ) -> None:
         keepalive = _keepalive(socket_keepalive_options)
         if ssl_ca_certs is not None and not os.path.isfile(ssl_ca_certs):
@@ -87,5 +89,6 @@ class RedisBackend(EngineBackend):
                 cluster_nodes=list(cluster_nodes) if cluster_nodes is not None else None,
                 sentinels=list(sentinels) if sentinels is not None else None,
                 service_name=service_name,
+                local_tier_max_bytes=local_tier_max_bytes,
             )
         )

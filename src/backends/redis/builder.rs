@@ -92,6 +92,8 @@ pub struct RedisBackendBuilder {
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) namespace: String,
+    /// Bytes of the in-process tier kept consistent by key tracking (0: none).
+    pub(crate) local_tier_bytes: u64,
 }
 
 impl RedisBackendBuilder {
@@ -109,6 +111,7 @@ impl RedisBackendBuilder {
             timeout: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(1),
             namespace: "cache-middleware".to_owned(),
+            local_tier_bytes: 0,
         }
     }
 
@@ -176,6 +179,16 @@ impl RedisBackendBuilder {
     /// Prefix of every key (default `"cache-middleware"`); `clear()` removes only keys under it.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
+        self
+    }
+
+    /// An in-process tier of up to `max_bytes` in front of this server, kept consistent with it
+    /// by Redis's key tracking (RESP3, broadcast mode on the namespace): reads it holds cost no
+    /// round trip, and a change by any client removes the key from it at once. While tracking is
+    /// lost the tier is emptied and bypassed (see `docs/architecture.md` for the bound). Standalone
+    /// servers only; with Sentinel or Cluster it stays off. Default 0 (off).
+    pub fn local_tier(mut self, max_bytes: u64) -> Self {
+        self.local_tier_bytes = max_bytes;
         self
     }
 
@@ -284,6 +297,7 @@ impl fmt::Debug for RedisBackendBuilder {
             .field("ssl_cert_reqs", &self.ssl_cert_reqs)
             .field("timeout", &self.timeout)
             .field("namespace", &self.namespace)
+            .field("local_tier_bytes", &self.local_tier_bytes)
             .finish()
     }
 }

@@ -10,7 +10,7 @@ use redis::io::tcp::{socket2, TcpSettings};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    Pipeline, RedisFuture, TlsCertificates, TlsMode, Value,
+    Pipeline, ProtocolVersion, PushInfo, RedisFuture, TlsCertificates, TlsMode, Value,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -78,13 +78,21 @@ impl Connector {
                 // Built now, used only if the server turns out to be a Cluster node.
                 let as_cluster = cluster_client(vec![info.clone()], options, certificates.clone())
                     .map_err(|e| invalid_url(url, e))?;
-                let client = match certificates {
+                // Key tracking reports arrive as RESP3 pushes, on a connection of their own.
+                let resp3 = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(ProtocolVersion::RESP3);
+                let tracking_info = info.clone().set_redis_settings(resp3);
+                let open = |info| match certificates.clone() {
                     Some(certs) => Client::build_with_tls(info, certs),
                     None => Client::open(info),
-                }
-                .map_err(|e| invalid_url(url, e))?;
+                };
+                let client = open(info).map_err(|e| invalid_url(url, e))?;
+                let tracking = open(tracking_info).map_err(|e| invalid_url(url, e))?;
                 Ok(Connector::Single(Arc::new(Standalone {
                     client,
+                    tracking,
                     config,
                     as_cluster,
                     is_cluster: AtomicBool::new(false),
@@ -158,6 +166,26 @@ impl Connector {
         };
         connection.map_err(|e| BackendError::Connection(e.to_string()))
     }
+
+    /// A RESP3 connection whose pushes go to `reports`, for key tracking; `None` for a topology
+    /// the tier does not serve (Sentinel, Cluster, a plain URL naming a Cluster node).
+    pub(crate) async fn tracking_connection(
+        &self,
+        reports: tokio::sync::mpsc::UnboundedSender<PushInfo>,
+    ) -> redis::RedisResult<Option<MultiplexedConnection>> {
+        let Connector::Single(standalone) = self else {
+            return Ok(None);
+        };
+        let config = standalone.config.clone().set_push_sender(reports);
+        let mut connection = standalone
+            .tracking
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        if standalone.is_cluster.load(Ordering::Acquire) || cluster_enabled(&mut connection).await {
+            return Ok(None);
+        }
+        Ok(Some(connection))
+    }
 }
 
 /// One server named by a plain URL, which may be one node of a Redis Cluster: the guide's Cluster
@@ -166,6 +194,8 @@ impl Connector {
 /// open cluster connections, seeded with the same URL, from then on.
 pub(crate) struct Standalone {
     client: Client,
+    /// The same server over RESP3, for the key tracking of the in-process tier.
+    tracking: Client,
     config: AsyncConnectionConfig,
     as_cluster: ClusterClient,
     is_cluster: AtomicBool,

@@ -6,6 +6,8 @@
 
 mod builder;
 mod connect;
+mod tier;
+mod tracking;
 
 pub use builder::{CertReqs, KeepaliveOptions, RedisBackendBuilder};
 
@@ -16,11 +18,12 @@ use builder::Topology;
 use bytes::Bytes;
 use connect::{Conn, Connector};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{FromRedisValue, RedisError};
+use redis::{FromRedisValue, RedisError, RedisFuture, Value};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+use tier::{FillTicket, Tier};
 
 const SCAN_BATCH: usize = 500;
 
@@ -55,6 +58,10 @@ pub struct RedisBackend {
 
 struct Inner {
     pool: Pool<Conn>,
+    connector: Connector,
+    /// The in-process tier, when configured (`local_tier`).
+    tier: Option<Arc<Tier>>,
+    tracking_started: AtomicBool,
     prefix: String,
     retry_on_timeout: bool,
     timeout: Duration,
@@ -97,7 +104,8 @@ impl RedisBackend {
     }
 
     pub(crate) fn from_builder(options: RedisBackendBuilder) -> Result<Self, BuildError> {
-        let connect = Connector::new(&options)?;
+        let connector = Connector::new(&options)?;
+        let connect = connector.clone();
         let pool = Pool::new(
             options.max_connections,
             options.connect_timeout,
@@ -109,6 +117,10 @@ impl RedisBackend {
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 pool,
+                connector,
+                tier: (options.local_tier_bytes > 0)
+                    .then(|| Arc::new(Tier::new(options.local_tier_bytes))),
+                tracking_started: AtomicBool::new(false),
                 prefix: format!("{}:", options.namespace),
                 retry_on_timeout: options.retry_on_timeout,
                 timeout: options.timeout,
@@ -137,10 +149,11 @@ impl RedisBackend {
         format!("{}lease:{key}", self.inner.prefix)
     }
 
-    /// Runs `cmd`; a time-out or a dropped connection discards the connection and, with
-    /// `retry_on_timeout`, tries once more on a fresh one.
-    async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BackendError> {
+    /// Runs `cmd` (a command or a pipeline); a time-out or a dropped connection discards the
+    /// connection and, with `retry_on_timeout`, tries once more on a fresh one.
+    async fn run<T: FromRedisValue + Send, Q: Query>(&self, cmd: &Q) -> Result<T, BackendError> {
         self.start_health_checks();
+        self.start_tracking();
         let attempts = if self.inner.retry_on_timeout { 2 } else { 1 };
         let mut last_error = None;
         for _ in 0..attempts {
@@ -148,7 +161,7 @@ impl RedisBackend {
                 Ok(checked_out) => checked_out,
                 Err(error) => return Err(last_error.unwrap_or(error)),
             };
-            match tokio::time::timeout(self.inner.timeout, cmd.query_async::<T>(&mut conn)).await {
+            match tokio::time::timeout(self.inner.timeout, cmd.query::<T>(&mut conn)).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) if !is_connection_failure(&error) => {
                     return Err(server_error(error))
@@ -164,6 +177,36 @@ impl RedisBackend {
             }
         }
         Err(last_error.expect("at least one attempt"))
+    }
+
+    fn forget_in_tier(&self, full: &str) {
+        if let Some(tier) = &self.inner.tier {
+            tier.forget([full]);
+        }
+    }
+
+    /// Spawns the key-tracking task of the in-process tier on first use.
+    fn start_tracking(&self) {
+        if self.inner.tier.is_none() || self.inner.tracking_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tokio::spawn(tracking::track(Arc::downgrade(&self.inner)));
+    }
+
+    /// `key`'s value and remaining lifetime, in one round trip, kept in the tier if nothing
+    /// changed meanwhile.
+    async fn get_into_tier(
+        &self,
+        tier: &Tier,
+        ticket: FillTicket,
+        full: &str,
+    ) -> Result<Option<Bytes>, BackendError> {
+        let mut both = redis::pipe();
+        both.cmd("GET").arg(full).cmd("PTTL").arg(full);
+        let (value, lives): (Option<Vec<u8>>, i64) = self.run(&both).await?;
+        let value = value.map(Bytes::from);
+        tier.fill(ticket, full, value.clone(), remaining(lives));
+        Ok(value)
     }
 
     /// Spawns the health check task on first use (construction may happen outside a runtime).
@@ -212,7 +255,7 @@ impl RedisBackend {
                 // UNLINK frees memory in the background; in a cluster redis-rs splits it by slot.
                 let mut unlink = redis::cmd("UNLINK");
                 unlink.arg(&keys);
-                self.run::<i64>(&unlink).await?;
+                self.run::<i64, _>(&unlink).await?;
             }
             if next == 0 {
                 return Ok(());
@@ -246,6 +289,35 @@ async fn health_checks(inner: Weak<Inner>, every: Duration) {
                 inner.pool.discard(ticket).await;
             }
         }
+    }
+}
+
+/// A `PTTL` answer as a lifetime: `None` for a key without one (or gone).
+fn remaining(pttl: i64) -> Option<Duration> {
+    u64::try_from(pttl).ok().map(Duration::from_millis)
+}
+
+/// What `run` sends: one command or a pipeline.
+trait Query: Sync {
+    fn query<'a, T: FromRedisValue + Send + 'a>(&'a self, conn: &'a mut Conn)
+        -> RedisFuture<'a, T>;
+}
+
+impl Query for redis::Cmd {
+    fn query<'a, T: FromRedisValue + Send + 'a>(
+        &'a self,
+        conn: &'a mut Conn,
+    ) -> RedisFuture<'a, T> {
+        Box::pin(self.query_async(conn))
+    }
+}
+
+impl Query for redis::Pipeline {
+    fn query<'a, T: FromRedisValue + Send + 'a>(
+        &'a self,
+        conn: &'a mut Conn,
+    ) -> RedisFuture<'a, T> {
+        Box::pin(self.query_async(conn))
     }
 }
 
@@ -295,49 +367,96 @@ fn parse_cluster_masters(text: &str) -> Vec<(String, u16)> {
 #[async_trait]
 impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
-        let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(self.key(key))).await?;
+        let full = self.key(key);
+        if let Some(tier) = &self.inner.tier {
+            if let Some(found) = tier.get(&full) {
+                return Ok(found);
+            }
+            if let Some(ticket) = tier.ticket() {
+                return self.get_into_tier(tier, ticket, &full).await;
+            }
+        }
+        let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(full)).await?;
         Ok(value.map(Bytes::from))
+    }
+
+    fn get_ready(&self, key: &str) -> Option<Result<Option<Bytes>, BackendError>> {
+        let tier = self.inner.tier.as_ref()?;
+        tier.get(&self.key(key)).map(Ok)
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut cmd = redis::cmd("MGET");
-        for key in keys {
-            cmd.arg(self.key(key));
+        let full: Vec<String> = keys.iter().map(|key| self.key(key)).collect();
+        let tier = self.inner.tier.as_ref();
+        if let Some(tier) = tier {
+            let known: Option<Vec<Option<Bytes>>> = full.iter().map(|k| tier.get(k)).collect();
+            if let Some(values) = known {
+                return Ok(values);
+            }
         }
-        let values: Vec<Option<Vec<u8>>> = self.run(&cmd).await?;
-        Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
+        let ticket = tier.and_then(|tier| tier.ticket());
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET").arg(&full);
+        if ticket.is_some() {
+            for key in &full {
+                pipe.cmd("PTTL").arg(key);
+            }
+        }
+        let answers: Vec<Value> = self.run(&pipe).await?;
+        let mut answers = answers.into_iter();
+        let values: Vec<Option<Vec<u8>>> = answers
+            .next()
+            .map(FromRedisValue::from_redis_value)
+            .transpose()
+            .map_err(|e| BackendError::Server(e.to_string()))?
+            .unwrap_or_default();
+        let values: Vec<Option<Bytes>> = values.into_iter().map(|v| v.map(Bytes::from)).collect();
+        if let (Some(tier), Some(ticket)) = (tier, ticket) {
+            for ((key, value), lives) in full.iter().zip(&values).zip(answers) {
+                let lives = i64::from_redis_value(lives).ok().and_then(remaining);
+                tier.fill(ticket, key, value.clone(), lives);
+            }
+        }
+        Ok(values)
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
         let millis = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(key))
-            .arg(value.as_ref())
-            .arg("PX")
-            .arg(millis);
-        self.run::<()>(&cmd).await
+        let full = self.key(key);
+        cmd.arg(&full).arg(value.as_ref()).arg("PX").arg(millis);
+        let written = self.run::<(), _>(&cmd).await;
+        // Read-your-writes here, before Redis's report of this change arrives.
+        self.forget_in_tier(&full);
+        written
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        self.run::<i64>(redis::cmd("UNLINK").arg(self.key(key)))
-            .await
-            .map(drop)
+        let full = self.key(key);
+        let deleted = self.run::<i64, _>(redis::cmd("UNLINK").arg(&full)).await;
+        self.forget_in_tier(&full);
+        deleted.map(drop)
     }
 
     async fn clear(&self) -> Result<(), BackendError> {
         // Decided by a connection: a plain URL may turn out to name a Cluster node.
         let (connection, _) = self.inner.pool.checkout_shared().await?;
-        if matches!(connection, Conn::Cluster(_)) {
+        let cleared = if matches!(connection, Conn::Cluster(_)) {
+            let mut cleared = Ok(());
             for master in self.cluster_masters().await? {
-                self.clear_through(Some(master)).await?;
+                cleared = cleared.and(self.clear_through(Some(master)).await);
             }
-            Ok(())
+            cleared
         } else {
             self.clear_through(None).await
+        };
+        if let Some(tier) = &self.inner.tier {
+            tier.forget_all();
         }
+        cleared
     }
 
     fn name(&self) -> &'static str {
@@ -372,7 +491,7 @@ impl Backend for RedisBackend {
             .arg(1)
             .arg(self.lease_key(key))
             .arg(token);
-        self.run::<i64>(&cmd).await.map(drop)
+        self.run::<i64, _>(&cmd).await.map(drop)
     }
 }
 
@@ -385,6 +504,7 @@ impl fmt::Debug for RedisBackend {
             .field("target", &self.target())
             .field("namespace", &self.inner.options.namespace)
             .field("max_connections", &self.inner.pool.size())
+            .field("local_tier_bytes", &self.inner.options.local_tier_bytes)
             .finish_non_exhaustive()
     }
 }
