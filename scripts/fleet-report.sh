@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Four instances of the demo sharing one redis-server, driven over HTTP: concurrent cold requests
-# for one key spread over the fleet (how many handler runs); a purge of a tag carried by many
-# entries (its latency, and whether any instance still serves a purged entry); then cold requests
-# with Redis killed part-way (how many failed requests). Every client sends the same Host, as behind a load
-# balancer. Not a test: figures for issue notes and docs/architecture.md.
+# Four instances of the demo sharing one redis-server, each with a local tier, driven over
+# HTTP: concurrent cold requests for one key spread over the fleet (how many handler runs); how
+# soon a purge on one instance stops the others serving the entry from their tiers; a purge of a
+# tag carried by many entries (its latency, and whether any instance still serves a purged
+# entry); then cold requests with Redis killed part-way (how many failed requests). Every client
+# sends the same Host, as behind a load balancer. Not a test: figures for the issue notes and
+# docs/architecture.md.
 #
 #   scripts/fleet-report.sh [REQUESTS] [ROUNDS] [TAGGED_ENTRIES]
 #
@@ -28,7 +30,7 @@ bases=(); metrics=()
 for _ in 1 2 3 4; do
   port=$(free_port); metrics_port=$(free_port)
   CACHE_BACKEND=redis REDIS_URL="redis://127.0.0.1:$redis_port" HOST=127.0.0.1 PORT=$port \
-    CACHE_PURGE_TOKEN=$token \
+    CACHE_PURGE_TOKEN=$token REDIS_LOCAL_TIER_MAX_BYTES=$((64 * 1024 * 1024)) \
     METRICS_ADDR="127.0.0.1:$metrics_port" RUST_LOG=warn target/release/cache-middleware >/dev/null 2>&1 &
   pids+=("$!")
   wait_port "$port"; wait_port "$metrics_port"
@@ -40,6 +42,9 @@ echo "== $requests concurrent cold requests for one key, over 4 instances sharin
 for round in $(seq "$rounds"); do
   python3 scripts/lib/fleet.py "/expensive-operation?round=$round" "$requests" fleet.example 0 0
 done
+echo
+echo "== invalidation across the instances' local tiers"
+python3 scripts/lib/fleet.py invalidation 1000 fleet.example "$token"
 echo
 echo "== a purge of the tag 'items' carried by $tagged entries"
 python3 scripts/lib/fleet.py purge "$tagged" fleet.example "$token"

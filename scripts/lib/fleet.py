@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 
 def get(base: str, path: str, host: str) -> Tuple[int, str]:
@@ -85,7 +85,51 @@ def purge_report(entries: int, host: str, token: str) -> None:
     )
 
 
+def invalidation_report(updates: int, host: str, token: str) -> None:
+    """For each update: every instance holds one `/debug` entry (a timestamp) in its local tier;
+    one instance purges it; the time until each other instance stops answering with the old
+    body is recorded, from the purge's answer. (The first instance to read after the purge runs
+    the handler, and the others may get that new entry: what matters is that nobody serves the
+    old one.)"""
+    bases = os.environ["FLEET_BASES"].split()
+    connections = [http.client.HTTPConnection(b.removeprefix("http://"), timeout=10) for b in bases]
+
+    def ask(i: int, method: str, path: str, extra: Dict[str, str]) -> Tuple[int, bytes]:
+        connections[i].request(method, path, headers={"Host": host, **extra})
+        response = connections[i].getresponse()
+        return response.status, response.read()
+
+    delays: List[float] = []
+    for update in range(updates):
+        path = f"/debug?update={update}"
+        old = ask(0, "GET", path, {})[1]
+        for i in range(len(bases)):
+            ask(i, "GET", path, {})
+            assert ask(i, "GET", path, {})[1] == old
+        purger = update % len(bases)
+        status, _ = ask(purger, "PURGE", path, {"Authorization": f"Bearer {token}"})
+        assert status == 200, status
+        purged_at = time.perf_counter()
+        for i in range(len(bases)):
+            if i == purger:
+                continue
+            while ask(i, "GET", path, {})[1] == old:
+                if time.perf_counter() - purged_at > 5:
+                    raise SystemExit(f"instance {i} still serves {path} 5 s after its purge")
+            delays.append((time.perf_counter() - purged_at) * 1000)
+    delays.sort()
+    p = lambda q: delays[min(len(delays) - 1, int(q * len(delays)))]  # noqa: E731
+    print(
+        f"{updates} purges on one instance; until each other instance stopped serving the old entry: "
+        f"p50 {p(0.5):.2f} ms, p99 {p(0.99):.2f} ms, max {delays[-1]:.2f} ms ({len(delays)} observations, "
+        "each including the HTTP round trips of the reads that found it)"
+    )
+
+
 def main() -> None:
+    if sys.argv[1] == "invalidation":
+        invalidation_report(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+        return
     if sys.argv[1] == "purge":
         purge_report(int(sys.argv[2]), sys.argv[3], sys.argv[4])
         return
