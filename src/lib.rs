@@ -64,7 +64,7 @@ pub use replay::{CacheStatus, X_CACHE};
 pub use route::{cache, CacheLayer, CacheService, IntoTimeout};
 pub use shared::{SharedCache, SharedCacheService};
 pub use stats::CacheStats;
-pub use tags::PurgeKind;
+pub use tags::{is_valid_tag, PurgeKind};
 
 /// The README's code blocks, compiled as doc tests.
 #[doc = include_str!("../README.md")]

@@ -4,38 +4,71 @@
     @cache(timeout=300)
     async def read_root(): ...
 
+    @app.get("/items/{item_id}")
+    @cache(timeout=600, tags=["items"])   # purge them all with `purge_tag("items")`
+    async def read_item(item_id: int): ...
+
 The decorator only labels the endpoint; it returns the same function, so FastAPI sees the
 signature it declared. A route without it is never cached.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Tuple, TypeVar, Union
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_ATTRIBUTE = "__cache_middleware_timeout__"
+_ATTRIBUTE = "__cache_middleware_route__"
 
 
-def cache(timeout: Union[int, float] = 300) -> Callable[[F], F]:
-    """Caches the decorated route's responses for `timeout` seconds (default 300)."""
+class RouteCache(NamedTuple):
+    """What `@cache(...)` says about a route."""
+
+    timeout: float
+    tags: Tuple[str, ...] = ()
+
+
+def _valid_tag(tag: object) -> bool:
+    return (
+        isinstance(tag, str)
+        and 0 < len(tag.encode()) <= 256
+        and all(33 <= ord(c) <= 126 and c != "," for c in tag)
+    )
+
+
+def cache(timeout: Union[int, float] = 300, tags: Optional[Iterable[str]] = None) -> Callable[[F], F]:
+    """Caches the decorated route's responses for `timeout` seconds (default 300), tagged with
+    `tags` (visible ASCII without spaces or commas) for purging."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
     if timeout < 0:
         raise ValueError(f"timeout must be a number of seconds >= 0, not {timeout!r}")
+    if isinstance(tags, str):
+        raise TypeError(f"tags must be a list of tags, not the string {tags!r}")
+    named = tuple(sorted(set(tags or ())))
+    for tag in named:
+        if not _valid_tag(tag):
+            raise ValueError(f"{tag!r} is not a valid tag: visible ASCII without spaces or commas, at most 256 bytes")
+    spec = RouteCache(float(timeout), named)
 
     def decorator(func: F) -> F:
-        setattr(func, _ATTRIBUTE, float(timeout))
+        setattr(func, _ATTRIBUTE, spec)
         return func
 
     return decorator
 
 
-def timeout_of(endpoint: Any) -> Optional[float]:
-    """The `@cache` timeout of `endpoint`, or `None` if it is not cached."""
+def route_cache_of(endpoint: Any) -> Optional[RouteCache]:
+    """What `@cache` said about `endpoint`, or `None` if it is not cached."""
     while endpoint is not None:
         found = getattr(endpoint, _ATTRIBUTE, None)
-        if found is not None:
-            return float(found)
+        if isinstance(found, RouteCache):
+            return found
         endpoint = getattr(endpoint, "__wrapped__", None)
     return None
+
+
+def timeout_of(endpoint: Any) -> Optional[float]:
+    """The `@cache` timeout of `endpoint`, or `None` if it is not cached."""
+    found = route_cache_of(endpoint)
+    return None if found is None else found.timeout

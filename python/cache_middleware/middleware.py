@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Tuple
 
 from cache_middleware import _engine
-from cache_middleware._driver import wakeups
+from cache_middleware._driver import run, wakeups
 from cache_middleware.backends.base import CacheBackend
-from cache_middleware.decorators import timeout_of
+from cache_middleware.decorators import RouteCache, route_cache_of
 from cache_middleware.logger_config import sync_log_level
 
 Scope = MutableMapping[str, Any]
@@ -63,7 +63,8 @@ class CacheMiddleware:
             max_request_body_size=max_request_body_size,
             backend_timeout=backend_timeout,
         )
-        self._routes: Dict[Tuple[str, str], Optional[float]] = {}
+        self._routes: Dict[Tuple[str, str], Optional[_engine.Route]] = {}
+        self._layers: Dict[RouteCache, _engine.Route] = {}
         self._state_set = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -72,10 +73,10 @@ class CacheMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        timeout = self._routes.get((scope["method"], scope["path"]), _UNKNOWN)
-        if timeout is _UNKNOWN:
-            timeout = self._remember(scope)
-        if timeout is None:
+        route = self._routes.get((scope["method"], scope["path"]), _UNKNOWN)
+        if route is _UNKNOWN:
+            route = self._remember(scope)
+        if route is None:
             await self.app(scope, receive, send)
             return
         sync_log_level()
@@ -87,7 +88,7 @@ class CacheMiddleware:
         path = scope.get("raw_path") or scope["path"].encode("utf-8")
         try:
             exchange = self.engine.begin(
-                scope["method"], path, scope.get("query_string", b""), scope["headers"], body, timeout
+                scope["method"], path, scope.get("query_string", b""), scope["headers"], body, route
             )
         except ValueError:
             # A target the engine cannot read (the server let it through): served, uncached.
@@ -100,27 +101,44 @@ class CacheMiddleware:
             return
         await _Drive(exchange, self.app, scope, receive, send, more).run(ready)
 
+    async def purge_tag(self, tag: str, soft: bool = False) -> None:
+        """Purges every entry of a route tagged `tag` (`@cache(..., tags=[...])`) or whose
+        response named it in `Surrogate-Key`: soft, they become stale; otherwise they are gone.
+        One write, whatever the number of entries; every instance sharing the backend sees it."""
+        await run(self.engine.purge_tag(tag, soft))
+
+    async def invalidate(self, url: str, host: Optional[str] = None) -> None:
+        """Removes the cached GET response for `url` (absolute, or a path with `host`)."""
+        await run(self.engine.invalidate(url, host))
+
     def _set_app_state(self, scope: Scope) -> None:
-        # The guide's warming code reads `app.state.cache_backend` at start-up.
+        # The guide's warming code reads `app.state.cache_backend` at start-up; purges go through
+        # `app.state.cache_middleware`.
         if self._state_set:
             return
         app = scope.get("app")
         state = getattr(app, "state", None)
         if state is not None:
             state.cache_backend = self.backend
+            state.cache_middleware = self
             self._state_set = True
 
-    def _remember(self, scope: Scope) -> Optional[float]:
-        """The route's timeout, found once per method and path."""
-        timeout = _route_timeout(scope)
+    def _remember(self, scope: Scope) -> Optional[_engine.Route]:
+        """The route's engine layer, found once per method and path (one per `@cache`)."""
+        spec = _route_cache(scope)
+        route = None
+        if spec is not None:
+            route = self._layers.get(spec)
+            if route is None:
+                route = self._layers[spec] = self.engine.route(spec.timeout, list(spec.tags))
         if len(self._routes) >= _ROUTE_MEMO_LIMIT:
             self._routes.clear()
-        self._routes[(scope["method"], scope["path"])] = timeout
-        return timeout
+        self._routes[(scope["method"], scope["path"])] = route
+        return route
 
 
-def _route_timeout(scope: Scope) -> Optional[float]:
-    """The `@cache` timeout of the route that will answer `scope`, found as the router finds it."""
+def _route_cache(scope: Scope) -> Optional[RouteCache]:
+    """What `@cache` said about the route that will answer `scope`, found as the router finds it."""
     router = getattr(scope.get("app"), "router", None)
     routes = getattr(router, "routes", None)
     if routes is None:
@@ -131,7 +149,7 @@ def _route_timeout(scope: Scope) -> Optional[float]:
         match, child = route.matches(scope)
         if match == Match.FULL:
             endpoint = child.get("endpoint", getattr(route, "endpoint", None))
-            return timeout_of(endpoint)
+            return route_cache_of(endpoint)
     return None
 
 

@@ -37,13 +37,21 @@ pub enum Outcome {
     Done,
 }
 
-type Operation =
+pub(crate) type Operation =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Outcome, String>> + Send>>;
 
 /// A backend operation Python awaits.
 #[pyclass(module = "cache_middleware._engine")]
 pub struct Task {
     driven: Driven<Result<Outcome, String>>,
+}
+
+impl Task {
+    pub(crate) fn new(operation: Operation) -> Self {
+        Task {
+            driven: Driven::new(operation),
+        }
+    }
 }
 
 #[pymethods]
@@ -77,9 +85,7 @@ impl Backend {
     }
 
     fn task(&self, operation: impl FnOnce(Arc<dyn RustBackend>) -> Operation) -> Task {
-        Task {
-            driven: Driven::new(operation(Arc::clone(&self.inner))),
-        }
+        Task::new(operation(Arc::clone(&self.inner)))
     }
 }
 

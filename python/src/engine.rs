@@ -2,17 +2,16 @@
 //! layers (`cache(timeout)`) it wraps the application in.
 
 use crate::app::{AppLink, PyApp, ReadBody};
-use crate::backend::Backend;
+use crate::backend::{Backend, Outcome, Task};
 use crate::exchange::Exchange;
 use crate::task::Driven;
 use bytes::Bytes;
-use cache_middleware::{cache, helpers, CacheLayer, CacheMiddleware};
+use cache_middleware::{cache, helpers, is_valid_tag, CacheLayer, CacheMiddleware, PurgeKind};
 use http::Request;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::Duration;
 use tower_layer::Layer;
@@ -22,8 +21,12 @@ use tower_service::Service;
 #[pyclass(module = "cache_middleware._engine", frozen)]
 pub struct Engine {
     middleware: CacheMiddleware,
-    /// One route layer per timeout in use (a handful): built once, cloned per request.
-    routes: Mutex<HashMap<u64, CacheLayer>>,
+}
+
+/// The route layer of one `@cache(...)` (its timeout and tags), built once per route.
+#[pyclass(module = "cache_middleware._engine", frozen)]
+pub struct Route {
+    layer: CacheLayer,
 }
 
 #[pymethods]
@@ -58,10 +61,7 @@ impl Engine {
             })?;
             middleware = middleware.backend_timeout(limit);
         }
-        Ok(Engine {
-            middleware,
-            routes: Mutex::new(HashMap::new()),
-        })
+        Ok(Engine { middleware })
     }
 
     /// The largest POST body read to build a key; a front reads at most one byte more.
@@ -70,7 +70,60 @@ impl Engine {
         self.middleware.request_body_limit()
     }
 
-    /// Starts one request through the route flow of a route cached for `timeout` seconds.
+    /// The route layer for `@cache(timeout=..., tags=...)`.
+    #[pyo3(signature = (timeout, tags = Vec::new()))]
+    fn route(&self, timeout: f64, tags: Vec<String>) -> PyResult<Route> {
+        let ttl = Duration::try_from_secs_f64(timeout)
+            .map_err(|_| PyValueError::new_err("timeout must be a number of seconds >= 0"))?;
+        if let Some(bad) = tags.iter().find(|tag| !is_valid_tag(tag)) {
+            return Err(PyValueError::new_err(format!(
+                "{bad:?} is not a valid tag: visible ASCII without spaces or commas, at most 256 bytes"
+            )));
+        }
+        Ok(Route {
+            layer: cache(ttl).tags(tags),
+        })
+    }
+
+    /// Purges every entry carrying `tag`: `soft` makes them stale, otherwise they are gone.
+    fn purge_tag(&self, tag: String, soft: bool) -> PyResult<Task> {
+        if !is_valid_tag(&tag) {
+            return Err(PyValueError::new_err(format!("{tag:?} is not a valid tag")));
+        }
+        let handle = self.middleware.handle();
+        let kind = if soft {
+            PurgeKind::Soft
+        } else {
+            PurgeKind::Hard
+        };
+        Ok(Task::new(Box::pin(async move {
+            handle
+                .purge_tag(&tag, kind)
+                .await
+                .map(|()| Outcome::Done)
+                .map_err(|e| e.to_string())
+        })))
+    }
+
+    /// Removes the cached GET (and HEAD) response for `url` (an absolute URL, or a path with
+    /// `host`), with every variant of it.
+    #[pyo3(signature = (url, host = None))]
+    fn invalidate(&self, url: String, host: Option<String>) -> Task {
+        let handle = self.middleware.handle();
+        let url = match host {
+            Some(host) if url.starts_with('/') => format!("http://{host}{url}"),
+            _ => url,
+        };
+        Task::new(Box::pin(async move {
+            handle
+                .invalidate(http::Method::GET, &url)
+                .await
+                .map(|()| Outcome::Done)
+                .map_err(|e| e.to_string())
+        }))
+    }
+
+    /// Starts one request through the route flow of `route`.
     /// `body` holds what the front read of a POST body (up to one byte over the limit).
     /// `path` is the raw path (ASGI `raw_path`) and `query` the raw query string.
     fn begin(
@@ -80,7 +133,7 @@ impl Engine {
         query: &[u8],
         headers: &Bound<'_, PyAny>,
         body: Vec<Bound<'_, PyBytes>>,
-        timeout: f64,
+        route: &Route,
     ) -> PyResult<Exchange> {
         let headers = crate::exchange::header_pairs(headers)?;
         let mut target = Vec::with_capacity(path.len() + 1 + query.len());
@@ -115,20 +168,10 @@ impl Engine {
         let app = PyApp {
             link: Arc::clone(&link),
         };
-        let mut service = self.middleware.layer(self.route(timeout)?.layer(app));
+        let mut service = self.middleware.layer(route.layer.layer(app));
         // Always ready (the application is called through the link), but the contract asks.
         let _ = service.poll_ready(&mut Context::from_waker(Waker::noop()));
         let flow = service.call(request);
         Ok(Exchange::new(Driven::new(flow), link))
-    }
-}
-
-impl Engine {
-    fn route(&self, timeout: f64) -> PyResult<CacheLayer> {
-        let ttl = Duration::try_from_secs_f64(timeout)
-            .map_err(|_| PyValueError::new_err("timeout must be a number of seconds >= 0"))?;
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(routes.entry(millis).or_insert_with(|| cache(ttl)).clone())
     }
 }

@@ -31,6 +31,7 @@ fn take_woken() -> Vec<u64> {
 fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     log::install();
     module.add_class::<engine::Engine>()?;
+    module.add_class::<engine::Route>()?;
     module.add_class::<exchange::Exchange>()?;
     module.add_class::<backend::Backend>()?;
     module.add_class::<backend::Task>()?;

@@ -272,3 +272,35 @@ def test_header_lines_sent_as_lists_are_stored_and_replayed(serve, client) -> No
     assert (first.text, second.text, second.headers["x-list"]) == ("listed", "listed", "yes")
     assert second.headers["x-cache"] == "HIT"
     assert runs(client, app.url, "listed") == 1
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_tags_from_the_decorator_and_the_response_purge_what_carries_them(serve, client, redis_url, backend) -> None:
+    env = {"CACHE_BACKEND": backend, "REDIS_URL": redis_url}
+    app = serve("apps.basic:app", env=env)
+    first = [client.get(f"{app.url}/products/{n}") for n in (1, 2)]
+    assert all("surrogate-key" not in r.headers for r in first), "the tag field stays on the server"
+    assert client.get(f"{app.url}/products/1").headers["x-cache"] == "HIT"
+    assert client.get(f"{app.url}/hello").headers["x-cache"] == "MISS"
+
+    # A tag the response named: that product only.
+    assert client.post(f"{app.url}/purge/product:1").status_code == 200
+    time.sleep(0.002)  # a response stored in the purge's own millisecond counts as purged
+    after = [client.get(f"{app.url}/products/{n}").headers["x-cache"] for n in (1, 2)]
+    assert after == ["MISS", "HIT"]
+    # The decorator's tag: every product, nothing else.
+    assert client.post(f"{app.url}/purge/products").status_code == 200
+    time.sleep(0.002)
+    after = [client.get(f"{app.url}/{path}").headers["x-cache"] for path in ("products/1", "products/2", "hello")]
+    assert after == ["MISS", "MISS", "HIT"]
+    assert runs(client, app.url, "products") == 5
+
+
+def test_the_decorator_refuses_tags_it_could_not_purge_by() -> None:
+    from cache_middleware.decorators import cache
+
+    for bad in (["two words"], ["a,b"], [""], ["caf\u00e9"]):
+        with pytest.raises(ValueError, match="not a valid tag"):
+            cache(timeout=10, tags=bad)
+    with pytest.raises(TypeError):
+        cache(timeout=10, tags="one-string")  # type: ignore[arg-type]

@@ -145,3 +145,17 @@ class ListPairs(Response):
 async def listed() -> Response:
     run("listed")
     return ListPairs()
+
+
+@app.get("/products/{product_id}")
+@cache(timeout=300, tags=["products"])
+async def product(product_id: int) -> Response:
+    # The response names a tag of its own too; the client never sees the field.
+    body = f'{{"product": {product_id}, "run": {run("products")}}}'
+    return Response(body, media_type="application/json", headers={"Surrogate-Key": f"product:{product_id}"})
+
+
+@app.post("/purge/{tag}")
+async def purge(tag: str, request: Request, soft: bool = False) -> Dict[str, str]:
+    await request.app.state.cache_middleware.purge_tag(tag, soft=soft)
+    return {"purged": tag}
