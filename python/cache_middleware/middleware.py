@@ -56,6 +56,8 @@ class CacheMiddleware:
             )
         self.app = app
         self.backend = backend
+        # What the engine says while it is set up reaches loguru's handlers too.
+        sync_log_level()
         self.engine = _engine.Engine(
             backend.engine_backend(),
             namespace=namespace,
@@ -63,6 +65,7 @@ class CacheMiddleware:
             max_request_body_size=max_request_body_size,
             backend_timeout=backend_timeout,
         )
+        _engine.flush_logs()
         self._routes: Dict[Tuple[str, str], Optional[_engine.Route]] = {}
         self._layers: Dict[RouteCache, _engine.Route] = {}
         self._state_set = False

@@ -46,6 +46,14 @@ impl Engine {
         let middleware = CacheMiddleware::new(Arc::clone(&backend.inner));
         let mut middleware = helpers::configure_middleware(middleware)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        // A background refresh would call the application from the engine's own runtime, where no
+        // event loop drives it: this front refreshes in the request's task only.
+        if std::env::var(helpers::CACHE_EARLY_REFRESH).is_ok_and(|v| !v.trim().is_empty()) {
+            tracing::warn!(
+                "CACHE_EARLY_REFRESH is not supported by the Python package yet; entries are refreshed when they expire"
+            );
+        }
+        middleware = middleware.early_refresh(0.0);
         if let Some(namespace) = namespace {
             middleware = middleware.namespace(namespace);
         }

@@ -304,3 +304,11 @@ def test_the_decorator_refuses_tags_it_could_not_purge_by() -> None:
             cache(timeout=10, tags=bad)
     with pytest.raises(TypeError):
         cache(timeout=10, tags="one-string")  # type: ignore[arg-type]
+
+
+def test_early_refresh_is_declined_with_a_warning_not_left_to_hang(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory", "CACHE_EARLY_REFRESH": "1"})
+    answers = [client.get(f"{app.url}/hello") for _ in range(3)]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT", "HIT"]
+    assert runs(client, app.url, "hello") == 1, "no refresh started that nothing would drive"
+    assert "CACHE_EARLY_REFRESH is not supported" in app.output()
