@@ -56,8 +56,8 @@ pub const REDIS_SOCKET_KEEPALIVE_INTERVAL: &str = "REDIS_SOCKET_KEEPALIVE_INTERV
 pub const REDIS_SOCKET_KEEPALIVE_COUNT: &str = "REDIS_SOCKET_KEEPALIVE_COUNT";
 /// Seconds between background connection checks.
 pub const REDIS_HEALTH_CHECK_INTERVAL: &str = "REDIS_HEALTH_CHECK_INTERVAL";
-/// Bytes of an in-process tier in front of a standalone Redis, kept consistent by key tracking
-/// (unset: no tier).
+/// Bytes of an in-process tier in front of Redis (standalone or Sentinel), kept consistent by
+/// key tracking (unset: no tier).
 pub const REDIS_LOCAL_TIER_MAX_BYTES: &str = "REDIS_LOCAL_TIER_MAX_BYTES";
 /// Seconds one Redis operation attempt may take (default 0.05).
 pub const REDIS_TIMEOUT: &str = "REDIS_TIMEOUT";

@@ -101,7 +101,8 @@ def test_sentinel_finds_the_master_and_follows_a_failover_without_a_failed_reque
     first, second = two_gets(client, f"{app.url}/items/1")
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
     old_master = sentinel.master.port
-    assert cli("-p", str(sentinel.sentinel.port), "SENTINEL", "FAILOVER", "mymaster") == "OK"
+    # The sentinel refuses (NOGOODSLAVE) until it knows the replica well enough.
+    wait_until("the sentinel to start a failover", lambda: cli("-p", str(sentinel.sentinel.port), "SENTINEL", "FAILOVER", "mymaster") == "OK")
     wait_until("the sentinel to promote the replica", lambda: sentinel.master_port() != old_master, limit=60)
     # Every request answers while the backend finds the new master; then entries are stored there.
     deadline = time.monotonic() + 30

@@ -370,6 +370,22 @@ impl SentinelSetup {
         format!("redis://127.0.0.1:{}", self.sentinel_port)
     }
 
+    /// Asks the sentinel for a failover, again until it accepts (it refuses while it does not
+    /// yet know the replica well enough: `NOGOODSLAVE`).
+    pub fn fail_over(&self) {
+        wait_until(
+            "the sentinel to start a failover",
+            Duration::from_secs(30),
+            || self.sentinel_cli(&["SENTINEL", "FAILOVER", Self::MASTER_NAME]) == "OK",
+        );
+    }
+
+    /// Whether the sentinel names the server on `port` as the master.
+    pub fn names_master(&self, port: u16) -> bool {
+        self.sentinel_cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::MASTER_NAME])
+            .contains(&port.to_string())
+    }
+
     pub fn sentinel_cli(&self, args: &[&str]) -> String {
         let output = Command::new(require("redis-cli"))
             .args(["-p", &self.sentinel_port.to_string()])

@@ -185,8 +185,9 @@ impl RedisBackendBuilder {
     /// An in-process tier of up to `max_bytes` in front of this server, kept consistent with it
     /// by Redis's key tracking (RESP3, broadcast mode on the namespace): reads it holds cost no
     /// round trip, and a change by any client removes the key from it at once. While tracking is
-    /// lost the tier is emptied and bypassed (see `docs/architecture.md` for the bound). Standalone
-    /// servers only; with Sentinel or Cluster it stays off. Default 0 (off).
+    /// lost, or its server is no longer the master, the tier is emptied and bypassed (see
+    /// `docs/architecture.md` for the bound). Standalone servers and Sentinel (tracking follows
+    /// a failover); with Cluster it stays off for now. Default 0 (off).
     pub fn local_tier(mut self, max_bytes: u64) -> Self {
         self.local_tier_bytes = max_bytes;
         self

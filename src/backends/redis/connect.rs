@@ -55,10 +55,7 @@ impl ConnectionLike for Conn {
 #[derive(Clone)]
 pub(crate) enum Connector {
     Single(Arc<Standalone>),
-    Sentinel(
-        Arc<tokio::sync::Mutex<SentinelClient>>,
-        AsyncConnectionConfig,
-    ),
+    Sentinel(Arc<SentinelTarget>),
     Cluster(Arc<ClusterClient>),
 }
 
@@ -124,30 +121,40 @@ impl Connector {
                     addresses.push(info.addr().clone());
                 }
                 let tcp = tcp_settings(options);
-                let mut builder =
-                    SentinelClientBuilder::new(addresses, master_name, SentinelServerType::Master)
-                        .map_err(|e| invalid_url(&sentinels[0], e))?
-                        .set_client_to_redis_tcp_settings(tcp.clone())
-                        .set_client_to_sentinel_tcp_settings(tcp);
-                if let Some(password) = options.password.clone().or(sentinel_password.clone()) {
-                    builder = builder.set_client_to_redis_password(password);
-                }
-                if let Some(password) = sentinel_password {
-                    builder = builder.set_client_to_sentinel_password(password);
-                }
-                if options.uses_tls() {
-                    builder = builder
-                        .set_client_to_redis_tls_mode(tls_mode(options))
-                        .set_client_to_sentinel_tls_mode(tls_mode(options));
-                    if let Some(certs) = certificates {
-                        builder = builder.set_client_to_redis_certificates(certs);
+                let build = |protocol: ProtocolVersion| {
+                    let mut builder = SentinelClientBuilder::new(
+                        addresses.clone(),
+                        master_name,
+                        SentinelServerType::Master,
+                    )?
+                    .set_client_to_redis_tcp_settings(tcp.clone())
+                    .set_client_to_sentinel_tcp_settings(tcp.clone())
+                    .set_client_to_redis_protocol(protocol);
+                    if let Some(password) = options.password.clone().or(sentinel_password.clone()) {
+                        builder = builder.set_client_to_redis_password(password);
                     }
-                }
-                let client = builder.build().map_err(|e| invalid_url(&sentinels[0], e))?;
-                Ok(Connector::Sentinel(
-                    Arc::new(tokio::sync::Mutex::new(client)),
+                    if let Some(password) = sentinel_password.clone() {
+                        builder = builder.set_client_to_sentinel_password(password);
+                    }
+                    if options.uses_tls() {
+                        builder = builder
+                            .set_client_to_redis_tls_mode(tls_mode(options))
+                            .set_client_to_sentinel_tls_mode(tls_mode(options));
+                        if let Some(certs) = certificates.clone() {
+                            builder = builder.set_client_to_redis_certificates(certs);
+                        }
+                    }
+                    builder.build()
+                };
+                let invalid = |e| invalid_url(&sentinels[0], e);
+                let client = build(ProtocolVersion::RESP2).map_err(invalid)?;
+                // The same master over RESP3, for the key tracking of the in-process tier.
+                let tracking = build(ProtocolVersion::RESP3).map_err(invalid)?;
+                Ok(Connector::Sentinel(Arc::new(SentinelTarget {
+                    client: tokio::sync::Mutex::new(client),
+                    tracking: tokio::sync::Mutex::new(tracking),
                     config,
-                ))
+                })))
             }
         }
     }
@@ -156,10 +163,11 @@ impl Connector {
         let connection = match self {
             Connector::Single(standalone) => standalone.connect().await,
             // Asks the sentinels for the current master on every (re)connect: a failover is followed.
-            Connector::Sentinel(client, config) => client
+            Connector::Sentinel(target) => target
+                .client
                 .lock()
                 .await
-                .get_async_connection_with_config(config)
+                .get_async_connection_with_config(&target.config)
                 .await
                 .map(Conn::Single),
             Connector::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
@@ -167,25 +175,47 @@ impl Connector {
         connection.map_err(|e| BackendError::Connection(e.to_string()))
     }
 
-    /// A RESP3 connection whose pushes go to `reports`, for key tracking; `None` for a topology
-    /// the tier does not serve (Sentinel, Cluster, a plain URL naming a Cluster node).
+    /// A RESP3 connection to the master, whose pushes go to `reports`, for key tracking; `None`
+    /// for a topology the tier does not serve (Cluster, or a plain URL naming a Cluster node).
     pub(crate) async fn tracking_connection(
         &self,
         reports: tokio::sync::mpsc::UnboundedSender<PushInfo>,
     ) -> redis::RedisResult<Option<MultiplexedConnection>> {
-        let Connector::Single(standalone) = self else {
-            return Ok(None);
-        };
-        let config = standalone.config.clone().set_push_sender(reports);
-        let mut connection = standalone
-            .tracking
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        if standalone.is_cluster.load(Ordering::Acquire) || cluster_enabled(&mut connection).await {
-            return Ok(None);
+        match self {
+            Connector::Single(standalone) => {
+                let config = standalone.config.clone().set_push_sender(reports);
+                let mut connection = standalone
+                    .tracking
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                if standalone.is_cluster.load(Ordering::Acquire)
+                    || cluster_enabled(&mut connection).await
+                {
+                    return Ok(None);
+                }
+                Ok(Some(connection))
+            }
+            // The sentinels name the current master: after a failover, the new one.
+            Connector::Sentinel(target) => {
+                let config = target.config.clone().set_push_sender(reports);
+                let connection = target
+                    .tracking
+                    .lock()
+                    .await
+                    .get_async_connection_with_config(&config)
+                    .await?;
+                Ok(Some(connection))
+            }
+            Connector::Cluster(_) => Ok(None),
         }
-        Ok(Some(connection))
     }
+}
+
+/// The master a group of sentinels names, over RESP2 for the pool and RESP3 for key tracking.
+pub(crate) struct SentinelTarget {
+    client: tokio::sync::Mutex<SentinelClient>,
+    tracking: tokio::sync::Mutex<SentinelClient>,
+    config: AsyncConnectionConfig,
 }
 
 /// One server named by a plain URL, which may be one node of a Redis Cluster: the guide's Cluster

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-/// How often the tracking connection is checked.
+/// How often the tracking connection is checked (alive, and connected to the master).
 pub(crate) const PING_EVERY: Duration = Duration::from_millis(500);
 /// How long a check may take before the connection counts as lost.
 pub(crate) const PING_LIMIT: Duration = Duration::from_millis(500);

@@ -31,7 +31,7 @@ pub(super) async fn track(backend: Weak<Inner>) {
         let mut connection = match opened {
             Ok(Ok(Some(connection))) => connection,
             Ok(Ok(None)) => {
-                tracing::warn!(target = %inner.options.describe(), "the in-process tier serves standalone Redis only; it stays off");
+                tracing::warn!(target = %inner.options.describe(), "the in-process tier does not serve Redis Cluster yet; it stays off");
                 return;
             }
             _ => {
@@ -71,9 +71,10 @@ pub(super) async fn track(backend: Weak<Inner>) {
                         tier.deactivate();
                         return;
                     }
-                    let ping = redis::cmd("PING");
-                    let answered = tokio::time::timeout(PING_LIMIT, ping.query_async::<String>(&mut connection)).await;
-                    if !matches!(answered, Ok(Ok(_))) {
+                    // Alive, and still the master: a demoted one no longer sees the writes.
+                    let role = redis::cmd("ROLE");
+                    let answered = tokio::time::timeout(PING_LIMIT, role.query_async::<Value>(&mut connection)).await;
+                    if !matches!(answered, Ok(Ok(Value::Array(ref fields))) if is_master(fields)) {
                         break;
                     }
                 }
@@ -81,6 +82,14 @@ pub(super) async fn track(backend: Weak<Inner>) {
         }
         tier.deactivate();
         tracing::warn!("key tracking lost: the in-process tier is bypassed until it is back");
+    }
+}
+
+fn is_master(role: &[Value]) -> bool {
+    match role.first() {
+        Some(Value::BulkString(name)) => name == b"master",
+        Some(Value::SimpleString(name)) => name == "master",
+        _ => false,
     }
 }
 
