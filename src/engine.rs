@@ -69,6 +69,15 @@ struct LocalPurges {
     hard_ms: u64,
 }
 
+impl LocalPurges {
+    fn marks(self) -> [(PurgeKind, u64); 2] {
+        [
+            (PurgeKind::Soft, self.soft_ms),
+            (PurgeKind::Hard, self.hard_ms),
+        ]
+    }
+}
+
 /// A stored response shared with the requests that waited for it.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -322,12 +331,7 @@ impl Engine {
                 .tags
                 .iter()
                 .filter_map(|tag| purges.get(tag.as_str()))
-                .flat_map(|marks| {
-                    [
-                        (PurgeKind::Soft, marks.soft_ms),
-                        (PurgeKind::Hard, marks.hard_ms),
-                    ]
-                })
+                .flat_map(|marks| marks.marks())
                 .collect()
         };
         let keys: Vec<String> = wanted

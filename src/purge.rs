@@ -9,7 +9,7 @@
 //! - `PURGE` with `Surrogate-Key: *`: the whole namespace.
 
 use crate::handle::CacheHandle;
-use crate::tags::{is_valid_tag, PurgeKind};
+use crate::tags::{is_valid_tag, words, PurgeKind};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -108,11 +108,7 @@ impl PurgeAccess {
         else {
             return refuse("tags are visible ASCII without commas, at most 256 bytes");
         };
-        let named: Vec<&str> = lines
-            .iter()
-            .flat_map(|v| v.split([' ', '\t', ',']))
-            .filter(|t| !t.is_empty())
-            .collect();
+        let named: Vec<&str> = lines.iter().flat_map(|line| words(line)).collect();
         if named.is_empty() && !lines.is_empty() {
             return refuse("the tag field names no tag");
         }

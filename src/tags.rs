@@ -37,6 +37,11 @@ pub fn is_valid_tag(tag: &str) -> bool {
         && tag.bytes().all(|b| b.is_ascii_graphic() && b != b',')
 }
 
+/// The words of one tag field line: tags are separated by spaces, tabs or commas.
+pub(crate) fn words(line: &str) -> impl Iterator<Item = &str> {
+    line.split([' ', '\t', ',']).filter(|word| !word.is_empty())
+}
+
 /// Removes every `header` line from `headers` and returns the tags they named (separated by
 /// spaces or commas); invalid ones are dropped.
 pub(crate) fn take_tags(headers: &mut HeaderMap, header: &HeaderName) -> Vec<String> {
@@ -45,11 +50,7 @@ pub(crate) fn take_tags(headers: &mut HeaderMap, header: &HeaderName) -> Vec<Str
         let (_, values) = lines.remove_entry_mult();
         for value in values {
             let Ok(text) = value.to_str() else { continue };
-            tags.extend(
-                text.split([' ', '\t', ','])
-                    .filter(|t| is_valid_tag(t))
-                    .map(str::to_owned),
-            );
+            tags.extend(words(text).filter(|t| is_valid_tag(t)).map(str::to_owned));
         }
     }
     tags

@@ -2,7 +2,6 @@
 
 mod support;
 
-use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use cache_middleware::backends::MemoryBackend;
@@ -10,7 +9,7 @@ use cache_middleware::proxy::{router, ProxyConfig};
 use cache_middleware::purge::PurgeAccess;
 use cache_middleware::CacheMiddleware;
 use http::{Method, Request, StatusCode};
-use support::{over_http, Counter, DemoServer, Observed};
+use support::{over_http, DemoServer, Observed};
 
 const TOKEN: &str = "a-purge-token-for-tests";
 
@@ -109,15 +108,8 @@ fn a_short_token_stops_the_demo_with_the_variables_name() {
 
 #[tokio::test]
 async fn the_proxy_answers_purge_itself_on_the_path_it_keyed() {
-    let asked = Counter::default();
-    let origin = {
-        let asked = asked.clone();
-        let item = move || {
-            let run = asked.bump();
-            async move { ([("cache-control", "max-age=60")], format!("run {run}")) }
-        };
-        support::serve(Router::new().route("/items/1", get(item))).await
-    };
+    let (item, asked) = support::counted_route(&[("cache-control", "max-age=60")]);
+    let origin = support::serve(Router::new().route("/items/1", item)).await;
     let middleware = CacheMiddleware::new(MemoryBackend::new(100));
     let access = PurgeAccess::new(middleware.handle(), TOKEN)
         .unwrap()

@@ -199,21 +199,11 @@ async fn purges_work_on_a_cluster_where_markers_share_one_slot() {
 
 #[tokio::test]
 async fn the_proxy_takes_tags_from_the_origin_and_never_shows_them() {
-    let asked = Counter::default();
+    let (page, _asked) = support::counted_route(&[
+        ("cache-control", "max-age=60"),
+        ("surrogate-key", "page home"),
+    ]);
     let origin = {
-        let asked = asked.clone();
-        let page = move || {
-            let run = asked.bump();
-            async move {
-                (
-                    [
-                        ("cache-control", "max-age=60"),
-                        ("surrogate-key", "page home"),
-                    ],
-                    format!("run {run}"),
-                )
-            }
-        };
         let private = || async {
             (
                 [
@@ -225,7 +215,7 @@ async fn the_proxy_takes_tags_from_the_origin_and_never_shows_them() {
         };
         support::serve(
             Router::new()
-                .route("/page", get(page))
+                .route("/page", page)
                 .route("/private", get(private)),
         )
         .await

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Tuple, TypeVar, Union
 
+from cache_middleware import _engine
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _ATTRIBUTE = "__cache_middleware_route__"
@@ -26,14 +28,6 @@ class RouteCache(NamedTuple):
 
     timeout: float
     tags: Tuple[str, ...] = ()
-
-
-def _valid_tag(tag: object) -> bool:
-    return (
-        isinstance(tag, str)
-        and 0 < len(tag.encode()) <= 256
-        and all(33 <= ord(c) <= 126 and c != "," for c in tag)
-    )
 
 
 def cache(timeout: Union[int, float] = 300, tags: Optional[Iterable[str]] = None) -> Callable[[F], F]:
@@ -47,7 +41,7 @@ def cache(timeout: Union[int, float] = 300, tags: Optional[Iterable[str]] = None
         raise TypeError(f"tags must be a list of tags, not the string {tags!r}")
     named = tuple(sorted(set(tags or ())))
     for tag in named:
-        if not _valid_tag(tag):
+        if not isinstance(tag, str) or not _engine.is_valid_tag(tag):
             raise ValueError(f"{tag!r} is not a valid tag: visible ASCII without spaces or commas, at most 256 bytes")
     spec = RouteCache(float(timeout), named)
 

@@ -4,13 +4,14 @@
 use crate::task::Driven;
 use bytes::Bytes;
 use cache_middleware::backends::{
-    Backend as RustBackend, CertReqs, KeepaliveOptions, MemcachedBackend, MemoryBackend,
-    RedisBackend,
+    Backend as RustBackend, BackendError, CertReqs, KeepaliveOptions, MemcachedBackend,
+    MemoryBackend, RedisBackend,
 };
 use cache_middleware::helpers;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,13 +33,10 @@ fn seconds(value: f64, option: &str) -> PyResult<Duration> {
 }
 
 /// What `Backend.get` and friends complete with.
-pub enum Outcome {
+enum Outcome {
     Value(Option<Bytes>),
     Done,
 }
-
-pub(crate) type Operation =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Outcome, String>> + Send>>;
 
 /// A backend operation Python awaits.
 #[pyclass(module = "cache_middleware._engine")]
@@ -47,9 +45,23 @@ pub struct Task {
 }
 
 impl Task {
-    pub(crate) fn new(operation: Operation) -> Self {
+    /// A task that reads a value.
+    fn reading(
+        read: impl Future<Output = Result<Option<Bytes>, BackendError>> + Send + 'static,
+    ) -> Self {
+        Self::of(async move { read.await.map(Outcome::Value) })
+    }
+
+    /// A task that changes something and completes with nothing.
+    pub(crate) fn doing(
+        work: impl Future<Output = Result<(), BackendError>> + Send + 'static,
+    ) -> Self {
+        Self::of(async move { work.await.map(|()| Outcome::Done) })
+    }
+
+    fn of(work: impl Future<Output = Result<Outcome, BackendError>> + Send + 'static) -> Self {
         Task {
-            driven: Driven::new(operation),
+            driven: Driven::new(async move { work.await.map_err(|e| e.to_string()) }),
         }
     }
 }
@@ -82,10 +94,6 @@ impl Backend {
         let _runtime = crate::task::runtime().enter();
         let inner = build().map_err(invalid)?;
         Ok(Backend { inner })
-    }
-
-    fn task(&self, operation: impl FnOnce(Arc<dyn RustBackend>) -> Operation) -> Task {
-        Task::new(operation(Arc::clone(&self.inner)))
     }
 }
 
@@ -257,53 +265,27 @@ impl Backend {
     }
 
     fn get(&self, key: String) -> Task {
-        self.task(|backend| {
-            Box::pin(async move {
-                backend
-                    .get(&key)
-                    .await
-                    .map(Outcome::Value)
-                    .map_err(|e| e.to_string())
-            })
-        })
+        let backend = Arc::clone(&self.inner);
+        Task::reading(async move { backend.get(&key).await })
     }
 
     fn set(&self, key: String, value: &Bound<'_, PyBytes>, ttl: f64) -> PyResult<Task> {
-        let value = value.as_bytes().to_vec();
+        let value = Bytes::copy_from_slice(value.as_bytes());
         let ttl = seconds(ttl, "timeout")?;
-        Ok(self.task(|backend| {
-            Box::pin(async move {
-                backend
-                    .set(&key, Bytes::from(value), ttl)
-                    .await
-                    .map(|()| Outcome::Done)
-                    .map_err(|e| e.to_string())
-            })
-        }))
+        let backend = Arc::clone(&self.inner);
+        Ok(Task::doing(
+            async move { backend.set(&key, value, ttl).await },
+        ))
     }
 
     fn delete(&self, key: String) -> Task {
-        self.task(|backend| {
-            Box::pin(async move {
-                backend
-                    .delete(&key)
-                    .await
-                    .map(|()| Outcome::Done)
-                    .map_err(|e| e.to_string())
-            })
-        })
+        let backend = Arc::clone(&self.inner);
+        Task::doing(async move { backend.delete(&key).await })
     }
 
     fn clear(&self) -> Task {
-        self.task(|backend| {
-            Box::pin(async move {
-                backend
-                    .clear()
-                    .await
-                    .map(|()| Outcome::Done)
-                    .map_err(|e| e.to_string())
-            })
-        })
+        let backend = Arc::clone(&self.inner);
+        Task::doing(async move { backend.clear().await })
     }
 
     fn __repr__(&self) -> String {

@@ -2,7 +2,7 @@
 //! layers (`cache(timeout)`) it wraps the application in.
 
 use crate::app::{AppLink, PyApp, ReadBody};
-use crate::backend::{Backend, Outcome, Task};
+use crate::backend::{Backend, Task};
 use crate::exchange::Exchange;
 use crate::task::Driven;
 use bytes::Bytes;
@@ -104,13 +104,9 @@ impl Engine {
         } else {
             PurgeKind::Hard
         };
-        Ok(Task::new(Box::pin(async move {
-            handle
-                .purge_tag(&tag, kind)
-                .await
-                .map(|()| Outcome::Done)
-                .map_err(|e| e.to_string())
-        })))
+        Ok(Task::doing(
+            async move { handle.purge_tag(&tag, kind).await },
+        ))
     }
 
     /// Removes the cached GET (and HEAD) response for `url` (an absolute URL, or a path with
@@ -122,13 +118,7 @@ impl Engine {
             Some(host) if url.starts_with('/') => format!("http://{host}{url}"),
             _ => url,
         };
-        Task::new(Box::pin(async move {
-            handle
-                .invalidate(http::Method::GET, &url)
-                .await
-                .map(|()| Outcome::Done)
-                .map_err(|e| e.to_string())
-        }))
+        Task::doing(async move { handle.invalidate(http::Method::GET, &url).await })
     }
 
     /// Starts one request through the route flow of `route`.

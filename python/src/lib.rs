@@ -21,6 +21,13 @@ fn signal_fd() -> i32 {
     task::signal().fd()
 }
 
+/// Whether `tag` can tag entries (the engine's rule: visible ASCII without commas, at most 256
+/// bytes).
+#[pyfunction]
+fn is_valid_tag(tag: &str) -> bool {
+    cache_middleware::is_valid_tag(tag)
+}
+
 /// The ids of the exchanges and tasks woken since the last call.
 #[pyfunction]
 fn take_woken() -> Vec<u64> {
@@ -37,6 +44,7 @@ fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<backend::Task>()?;
     module.add_function(wrap_pyfunction!(signal_fd, module)?)?;
     module.add_function(wrap_pyfunction!(take_woken, module)?)?;
+    module.add_function(wrap_pyfunction!(is_valid_tag, module)?)?;
     module.add_function(wrap_pyfunction!(log::set_log_sink, module)?)?;
     module.add_function(wrap_pyfunction!(log::set_log_level, module)?)?;
     module.add_function(wrap_pyfunction!(log::flush_logs, module)?)?;

@@ -69,6 +69,26 @@ impl Counter {
     }
 }
 
+/// An origin's GET route that answers `run N` (its Nth run) with `headers`, and its counter.
+pub fn counted_route(
+    headers: &'static [(&'static str, &'static str)],
+) -> (axum::routing::MethodRouter, Counter) {
+    let runs = Counter::default();
+    let counted = runs.clone();
+    let route = axum::routing::get(move || {
+        let run = counted.bump();
+        async move {
+            let mut response = axum::response::IntoResponse::into_response(format!("run {run}"));
+            for (name, value) in headers {
+                let value = http::HeaderValue::from_static(value);
+                response.headers_mut().append(*name, value);
+            }
+            response
+        }
+    });
+    (route, runs)
+}
+
 /// The demo binary, running on a free loopback port; stopped when dropped.
 pub struct DemoServer {
     child: std::process::Child,

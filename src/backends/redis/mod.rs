@@ -292,6 +292,11 @@ async fn health_checks(inner: Weak<Inner>, every: Duration) {
     }
 }
 
+/// A lifetime as `PX` milliseconds: at least 1 (0 would be refused), at most what Redis reads.
+fn px(ttl: Duration) -> i64 {
+    ttl.as_millis().clamp(1, i64::MAX as u128) as i64
+}
+
 /// A `PTTL` answer as a lifetime: `None` for a key without one (or gone).
 fn remaining(pttl: i64) -> Option<Duration> {
     u64::try_from(pttl).ok().map(Duration::from_millis)
@@ -424,10 +429,9 @@ impl Backend for RedisBackend {
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
-        let millis = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
         let mut cmd = redis::cmd("SET");
         let full = self.key(key);
-        cmd.arg(&full).arg(value.as_ref()).arg("PX").arg(millis);
+        cmd.arg(&full).arg(value.as_ref()).arg("PX").arg(px(ttl));
         let written = self.run::<(), _>(&cmd).await;
         // Read-your-writes here, before Redis's report of this change arrives.
         self.forget_in_tier(&full);
@@ -469,13 +473,12 @@ impl Backend for RedisBackend {
         token: &str,
         ttl: Duration,
     ) -> Result<Lease, BackendError> {
-        let millis = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.lease_key(key))
             .arg(token)
             .arg("NX")
             .arg("PX")
-            .arg(millis);
+            .arg(px(ttl));
         let taken: Option<String> = self.run(&cmd).await?;
         Ok(match taken {
             Some(_) => Lease::Acquired,
