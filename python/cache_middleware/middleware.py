@@ -12,13 +12,14 @@ ETag/304. The application runs in the request's own task; what is not stored str
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Tuple
 
 from cache_middleware import _engine
 from cache_middleware._driver import run, wakeups
 from cache_middleware.backends.base import CacheBackend
 from cache_middleware.decorators import RouteCache, route_cache_of
-from cache_middleware.logger_config import sync_log_level
+from cache_middleware.logger_config import logger, sync_log_level
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,6 +30,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Routes found per (method, path); bounded, since paths with parameters are many.
 _ROUTE_MEMO_LIMIT = 10_000
 _UNKNOWN: Any = object()
+# Loguru replaces its handler table whenever a handler is added or removed: the engine's log
+# level is followed on that identity alone, one comparison per request.
+_log_core: Any = getattr(logger, "_core", None) or SimpleNamespace(handlers=None)
+_log_synced: List[Any] = [None]
 
 
 class CacheMiddleware:
@@ -82,27 +87,35 @@ class CacheMiddleware:
         if route is None:
             await self.app(scope, receive, send)
             return
-        sync_log_level()
+        if _log_core.handlers is not _log_synced[0]:
+            _log_synced[0] = _log_core.handlers
+            sync_log_level()
         # Only a POST's body is read (it is part of the key); any other stays in `receive`.
-        body: List[bytes] = []
+        body: Optional[List[bytes]] = None
         more = True
-        if scope["method"] == "POST":
+        method = scope["method"]
+        if method == "POST":
             body, more = await _read_body(receive, self.engine.max_request_body_size + 1)
-        path = scope.get("raw_path") or scope["path"].encode("utf-8")
         try:
-            exchange = self.engine.begin(
-                scope["method"], path, scope.get("query_string", b""), scope["headers"], body, route
+            started = self.engine.begin(
+                method,
+                scope.get("raw_path") or scope["path"].encode("utf-8"),
+                scope.get("query_string", b""),
+                scope["headers"],
+                body,
+                route,
             )
         except ValueError:
             # A target the engine cannot read (the server let it through): served, uncached.
-            await self.app(scope, _replaying(body, more, receive), send)
+            await self.app(scope, _replaying(body or [], more, receive), send)
             return
-        ready = exchange.poll_response()
-        if ready is not None and ready[3]:
-            # Answered at once, body and all (every hit from memory): no driver needed.
-            await _send_ready(send, ready)
+        if isinstance(started, tuple):
+            # Complete at once, body and all (every hit from memory): two messages and done.
+            status, headers, content = started
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": content, "more_body": False})
             return
-        await _Drive(exchange, self.app, scope, receive, send, more).run(ready)
+        await _Drive(started, self.app, scope, receive, send, more).run()
 
     async def purge_tag(self, tag: str, soft: bool = False) -> None:
         """Purges every entry of a route tagged `tag` (`@cache(..., tags=[...])`) or whose
@@ -230,10 +243,8 @@ class _Drive:
         self.done = False
         self.app_error: Optional[BaseException] = None
 
-    async def run(self, ready: Optional[Ready]) -> None:
+    async def run(self) -> None:
         exchange = self.exchange
-        if ready is not None:
-            await self._respond(ready)
         while not self.head_sent:
             if await self._progress():
                 continue

@@ -121,18 +121,23 @@ impl Engine {
         Task::doing(async move { handle.invalidate(http::Method::GET, &url).await })
     }
 
-    /// Starts one request through the route flow of `route`.
-    /// `body` holds what the front read of a POST body (up to one byte over the limit).
-    /// `path` is the raw path (ASGI `raw_path`) and `query` the raw query string.
-    fn begin(
+    /// Starts one request through the route flow of `route` and drives it once. A response
+    /// complete at once (every hit from memory) comes back as `(status, headers, body)`, with no
+    /// `Exchange` to build and drive; otherwise the `Exchange` to drive.
+    /// `body` holds what the front read of a POST body (up to one byte over the limit), `None`
+    /// for other methods. `path` is the raw path (ASGI `raw_path`) and `query` the raw query.
+    #[pyo3(signature = (method, path, query, headers, body, route))]
+    #[allow(clippy::too_many_arguments)]
+    fn begin<'py>(
         &self,
+        py: Python<'py>,
         method: &str,
         path: &[u8],
         query: &[u8],
-        headers: &Bound<'_, PyAny>,
-        body: Vec<Bound<'_, PyBytes>>,
+        headers: &Bound<'py, PyAny>,
+        body: Option<Vec<Bound<'py, PyBytes>>>,
         route: &Route,
-    ) -> PyResult<Exchange> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let headers = crate::exchange::header_pairs(headers)?;
         let mut target = Vec::with_capacity(path.len() + 1 + query.len());
         target.extend_from_slice(path);
@@ -147,6 +152,7 @@ impl Engine {
             .uri(target)
             .body(ReadBody::new(
                 body.iter()
+                    .flatten()
                     .map(|c| Bytes::copy_from_slice(c.as_bytes()))
                     .collect(),
             ))
@@ -170,6 +176,17 @@ impl Engine {
         // Always ready (the application is called through the link), but the contract asks.
         let _ = service.poll_ready(&mut Context::from_waker(Waker::noop()));
         let flow = service.call(request);
-        Ok(Exchange::new(Driven::new(flow), link))
+        let mut exchange = Exchange::new(Driven::new(flow), link);
+        match exchange.drive()? {
+            Some(ready) if ready.is_complete() => {
+                Ok(ready.into_complete(py).into_pyobject(py)?.into_any())
+            }
+            found => {
+                if let Some(ready) = found {
+                    exchange.keep(ready);
+                }
+                Ok(Bound::new(py, exchange)?.into_any())
+            }
+        }
     }
 }

@@ -31,7 +31,54 @@ pub fn header_pairs<'py>(
 }
 
 /// Raw header lines for Python.
-type Headers<'py> = Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>;
+pub type Headers<'py> = Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>;
+
+/// A response the flow has given: its head, the body ready so far, and whether that is all.
+pub struct Ready {
+    parts: http::response::Parts,
+    chunks: Vec<Bytes>,
+    complete: bool,
+}
+
+impl Ready {
+    /// `(status, headers)` for `http.response.start`.
+    fn head<'py>(&self, py: Python<'py>) -> (u16, Headers<'py>) {
+        let headers = self
+            .parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    PyBytes::new(py, name.as_str().as_bytes()),
+                    PyBytes::new(py, value.as_bytes()),
+                )
+            })
+            .collect();
+        (self.parts.status.as_u16(), headers)
+    }
+
+    fn body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        match self.chunks.as_slice() {
+            [one] => PyBytes::new(py, one),
+            many => PyBytes::new(py, &many.concat()),
+        }
+    }
+
+    /// Whether `body` holds all of the body.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// `(status, headers, body)`: a response complete at once (every hit from memory), sent
+    /// by the front without an `Exchange`.
+    pub fn into_complete<'py>(self, py: Python<'py>) -> Complete<'py> {
+        let (status, headers) = self.head(py);
+        (status, headers, self.body(py))
+    }
+}
+
+/// `(status, headers, body)` of a complete response.
+pub type Complete<'py> = (u16, Headers<'py>, Bound<'py, PyBytes>);
 
 /// A request through the engine. See `cache_middleware._driver` for the loop that drives it.
 #[pyclass(module = "cache_middleware._engine")]
@@ -39,6 +86,8 @@ pub struct Exchange {
     flow: Driven<Flow>,
     link: Arc<AppLink>,
     body: Option<CacheBody<AppBody>>,
+    /// A response found before Python held the exchange (at `begin`), given at the next poll.
+    found: Option<Ready>,
 }
 
 impl Exchange {
@@ -47,7 +96,45 @@ impl Exchange {
             flow,
             link,
             body: None,
+            found: None,
         }
+    }
+
+    /// Drives the flow: `None` while it waits; once there is a response, its head and the body
+    /// ready now. Fails when the application failed.
+    pub fn drive(&mut self) -> PyResult<Option<Ready>> {
+        if let Some(found) = self.found.take() {
+            return Ok(Some(found));
+        }
+        let Some(result) = self.flow.poll() else {
+            return Ok(None);
+        };
+        let response = result.map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let (parts, mut body) = response.into_parts();
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let complete = loop {
+            match self.flow.poll_with(|cx| Pin::new(&mut body).poll_frame(cx)) {
+                Poll::Ready(None) => break true,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        chunks.push(data);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Err(PyRuntimeError::new_err(e.to_string())),
+                Poll::Pending => break false,
+            }
+        };
+        self.body = Some(body);
+        Ok(Some(Ready {
+            parts,
+            chunks,
+            complete,
+        }))
+    }
+
+    /// Keeps a response `drive` gave for the next `poll_response`.
+    pub fn keep(&mut self, found: Ready) {
+        self.found = Some(found);
     }
 }
 
@@ -61,47 +148,17 @@ impl Exchange {
 
     /// Drives the flow. `None` while it waits (on the application, a backend, or another
     /// request's answer); once there is a response, `(status, headers, body, complete)`: `body`
-    /// is as much as is ready now (all of it when `complete`, as for every hit), and the rest
-    /// comes from `next_chunk`. Raises when the application failed.
+    /// is as much as is ready now (all of it when `complete`), and the rest comes from
+    /// `next_chunk`. Raises when the application failed.
     #[allow(clippy::type_complexity)]
     fn poll_response<'py>(
         &mut self,
         py: Python<'py>,
     ) -> PyResult<Option<(u16, Headers<'py>, Bound<'py, PyBytes>, bool)>> {
-        let Some(result) = self.flow.poll() else {
-            return Ok(None);
-        };
-        let response = result.map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        let (parts, mut body) = response.into_parts();
-        let mut ready: Vec<Bytes> = Vec::new();
-        let complete = loop {
-            match self.flow.poll_with(|cx| Pin::new(&mut body).poll_frame(cx)) {
-                Poll::Ready(None) => break true,
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        ready.push(data);
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => return Err(PyRuntimeError::new_err(e.to_string())),
-                Poll::Pending => break false,
-            }
-        };
-        self.body = Some(body);
-        let headers = parts
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                (
-                    PyBytes::new(py, name.as_str().as_bytes()),
-                    PyBytes::new(py, value.as_bytes()),
-                )
-            })
-            .collect();
-        let bytes = match ready.as_slice() {
-            [one] => PyBytes::new(py, one),
-            many => PyBytes::new(py, &many.concat()),
-        };
-        Ok(Some((parts.status.as_u16(), headers, bytes, complete)))
+        Ok(self.drive()?.map(|ready| {
+            let (status, headers) = ready.head(py);
+            (status, headers, ready.body(py), ready.complete)
+        }))
     }
 
     /// What the flow asks the application to answer: `(method, target, headers, body chunks)`,
