@@ -484,6 +484,136 @@ async fn the_local_tier_follows_a_sentinel_failover() {
     until_read(&a, "k", Some(b"v3")).await;
 }
 
+/// With Cluster, every master reports the changes of its own keys: the tier tracks each, through
+/// the cluster builder and through a plain URL naming one node alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_tier_tracks_every_master_of_a_cluster() {
+    let cluster = Cluster::start();
+    let a = RedisBackend::cluster_builder(cluster.urls())
+        .namespace("t")
+        .local_tier(1 << 20)
+        .build()
+        .unwrap();
+    let b = RedisBackend::builder(cluster.nodes[2].url())
+        .namespace("t")
+        .local_tier(1 << 20)
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        b.set(key, Bytes::from_static(b"v1"), MINUTE).await.unwrap();
+    }
+    for key in &keys {
+        assert_eq!(until_in_tier(&a, key).await.as_deref(), Some(&b"v1"[..]));
+        assert_eq!(until_in_tier(&b, key).await.as_deref(), Some(&b"v1"[..]));
+    }
+    let owners: Vec<usize> = keys
+        .iter()
+        .map(|key| {
+            let slot: u16 = cluster.nodes[0]
+                .cli(&["CLUSTER", "KEYSLOT", &format!("t:{key}")])
+                .parse()
+                .unwrap();
+            owner_of(&cluster, slot)
+        })
+        .collect();
+    assert!(
+        (0..3).all(|node| owners.contains(&node)),
+        "keys on every master: {owners:?}"
+    );
+    let served = |cluster: &Cluster| -> u64 { cluster.nodes.iter().map(gets_served).sum() };
+    let before = served(&cluster);
+    for key in &keys {
+        assert_eq!(a.get(key).await.unwrap().as_deref(), Some(&b"v1"[..]));
+    }
+    assert_eq!(
+        served(&cluster),
+        before,
+        "hits in the tier cost Redis nothing"
+    );
+
+    // Changes on every master, by another instance and by any client, reach both tiers.
+    for (i, key) in keys.iter().enumerate() {
+        if i % 2 == 0 {
+            b.set(key, Bytes::from_static(b"v2"), MINUTE).await.unwrap();
+        } else {
+            cluster.nodes[owners[i]].cli(&["SET", &format!("t:{key}"), "v2"]);
+        }
+    }
+    for key in &keys {
+        until_read(&a, key, Some(b"v2")).await;
+        until_read(&b, key, Some(b"v2")).await;
+    }
+
+    // A master that stops answering: the tier vouches for nothing until it is back.
+    cluster.nodes[owners[0]].process.signal("STOP");
+    wait_until("the tier to be bypassed", Duration::from_secs(3), || {
+        a.get_ready(&keys[1]).is_none()
+    });
+    cluster.nodes[owners[0]].process.signal("CONT");
+    let elsewhere = keys
+        .iter()
+        .zip(&owners)
+        .find(|(_, &owner)| owner != owners[0])
+        .map(|(key, _)| key)
+        .unwrap();
+    assert_eq!(
+        until_in_tier(&a, elsewhere).await.as_deref(),
+        Some(&b"v2"[..])
+    );
+}
+
+/// The index of the node serving `slot`.
+fn owner_of(cluster: &Cluster, slot: u16) -> usize {
+    let nodes = cluster.nodes[0].cli(&["CLUSTER", "NODES"]);
+    let line = nodes
+        .lines()
+        .find(|line| {
+            line.split_whitespace().skip(8).any(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(l), Ok(h)) if (l..=h).contains(&slot))
+            })
+        })
+        .expect("a node serves every slot");
+    let port = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|address| address.split('@').next())
+        .and_then(|address| address.rsplit_once(':'))
+        .map(|(_, port)| port.parse::<u16>().unwrap())
+        .unwrap();
+    cluster
+        .nodes
+        .iter()
+        .position(|node| node.port == port)
+        .unwrap()
+}
+
+/// A master demoted to a replica no longer sees the writes its tier would need reported: the
+/// tier stops answering, though its tracking connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_master_stops_the_local_tier() {
+    let redis = Redis::start();
+    let other = Redis::start();
+    let a = tiered(&redis);
+    a.set("k", Bytes::from_static(b"v1"), MINUTE).await.unwrap();
+    until_in_tier(&a, "k").await;
+    redis.cli(&["REPLICAOF", "127.0.0.1", &other.port.to_string()]);
+    wait_until("the tier to be bypassed", Duration::from_secs(3), || {
+        a.get_ready("k").is_none()
+    });
+    // It stays so while the server is a replica, and answers again once it is a master.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    a.get("k").await.unwrap();
+    assert!(
+        a.get_ready("k").is_none(),
+        "a replica's tier vouches for nothing"
+    );
+    redis.cli(&["REPLICAOF", "NO", "ONE"]);
+    redis.cli(&["SET", "t:k", "v2"]);
+    assert_eq!(until_in_tier(&a, "k").await.as_deref(), Some(&b"v2"[..]));
+}
+
 /// The guide's Cluster example names one node with a plain URL (`REDIS_URL` does the same): the
 /// backend finds out it is a Cluster and routes every key to its slot's master.
 #[tokio::test]

@@ -40,7 +40,7 @@ class RedisBackend(EngineBackend):
     """`RedisBackend(url="redis://localhost:6379", max_connections=20, ...)` with the guide's
     options. `cluster_nodes=[...]` reaches a Redis Cluster; `sentinels=[...]` with `service_name`
     the master a Sentinel group knows. `local_tier_max_bytes` keeps an in-process tier in front
-    of a standalone or Sentinel-managed server, consistent with it through Redis's key tracking."""
+    of Redis (standalone, Sentinel or Cluster), consistent with it through Redis's key tracking."""
 
     def __init__(
         self,

@@ -186,8 +186,8 @@ impl RedisBackendBuilder {
     /// by Redis's key tracking (RESP3, broadcast mode on the namespace): reads it holds cost no
     /// round trip, and a change by any client removes the key from it at once. While tracking is
     /// lost, or its server is no longer the master, the tier is emptied and bypassed (see
-    /// `docs/architecture.md` for the bound). Standalone servers and Sentinel (tracking follows
-    /// a failover); with Cluster it stays off for now. Default 0 (off).
+    /// `docs/architecture.md` for the bound). Standalone servers, Sentinel (tracking follows a
+    /// failover) and Cluster (tracking on every master). Default 0 (off).
     pub fn local_tier(mut self, max_bytes: u64) -> Self {
         self.local_tier_bytes = max_bytes;
         self

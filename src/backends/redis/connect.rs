@@ -12,8 +12,10 @@ use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
     Pipeline, ProtocolVersion, PushInfo, RedisFuture, TlsCertificates, TlsMode, Value,
 };
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
 
 /// One pooled connection: a multiplexed connection to one server, or a cluster connection (which
 /// holds one per node and routes each key to its slot's node).
@@ -56,7 +58,7 @@ impl ConnectionLike for Conn {
 pub(crate) enum Connector {
     Single(Arc<Standalone>),
     Sentinel(Arc<SentinelTarget>),
-    Cluster(Arc<ClusterClient>),
+    Cluster(Arc<ClusterTarget>),
 }
 
 impl Connector {
@@ -76,22 +78,23 @@ impl Connector {
                 let as_cluster = cluster_client(vec![info.clone()], options, certificates.clone())
                     .map_err(|e| invalid_url(url, e))?;
                 // Key tracking reports arrive as RESP3 pushes, on a connection of their own.
-                let resp3 = info
-                    .redis_settings()
-                    .clone()
-                    .set_protocol(ProtocolVersion::RESP3);
-                let tracking_info = info.clone().set_redis_settings(resp3);
+                let tracking_info = resp3(info.clone());
                 let open = |info| match certificates.clone() {
                     Some(certs) => Client::build_with_tls(info, certs),
                     None => Client::open(info),
                 };
                 let client = open(info).map_err(|e| invalid_url(url, e))?;
-                let tracking = open(tracking_info).map_err(|e| invalid_url(url, e))?;
+                let tracking = open(tracking_info.clone()).map_err(|e| invalid_url(url, e))?;
                 Ok(Connector::Single(Arc::new(Standalone {
                     client,
                     tracking,
-                    config,
+                    config: config.clone(),
                     as_cluster,
+                    cluster_seeds: ClusterSeeds {
+                        infos: vec![tracking_info],
+                        certificates,
+                        config,
+                    },
                     is_cluster: AtomicBool::new(false),
                     target: redact_url(url),
                 })))
@@ -101,9 +104,16 @@ impl Connector {
                     .iter()
                     .map(|url| connection_info(url, options))
                     .collect::<Result<Vec<_>, _>>()?;
-                let client = cluster_client(infos, options, certificates)
+                let client = cluster_client(infos.clone(), options, certificates.clone())
                     .map_err(|e| invalid_url(&nodes[0], e))?;
-                Ok(Connector::Cluster(Arc::new(client)))
+                Ok(Connector::Cluster(Arc::new(ClusterTarget {
+                    client,
+                    seeds: ClusterSeeds {
+                        infos: infos.into_iter().map(resp3).collect(),
+                        certificates,
+                        config,
+                    },
+                })))
             }
             Topology::Sentinel {
                 master_name,
@@ -170,30 +180,35 @@ impl Connector {
                 .get_async_connection_with_config(&target.config)
                 .await
                 .map(Conn::Single),
-            Connector::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+            Connector::Cluster(target) => target
+                .client
+                .get_async_connection()
+                .await
+                .map(Conn::Cluster),
         };
         connection.map_err(|e| BackendError::Connection(e.to_string()))
     }
 
-    /// A RESP3 connection to the master, whose pushes go to `reports`, for key tracking; `None`
-    /// for a topology the tier does not serve (Cluster, or a plain URL naming a Cluster node).
-    pub(crate) async fn tracking_connection(
+    /// RESP3 connections whose pushes go to `reports`, for key tracking: one to the server (the
+    /// master the sentinels name), or one to every master of a Cluster.
+    pub(crate) async fn tracking_connections(
         &self,
-        reports: tokio::sync::mpsc::UnboundedSender<PushInfo>,
-    ) -> redis::RedisResult<Option<MultiplexedConnection>> {
+        reports: UnboundedSender<PushInfo>,
+    ) -> redis::RedisResult<Trackers> {
         match self {
             Connector::Single(standalone) => {
-                let config = standalone.config.clone().set_push_sender(reports);
+                if standalone.is_cluster.load(Ordering::Acquire) {
+                    return standalone.cluster_seeds.track(reports).await;
+                }
+                let config = standalone.config.clone().set_push_sender(reports.clone());
                 let mut connection = standalone
                     .tracking
                     .get_multiplexed_async_connection_with_config(&config)
                     .await?;
-                if standalone.is_cluster.load(Ordering::Acquire)
-                    || cluster_enabled(&mut connection).await
-                {
-                    return Ok(None);
+                if cluster_enabled(&mut connection).await {
+                    return standalone.cluster_seeds.track(reports).await;
                 }
-                Ok(Some(connection))
+                Ok(Trackers::one(connection))
             }
             // The sentinels name the current master: after a failover, the new one.
             Connector::Sentinel(target) => {
@@ -204,11 +219,181 @@ impl Connector {
                     .await
                     .get_async_connection_with_config(&config)
                     .await?;
-                Ok(Some(connection))
+                Ok(Trackers::one(connection))
             }
-            Connector::Cluster(_) => Ok(None),
+            Connector::Cluster(target) => target.seeds.track(reports).await,
         }
     }
+}
+
+/// The key-tracking connections of the in-process tier, and what they must stay true to.
+pub(crate) struct Trackers {
+    pub(crate) connections: Vec<MultiplexedConnection>,
+    /// In a Cluster, the masters tracked (`host:port`): the tier vouches for nothing once the
+    /// cluster names others (a failover, or slots given to a new master).
+    masters: Option<BTreeSet<String>>,
+}
+
+impl Trackers {
+    fn one(connection: MultiplexedConnection) -> Self {
+        Trackers {
+            connections: vec![connection],
+            masters: None,
+        }
+    }
+
+    /// Whether every connection still answers as a master, and a Cluster's masters are the ones
+    /// tracked.
+    pub(crate) async fn still_true(&mut self) -> bool {
+        for connection in &mut self.connections {
+            let role: redis::RedisResult<Value> = redis::cmd("ROLE").query_async(connection).await;
+            if !matches!(role, Ok(Value::Array(ref fields)) if is_master(fields)) {
+                return false;
+            }
+        }
+        let (Some(tracked), Some(connection)) = (&self.masters, self.connections.first_mut())
+        else {
+            return true;
+        };
+        let nodes: redis::RedisResult<String> = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(connection)
+            .await;
+        nodes.is_ok_and(|nodes| masters_serving_slots(&nodes) == *tracked)
+    }
+}
+
+fn is_master(role: &[Value]) -> bool {
+    match role.first() {
+        Some(Value::BulkString(name)) => name == b"master",
+        Some(Value::SimpleString(name)) => name == "master",
+        _ => false,
+    }
+}
+
+/// The `host:port` of every master holding slots, from `CLUSTER NODES`.
+fn masters_serving_slots(nodes: &str) -> BTreeSet<String> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            let serving = fields.len() > 8
+                && flags.split(',').any(|flag| flag == "master")
+                && !flags
+                    .split(',')
+                    .any(|flag| flag == "fail" || flag == "noaddr");
+            let address = fields.get(1)?.split(['@', ',']).next()?;
+            (serving && !address.starts_with(':')).then(|| address.to_owned())
+        })
+        .collect()
+}
+
+/// A Cluster's seed nodes over RESP3, for the key tracking of the in-process tier: every master
+/// reports changes of its own keys only, so each gets a tracking connection.
+pub(crate) struct ClusterSeeds {
+    infos: Vec<ConnectionInfo>,
+    certificates: Option<TlsCertificates>,
+    config: AsyncConnectionConfig,
+}
+
+impl ClusterSeeds {
+    async fn track(&self, reports: UnboundedSender<PushInfo>) -> redis::RedisResult<Trackers> {
+        let mut last_error = None;
+        for seed in &self.infos {
+            match self.track_from(seed, &reports).await {
+                Ok(trackers) => return Ok(trackers),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Client, "no Cluster seed node"))
+        }))
+    }
+
+    /// Asks `seed` for the masters, then connects to each.
+    async fn track_from(
+        &self,
+        seed: &ConnectionInfo,
+        reports: &UnboundedSender<PushInfo>,
+    ) -> redis::RedisResult<Trackers> {
+        let mut asking = self
+            .client(seed.clone())?
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut asking)
+            .await?;
+        let masters = masters_serving_slots(&nodes);
+        let config = self.config.clone().set_push_sender(reports.clone());
+        let mut connections = Vec::with_capacity(masters.len());
+        for master in &masters {
+            let info = at_address(seed, master).ok_or_else(|| {
+                redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "a Cluster master's address cannot be read",
+                    master.clone(),
+                ))
+            })?;
+            let connection = self
+                .client(info)?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            connections.push(connection);
+        }
+        Ok(Trackers {
+            connections,
+            masters: Some(masters),
+        })
+    }
+
+    fn client(&self, info: ConnectionInfo) -> redis::RedisResult<Client> {
+        match self.certificates.clone() {
+            Some(certs) => Client::build_with_tls(info, certs),
+            None => Client::open(info),
+        }
+    }
+}
+
+/// `seed`'s settings (password, TLS, TCP) for the node at `host:port`.
+fn at_address(seed: &ConnectionInfo, address: &str) -> Option<ConnectionInfo> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let addr = match seed.addr().clone() {
+        ConnectionAddr::Tcp(..) => ConnectionAddr::Tcp(host, port),
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            tls_params,
+        },
+        _ => return None,
+    };
+    Some(seed.clone().set_addr(addr))
+}
+
+/// The same server over RESP3, whose pushes carry key-tracking reports.
+fn resp3(info: ConnectionInfo) -> ConnectionInfo {
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    info.set_redis_settings(settings)
+}
+
+/// A Redis Cluster: the client that routes keys, and its seeds for key tracking.
+pub(crate) struct ClusterTarget {
+    client: ClusterClient,
+    seeds: ClusterSeeds,
 }
 
 /// The master a group of sentinels names, over RESP2 for the pool and RESP3 for key tracking.
@@ -228,6 +413,8 @@ pub(crate) struct Standalone {
     tracking: Client,
     config: AsyncConnectionConfig,
     as_cluster: ClusterClient,
+    /// The server as the seed of a Cluster's key tracking, if it turns out to be a node.
+    cluster_seeds: ClusterSeeds,
     is_cluster: AtomicBool,
     target: String,
 }
@@ -369,5 +556,32 @@ fn invalid_url(url: &str, error: redis::RedisError) -> BuildError {
 fn ensure_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_masters_tracked_are_those_serving_slots_and_reachable() {
+        let nodes = "\
+07c3 127.0.0.1:30004@31004 slave e7d1 0 1426238317239 4 connected
+67ed 127.0.0.1:30002@31002,node-b master - 0 1426238316232 2 connected 5461-10922
+292f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383
+e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
+aaaa :0@0 master,noaddr - 0 0 5 disconnected 7000
+bbbb 127.0.0.1:30005@31005 master,fail - 0 0 6 connected 100
+cccc 127.0.0.1:30006@31006 master - 0 0 7 connected
+";
+        let masters: Vec<String> = masters_serving_slots(nodes).into_iter().collect();
+        assert_eq!(
+            masters,
+            ["127.0.0.1:30001", "127.0.0.1:30002", "127.0.0.1:30003"]
+        );
+        let seed = "redis://:pw@10.0.0.1:7000".into_connection_info().unwrap();
+        let info = at_address(&seed, "127.0.0.1:30002").unwrap();
+        assert_eq!(info.addr(), &ConnectionAddr::Tcp("127.0.0.1".into(), 30002));
+        assert_eq!(info.redis_settings().password(), Some("pw"));
     }
 }

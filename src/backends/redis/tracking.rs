@@ -25,21 +25,14 @@ pub(super) async fn track(backend: Weak<Inner>) {
         let (reports, mut received) = mpsc::unbounded_channel();
         let opened = tokio::time::timeout(
             inner.options.connect_timeout,
-            inner.connector.tracking_connection(reports),
+            inner.connector.tracking_connections(reports),
         )
         .await;
-        let mut connection = match opened {
-            Ok(Ok(Some(connection))) => connection,
-            Ok(Ok(None)) => {
-                tracing::warn!(target = %inner.options.describe(), "the in-process tier does not serve Redis Cluster yet; it stays off");
-                return;
-            }
-            _ => {
-                drop(inner);
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(LAST_RETRY);
-                continue;
-            }
+        let Ok(Ok(mut trackers)) = opened else {
+            drop(inner);
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(LAST_RETRY);
+            continue;
         };
         let mut on = redis::cmd("CLIENT");
         on.arg("TRACKING")
@@ -47,15 +40,29 @@ pub(super) async fn track(backend: Weak<Inner>) {
             .arg("BCAST")
             .arg("PREFIX")
             .arg(&inner.prefix);
-        if let Err(error) = on.query_async::<()>(&mut connection).await {
+        let mut refused = None;
+        for connection in &mut trackers.connections {
+            if let Err(error) = on.query_async::<()>(connection).await {
+                refused = Some(error);
+            }
+        }
+        if let Some(error) = refused {
             tracing::warn!(%error, "Redis refused key tracking; the in-process tier stays bypassed");
             drop(inner);
             tokio::time::sleep(LAST_RETRY).await;
             continue;
         }
+        // Only masters see every write.
+        let checked = tokio::time::timeout(PING_LIMIT, trackers.still_true()).await;
+        if !matches!(checked, Ok(true)) {
+            drop(inner);
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(LAST_RETRY);
+            continue;
+        }
         // Whatever the tier held may have changed unreported: it starts empty.
         tier.activate();
-        tracing::info!(target = %inner.options.describe(), "key tracking on: the in-process tier answers");
+        tracing::info!(target = %inner.options.describe(), servers = trackers.connections.len(), "key tracking on: the in-process tier answers");
         retry = FIRST_RETRY;
         drop(inner);
         let mut checks = tokio::time::interval(PING_EVERY);
@@ -71,10 +78,10 @@ pub(super) async fn track(backend: Weak<Inner>) {
                         tier.deactivate();
                         return;
                     }
-                    // Alive, and still the master: a demoted one no longer sees the writes.
-                    let role = redis::cmd("ROLE");
-                    let answered = tokio::time::timeout(PING_LIMIT, role.query_async::<Value>(&mut connection)).await;
-                    if !matches!(answered, Ok(Ok(Value::Array(ref fields))) if is_master(fields)) {
+                    // Alive, still masters (a demoted one no longer sees the writes), and in a
+                    // Cluster still the masters it has.
+                    let checked = tokio::time::timeout(PING_LIMIT, trackers.still_true()).await;
+                    if !matches!(checked, Ok(true)) {
                         break;
                     }
                 }
@@ -82,14 +89,6 @@ pub(super) async fn track(backend: Weak<Inner>) {
         }
         tier.deactivate();
         tracing::warn!("key tracking lost: the in-process tier is bypassed until it is back");
-    }
-}
-
-fn is_master(role: &[Value]) -> bool {
-    match role.first() {
-        Some(Value::BulkString(name)) => name == b"master",
-        Some(Value::SimpleString(name)) => name == "master",
-        _ => false,
     }
 }
 
