@@ -8,7 +8,7 @@
 
 use axum::routing::get;
 use axum::{Json, Router};
-use cache_middleware::backends::{MemoryBackend, RedisBackend};
+use cache_middleware::backends::{MemoryBackend, RedisBackend, DEFAULT_LOCAL_TIER_BYTES};
 use cache_middleware::{cache, CacheMiddleware};
 use serde_json::{json, Value};
 
@@ -32,11 +32,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let url = std::env::var("REDIS_URL")?;
             let connections =
                 std::env::var("REDIS_MAX_CONNECTIONS").map_or(Ok(4), |n| n.parse())?;
+            // The local tier is on by default; `REDIS_LOCAL_TIER_MAX_BYTES=0` measures the round trip.
+            let tier = std::env::var("REDIS_LOCAL_TIER_MAX_BYTES")
+                .map_or(Ok(DEFAULT_LOCAL_TIER_BYTES), |n| n.parse())?;
             Router::new()
                 .route("/hello", get(hello).layer(cache(300)))
                 .layer(CacheMiddleware::new(
                     RedisBackend::builder(url)
                         .max_connections(connections)
+                        .local_tier(tier)
                         .build()?,
                 ))
         }

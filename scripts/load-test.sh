@@ -30,7 +30,8 @@ pids+=("$!")
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
 
 for mode in bare memory redis; do
-  start_server MODE=$mode REDIS_URL="redis://127.0.0.1:$redis_port"
+  # Redis without its local tier: every hit a round trip (scripts/tier-bench.sh measures the tier).
+  start_server MODE=$mode REDIS_URL="redis://127.0.0.1:$redis_port" REDIS_LOCAL_TIER_MAX_BYTES=0
   measure "$mode" "$server_pid" "$server_url" "$CONNECTIONS"
   measure "$mode" "$server_pid" "$server_url" 1
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true

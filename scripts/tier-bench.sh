@@ -34,7 +34,8 @@ start() { # NAME ENV...
 start memory CACHE_BACKEND=memory
 start redis-tier CACHE_BACKEND=redis REDIS_URL="redis://127.0.0.1:$redis_port" CACHE_NAMESPACE=tier \
   REDIS_LOCAL_TIER_MAX_BYTES=$((64 * 1024 * 1024))
-start redis CACHE_BACKEND=redis REDIS_URL="redis://127.0.0.1:$redis_port" CACHE_NAMESPACE=plain
+start redis CACHE_BACKEND=redis REDIS_URL="redis://127.0.0.1:$redis_port" CACHE_NAMESPACE=plain \
+  REDIS_LOCAL_TIER_MAX_BYTES=0
 names=(memory redis-tier redis)
 for name in "${names[@]}"; do
   # Stored, then read until the tier holds it (tracking starts with the first request).

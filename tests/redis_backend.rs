@@ -142,9 +142,19 @@ async fn open_connections_never_exceed_max_connections() {
     for result in futures_util::future::join_all(calls).await {
         result.unwrap();
     }
-    // CLIENT LIST shows our connections plus redis-cli's own.
-    let clients = redis.cli(&["CLIENT", "LIST"]).lines().count() - 1;
-    assert!((1..=3).contains(&clients), "{clients} connections open");
+    // CLIENT LIST shows the pool's connections, the local tier's key-tracking connection (flag
+    // `t`) and redis-cli's own.
+    let list = redis.cli(&["CLIENT", "LIST"]);
+    let tracking = list
+        .lines()
+        .filter(|line| line.contains(" flags=t"))
+        .count();
+    let pooled = list.lines().count() - tracking - 1;
+    assert!(
+        (1..=3).contains(&pooled),
+        "{pooled} pooled connections open"
+    );
+    assert!(tracking <= 1, "{tracking} tracking connections: {list}");
 }
 
 #[tokio::test]
@@ -482,6 +492,43 @@ async fn the_local_tier_follows_a_sentinel_failover() {
     assert_eq!(until_in_tier(&a, "k").await.as_deref(), Some(&b"v2"[..]));
     setup.replica.cli(&["SET", "t:k", "v3"]);
     until_read(&a, "k", Some(b"v3")).await;
+}
+
+/// The local tier is on by default; a server that refuses key tracking leaves it bypassed, and
+/// every read then asks Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_local_tier_stays_out_of_the_way_of_a_server_without_tracking() {
+    let plain = Redis::start();
+    let tiered_by_default = RedisBackend::builder(plain.url())
+        .namespace("t")
+        .build()
+        .unwrap();
+    tiered_by_default
+        .set("k", Bytes::from_static(b"v1"), MINUTE)
+        .await
+        .unwrap();
+    until_in_tier(&tiered_by_default, "k").await;
+
+    let refusing = Redis::start_with(free_port(), &["--rename-command", "CLIENT", ""]);
+    let backend = RedisBackend::builder(refusing.url())
+        .namespace("t")
+        .build()
+        .unwrap();
+    backend
+        .set("k", Bytes::from_static(b"v1"), MINUTE)
+        .await
+        .unwrap();
+    for value in ["v2", "v3", "v4"] {
+        assert!(backend.get("k").await.unwrap().is_some());
+        refusing.cli(&["SET", "t:k", value]);
+        assert_eq!(
+            backend.get("k").await.unwrap().as_deref(),
+            Some(value.as_bytes()),
+            "every read asks Redis"
+        );
+        assert!(backend.get_ready("k").is_none());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// With Cluster, every master reports the changes of its own keys: the tier tracks each, through

@@ -16,7 +16,9 @@ mod redis;
 pub use memcached::{MemcachedBackend, MemcachedBackendBuilder};
 pub use memory::{MemoryBackend, MemoryBackendBuilder};
 #[cfg(feature = "redis")]
-pub use redis::{CertReqs, KeepaliveOptions, RedisBackend, RedisBackendBuilder};
+pub use redis::{
+    CertReqs, KeepaliveOptions, RedisBackend, RedisBackendBuilder, DEFAULT_LOCAL_TIER_BYTES,
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;

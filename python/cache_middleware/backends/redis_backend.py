@@ -39,8 +39,9 @@ def _keepalive(options: Optional[Mapping[int, int]]) -> Dict[str, Optional[int]]
 class RedisBackend(EngineBackend):
     """`RedisBackend(url="redis://localhost:6379", max_connections=20, ...)` with the guide's
     options. `cluster_nodes=[...]` reaches a Redis Cluster; `sentinels=[...]` with `service_name`
-    the master a Sentinel group knows. `local_tier_max_bytes` keeps an in-process tier in front
-    of Redis (standalone, Sentinel or Cluster), consistent with it through Redis's key tracking."""
+    the master a Sentinel group knows. An in-process tier of `local_tier_max_bytes` (default
+    64 MiB; 0 turns it off) answers the hits it holds without a round trip, kept consistent with
+    Redis (standalone, Sentinel or Cluster) through Redis's key tracking."""
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ mod connect;
 mod tier;
 mod tracking;
 
-pub use builder::{CertReqs, KeepaliveOptions, RedisBackendBuilder};
+pub use builder::{CertReqs, KeepaliveOptions, RedisBackendBuilder, DEFAULT_LOCAL_TIER_BYTES};
 
 use super::pool::{Pool, Ticket};
 use super::{Backend, BackendError, BuildError, Lease};
