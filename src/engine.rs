@@ -363,6 +363,35 @@ impl Engine {
             .unwrap_or(Err(BackendError::Connection("circuit open".into())))
     }
 
+    /// Makes the response stored at `key` stale now (a soft purge of one URL), keeping it for its
+    /// freshness lifetime from now so that it can be served within a stale window while it is
+    /// refreshed. A variant marker is removed instead: its variants cannot be listed. What was
+    /// done, or `None` when nothing is stored there.
+    pub(crate) async fn soften(&self, key: &CacheKey) -> Result<Option<PurgeKind>, BackendError> {
+        let unreachable = || BackendError::Connection("circuit open".into());
+        let found = self
+            .call("get", self.backend.get(key.as_str()))
+            .await
+            .unwrap_or_else(|| Err(unreachable()))?;
+        let Some(bytes) = found else {
+            return Ok(None);
+        };
+        let mut entry = match Entry::decode(&bytes) {
+            Ok(entry) if entry.fingerprint == *key.digest() => entry,
+            // Unreadable, or another key's: not worth keeping.
+            _ => return self.remove(key).await.map(|()| Some(PurgeKind::Hard)),
+        };
+        if matches!(entry.content, Content::Variants(_)) {
+            return self.remove(key).await.map(|()| Some(PurgeKind::Hard));
+        }
+        let keep = entry.ttl.max(Duration::from_secs(1));
+        entry.ttl = entry.ttl.min(entry.age(Entry::now_ms()));
+        self.call("set", self.backend.set(key.as_str(), entry.encode(), keep))
+            .await
+            .unwrap_or_else(|| Err(unreachable()))?;
+        Ok(Some(PurgeKind::Soft))
+    }
+
     async fn fetch(&self, key: &CacheKey, grace: Duration, now_ms: u64) -> Option<Entry> {
         // An in-process store answers at once: no budget, breaker or boxing needed.
         let found = match self.backend.get_ready(key.as_str()) {

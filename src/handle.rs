@@ -3,7 +3,7 @@
 
 use crate::backends::{Backend, BackendError};
 use crate::engine::Engine;
-use crate::key::primary_key_from;
+use crate::key::{primary_key_from, CacheKey};
 use crate::tags::PurgeKind;
 use http::{Method, Uri};
 use std::sync::Arc;
@@ -59,6 +59,32 @@ impl CacheHandle {
     /// the current request's host), with every variant of it. HEAD and GET share an entry.
     /// POST entries are keyed by body; they expire or go with [`clear`](Self::clear).
     pub async fn invalidate(&self, method: Method, url: &str) -> Result<(), BackendError> {
+        let key = self.url_key(&method, url)?;
+        tracing::debug!(key = %key, %method, url, "invalidating cached response");
+        self.engine.remove(&key).await
+    }
+
+    /// Purges the cached response for `method` and `url` (as [`invalidate`](Self::invalidate)
+    /// reads them): hard, it is gone with every variant; soft, it becomes stale (revalidated, or
+    /// served stale within its stale window while it is refreshed) and stays stored for its
+    /// freshness lifetime from now. A response that varies is purged hard either way, since its
+    /// variants cannot be listed. Returns what was done: `None` when a soft purge found nothing.
+    pub async fn purge_url(
+        &self,
+        method: Method,
+        url: &str,
+        kind: PurgeKind,
+    ) -> Result<Option<PurgeKind>, BackendError> {
+        let key = self.url_key(&method, url)?;
+        tracing::debug!(key = %key, %method, url, ?kind, "purging cached response");
+        match kind {
+            PurgeKind::Hard => self.engine.remove(&key).await.map(|()| Some(kind)),
+            PurgeKind::Soft => self.engine.soften(&key).await,
+        }
+    }
+
+    /// The primary key of `url` (absolute, or on this handle's host).
+    fn url_key(&self, method: &Method, url: &str) -> Result<CacheKey, BackendError> {
         let uri: Uri = url
             .parse()
             .map_err(|e| BackendError::Rejected(format!("invalid URL {url:?}: {e}")))?;
@@ -66,17 +92,15 @@ impl CacheHandle {
             Some(authority) => authority.as_str(),
             None => self.host.as_deref().unwrap_or(""),
         };
-        let key = primary_key_from(
+        Ok(primary_key_from(
             &self.engine.config.namespace,
-            &method,
+            method,
             host.as_bytes(),
             uri.path(),
             uri.query(),
             None,
             None,
-        );
-        tracing::debug!(key = %key, %method, url, "invalidating cached response");
-        self.engine.remove(&key).await
+        ))
     }
 
     /// Purges every entry carrying `tag` (a route's tag or one its response named in the tag

@@ -4,8 +4,9 @@
 //! <token>`, compared in constant time) purges anything.
 //!
 //! - `PURGE /path?query`: the cached response for that URL (every variant of it).
-//! - `PURGE` with the tag field (`Surrogate-Key: a b`): every entry carrying one of the tags;
-//!   with `Soft-Purge: 1`, they become stale instead of gone.
+//! - `PURGE` with the tag field (`Surrogate-Key: a b`): every entry carrying one of the tags.
+//! - With `Soft-Purge: 1`, what a URL or tag purge reaches becomes stale instead of gone (a URL
+//!   whose response varies is purged hard: the reply's `kind` says which).
 //! - `PURGE` with `Surrogate-Key: *`: the whole namespace.
 
 use crate::handle::CacheHandle;
@@ -113,7 +114,7 @@ impl PurgeAccess {
             return refuse("the tag field names no tag");
         }
         let outcome = match (named.as_slice(), kind) {
-            ([], PurgeKind::Hard) => {
+            ([], kind) => {
                 let host = headers
                     .get(HOST)
                     .and_then(|h| h.to_str().ok())
@@ -124,11 +125,13 @@ impl PurgeAccess {
                 let target = target.as_str();
                 let handle = self.handle.for_host(host);
                 handle
-                    .invalidate(Method::GET, target)
+                    .purge_url(Method::GET, target, kind)
                     .await
-                    .map(|()| json!({"purged": {"url": target}}))
+                    .map(|done| match done {
+                        Some(done) => json!({"purged": {"url": target, "kind": done.as_str()}}),
+                        None => json!({"purged": {"url": target, "kind": "none"}}),
+                    })
             }
-            ([], PurgeKind::Soft) => return refuse("a soft purge names tags"),
             (["*"], PurgeKind::Hard) => {
                 self.handle.clear().await.map(|()| json!({"purged": "all"}))
             }
@@ -141,12 +144,7 @@ impl PurgeAccess {
                 for tag in tags {
                     result = result.and(self.handle.purge_tag(tag, kind).await);
                 }
-                let kind = if kind == PurgeKind::Soft {
-                    "soft"
-                } else {
-                    "hard"
-                };
-                result.map(|()| json!({"purged": {"tags": tags, "kind": kind}}))
+                result.map(|()| json!({"purged": {"tags": tags, "kind": kind.as_str()}}))
             }
         };
         match outcome {

@@ -22,7 +22,7 @@ pub enum PurgeKind {
 }
 
 impl PurgeKind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PurgeKind::Soft => "soft",
             PurgeKind::Hard => "hard",

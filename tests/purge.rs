@@ -60,6 +60,19 @@ async fn only_the_token_purges_urls_tags_and_everything() {
     let after = [demo.get("/items/1").await, demo.get("/items/2").await];
     assert_eq!([after[0].x_cache(), after[1].x_cache()], ["MISS", "HIT"]);
 
+    // Soft: the entry is stale (these routes have no stale window, so it is fetched again).
+    let soft = purge(&demo, "/items/2", &[BEARER, ("soft-purge", "1")]).await;
+    assert_eq!(soft.status, StatusCode::OK, "{}", soft.text());
+    assert!(soft.text().contains(r#""kind":"soft""#), "{}", soft.text());
+    let after = [demo.get("/items/2").await, demo.get("/items/1").await];
+    assert_eq!([after[0].x_cache(), after[1].x_cache()], ["MISS", "HIT"]);
+    let nothing = purge(&demo, "/items/77", &[BEARER, ("soft-purge", "1")]).await;
+    assert!(
+        nothing.text().contains(r#""kind":"none""#),
+        "{}",
+        nothing.text()
+    );
+
     let tag = purge(&demo, "/", &[BEARER, ("surrogate-key", "items")]).await;
     assert_eq!(tag.status, StatusCode::OK, "{}", tag.text());
     assert!(tag.text().contains("items"), "{}", tag.text());

@@ -8,10 +8,11 @@ use axum::Router;
 use cache_middleware::backends::{Backend, MemoryBackend, RedisBackend};
 use cache_middleware::proxy::{router, ProxyConfig};
 use cache_middleware::{cache, CacheHandle, CacheMiddleware, PurgeKind};
+use http::Method;
 use std::sync::Arc;
 use std::time::Duration;
 use support::servers::{Cluster, Redis};
-use support::{fetch, Counter, Observed};
+use support::{fetch, fetch_with, Counter, Observed};
 
 /// `/products/{id}` tagged `products` by the route and `product:{id}` by its response;
 /// `/about` untagged. Every response says which run made it.
@@ -143,6 +144,78 @@ async fn a_soft_purge_makes_entries_stale_served_while_revalidating_where_the_ro
     fetch(&app, "/products/1").await;
     handle.purge_tag("catalog", PurgeKind::Soft).await.unwrap();
     assert_eq!(fetch(&app, "/products/1").await.x_cache(), "MISS");
+}
+
+/// A soft purge of one URL: its entry becomes stale (served while revalidating where the route
+/// allows); a response that varies has variants no purge can list, so it is purged hard, and
+/// the caller is told so.
+#[tokio::test]
+async fn a_soft_purge_of_a_url_makes_its_entry_stale_and_a_varying_one_goes() {
+    let runs = Counter::default();
+    let with_window = || cache(300).stale_while_revalidate(Duration::from_secs(60));
+    let (app, handle) = shop(Arc::new(MemoryBackend::new(100)), &runs, with_window);
+    fetch(&app, "/products/1").await;
+    fetch(&app, "/products/2").await;
+    let done = handle
+        .purge_url(Method::GET, "http://test.local/products/1", PurgeKind::Soft)
+        .await
+        .unwrap();
+    assert_eq!(done, Some(PurgeKind::Soft));
+    let stale = fetch(&app, "/products/1").await;
+    assert_eq!(
+        (stale.x_cache(), stale.text().as_str()),
+        ("STALE", "product 1, run 1")
+    );
+    for _ in 0..500 {
+        if runs.get() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(runs.get(), 3, "one background run of the handler");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fresh = fetch(&app, "/products/1").await;
+    assert_eq!(
+        (fresh.x_cache(), fresh.text().as_str()),
+        ("HIT", "product 1, run 3")
+    );
+    assert_eq!(
+        fetch(&app, "/products/2").await.x_cache(),
+        "HIT",
+        "only that URL"
+    );
+    let nothing = handle
+        .purge_url(Method::GET, "http://test.local/products/9", PurgeKind::Soft)
+        .await
+        .unwrap();
+    assert_eq!(nothing, None, "nothing stored there");
+
+    // Without a stale window, the softly purged entry is fetched again.
+    let runs = Counter::default();
+    let (app, handle) = shop(Arc::new(MemoryBackend::new(100)), &runs, plain);
+    fetch(&app, "/products/1").await;
+    handle
+        .purge_url(Method::GET, "http://test.local/products/1", PurgeKind::Soft)
+        .await
+        .unwrap();
+    assert_eq!(fetch(&app, "/products/1").await.x_cache(), "MISS");
+
+    // Variants: purged hard.
+    let runs = Counter::default();
+    let varying = || {
+        cache(300)
+            .stale_while_revalidate(Duration::from_secs(60))
+            .vary_on("accept-language")
+    };
+    let (app, handle) = shop(Arc::new(MemoryBackend::new(100)), &runs, varying);
+    fetch_with(&app, "/products/1", &[("accept-language", "fr")]).await;
+    let done = handle
+        .purge_url(Method::GET, "http://test.local/products/1", PurgeKind::Soft)
+        .await
+        .unwrap();
+    assert_eq!(done, Some(PurgeKind::Hard));
+    let again = fetch_with(&app, "/products/1", &[("accept-language", "fr")]).await;
+    assert_eq!(again.x_cache(), "MISS");
 }
 
 #[tokio::test]

@@ -123,9 +123,11 @@ class CacheMiddleware:
         One write, whatever the number of entries; every instance sharing the backend sees it."""
         await run(self.engine.purge_tag(tag, soft))
 
-    async def invalidate(self, url: str, host: Optional[str] = None) -> None:
-        """Removes the cached GET response for `url` (absolute, or a path with `host`)."""
-        await run(self.engine.invalidate(url, host))
+    async def invalidate(self, url: str, host: Optional[str] = None, soft: bool = False) -> None:
+        """Removes the cached GET response for `url` (absolute, or a path with `host`); with
+        `soft`, makes it stale instead (served stale within the route's stale window while it is
+        refreshed). A response that varies is removed either way."""
+        await run(self.engine.invalidate(url, host, soft))
 
     def _set_app_state(self, scope: Scope) -> None:
         # The guide's warming code reads `app.state.cache_backend` at start-up; purges go through

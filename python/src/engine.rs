@@ -109,16 +109,27 @@ impl Engine {
         ))
     }
 
-    /// Removes the cached GET (and HEAD) response for `url` (an absolute URL, or a path with
-    /// `host`), with every variant of it.
-    #[pyo3(signature = (url, host = None))]
-    fn invalidate(&self, url: String, host: Option<String>) -> Task {
+    /// Purges the cached GET (and HEAD) response for `url` (an absolute URL, or a path with
+    /// `host`): gone with every variant, or with `soft` made stale (a response that varies is
+    /// purged hard either way).
+    #[pyo3(signature = (url, host = None, soft = false))]
+    fn invalidate(&self, url: String, host: Option<String>, soft: bool) -> Task {
         let handle = self.middleware.handle();
         let url = match host {
             Some(host) if url.starts_with('/') => format!("http://{host}{url}"),
             _ => url,
         };
-        Task::doing(async move { handle.invalidate(http::Method::GET, &url).await })
+        let kind = if soft {
+            PurgeKind::Soft
+        } else {
+            PurgeKind::Hard
+        };
+        Task::doing(async move {
+            handle
+                .purge_url(http::Method::GET, &url, kind)
+                .await
+                .map(|_| ())
+        })
     }
 
     /// Starts one request through the route flow of `route` and drives it once. A response

@@ -296,6 +296,19 @@ def test_tags_from_the_decorator_and_the_response_purge_what_carries_them(serve,
     assert runs(client, app.url, "products") == 5
 
 
+@pytest.mark.parametrize("soft", [False, True])
+def test_invalidate_removes_one_url_or_makes_it_stale(serve, client, soft: bool) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    for n in (1, 2):
+        client.get(f"{app.url}/products/{n}")
+    flag = "true" if soft else "false"
+    assert client.post(f"{app.url}/invalidate/products/1?soft={flag}").status_code == 200
+    # @cache has no stale window: a stale entry is fetched again, as a removed one is.
+    after = [client.get(f"{app.url}/products/{n}").headers["x-cache"] for n in (1, 2)]
+    assert after == ["MISS", "HIT"]
+    assert runs(client, app.url, "products") == 3
+
+
 def test_the_decorator_refuses_tags_it_could_not_purge_by() -> None:
     from cache_middleware.decorators import cache
 

@@ -159,3 +159,10 @@ async def product(product_id: int) -> Response:
 async def purge(tag: str, request: Request, soft: bool = False) -> Dict[str, str]:
     await request.app.state.cache_middleware.purge_tag(tag, soft=soft)
     return {"purged": tag}
+
+
+@app.post("/invalidate/products/{product_id}")
+async def invalidate_product(product_id: int, request: Request, soft: bool = False) -> Dict[str, str]:
+    host = request.headers["host"]
+    await request.app.state.cache_middleware.invalidate(f"/products/{product_id}", host=host, soft=soft)
+    return {"invalidated": str(product_id)}
