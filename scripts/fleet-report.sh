@@ -7,7 +7,11 @@
 # sends the same Host, as behind a load balancer. Not a test: figures for the issue notes and
 # docs/architecture.md.
 #
-#   scripts/fleet-report.sh [REQUESTS] [ROUNDS] [TAGGED_ENTRIES]
+# Last, steady load on a hot key with a 2 s lifetime (`/clock`) for HOT_SECONDS, on this fleet
+# and on a second one with CACHE_EARLY_REFRESH: handler runs, their spacing, and whether any
+# request waited on one.
+#
+#   scripts/fleet-report.sh [REQUESTS] [ROUNDS] [TAGGED_ENTRIES] [HOT_SECONDS]
 #
 # Needs redis-server and python3.
 set -euo pipefail
@@ -16,6 +20,7 @@ cd "$(dirname "$0")/.."
 requests=${1:-200}
 rounds=${2:-3}
 tagged=${3:-100000}
+hot_seconds=${4:-60}
 token=fleet-report-purge-token
 source scripts/lib/processes.sh
 
@@ -26,16 +31,19 @@ redis_pid=$!
 pids+=("$redis_pid")
 wait_port "$redis_port"
 
-bases=(); metrics=()
-for _ in 1 2 3 4; do
-  port=$(free_port); metrics_port=$(free_port)
-  CACHE_BACKEND=redis REDIS_URL="redis://127.0.0.1:$redis_port" HOST=127.0.0.1 PORT=$port \
-    CACHE_PURGE_TOKEN=$token REDIS_LOCAL_TIER_MAX_BYTES=$((64 * 1024 * 1024)) \
-    METRICS_ADDR="127.0.0.1:$metrics_port" RUST_LOG=warn target/release/cache-middleware >/dev/null 2>&1 &
-  pids+=("$!")
-  wait_port "$port"; wait_port "$metrics_port"
-  bases+=("http://127.0.0.1:$port"); metrics+=("http://127.0.0.1:$metrics_port")
-done
+start_fleet() { # ENV...: four demo instances; sets bases and metrics
+  bases=(); metrics=()
+  for _ in 1 2 3 4; do
+    port=$(free_port); metrics_port=$(free_port)
+    env "$@" CACHE_BACKEND=redis REDIS_URL="redis://127.0.0.1:$redis_port" HOST=127.0.0.1 PORT=$port \
+      CACHE_PURGE_TOKEN=$token REDIS_LOCAL_TIER_MAX_BYTES=$((64 * 1024 * 1024)) \
+      METRICS_ADDR="127.0.0.1:$metrics_port" RUST_LOG=warn target/release/cache-middleware >/dev/null 2>&1 &
+    pids+=("$!")
+    wait_port "$port"; wait_port "$metrics_port"
+    bases+=("http://127.0.0.1:$port"); metrics+=("http://127.0.0.1:$metrics_port")
+  done
+}
+start_fleet CACHE_NAMESPACE=fleet
 export FLEET_BASES="${bases[*]}" FLEET_METRICS="${metrics[*]}"
 
 echo "== $requests concurrent cold requests for one key, over 4 instances sharing Redis"
@@ -48,6 +56,13 @@ python3 scripts/lib/fleet.py invalidation 1000 fleet.example "$token"
 echo
 echo "== a purge of the tag 'items' carried by $tagged entries"
 python3 scripts/lib/fleet.py purge "$tagged" fleet.example "$token"
+echo
+echo "== steady load on a hot key with a 2 s lifetime, $hot_seconds s, without and with early refresh"
+python3 scripts/lib/fleet.py hot-key "without early refresh" "$hot_seconds" fleet.example
+first_bases=$FLEET_BASES first_metrics=$FLEET_METRICS
+start_fleet CACHE_NAMESPACE=fleet-early CACHE_EARLY_REFRESH=0.1
+FLEET_BASES="${bases[*]}" python3 scripts/lib/fleet.py hot-key "CACHE_EARLY_REFRESH=0.1" "$hot_seconds" fleet.example
+export FLEET_BASES=$first_bases FLEET_METRICS=$first_metrics
 echo
 echo "== $requests concurrent cold requests, with Redis killed 20 ms after they start"
 python3 scripts/lib/fleet.py "/expensive-operation?round=killed" "$requests" fleet.example "$redis_pid" 0.02

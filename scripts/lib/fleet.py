@@ -126,12 +126,86 @@ def invalidation_report(updates: int, host: str, token: str) -> None:
     )
 
 
+def clock_runs(bases: List[str]) -> int:
+    total = 0
+    for base in bases:
+        connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=10)
+        connection.request("GET", "/clock/runs")
+        total += json.loads(connection.getresponse().read())["runs"]
+        connection.close()
+    return total
+
+
+def hot_key_report(label: str, seconds: float, host: str, clients: int = 8, per_client_rps: float = 50) -> None:
+    """Steady load on `/clock` (a 2 s lifetime, a 50 ms handler) over the fleet for `seconds`:
+    how many handler runs, how far apart, and whether any request waited on one."""
+    bases = os.environ["FLEET_BASES"].split()
+    # Warm: the cold start's wait is another report's subject.
+    for base in bases:
+        get(base, "/clock", host)
+    before = clock_runs(bases)
+    latencies: List[float] = []
+    caches: Counter = Counter()
+    runs_seen: Dict[Tuple[int, int], float] = {}
+    failures = 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        nonlocal failures
+        connections = [http.client.HTTPConnection(b.removeprefix("http://"), timeout=10) for b in bases]
+        turn = index
+        pause = 1 / per_client_rps
+        while time.monotonic() < deadline:
+            turn += 1
+            connection = connections[turn % len(bases)]
+            began = time.perf_counter()
+            try:
+                connection.request("GET", "/clock", headers={"Host": host})
+                response = connection.getresponse()
+                body = json.loads(response.read())
+                status, x_cache = response.status, response.getheader("x-cache") or "-"
+            except (OSError, ValueError):
+                status, x_cache, body = 0, "error", {}
+            took = (time.perf_counter() - began) * 1000
+            with lock:
+                latencies.append(took)
+                caches[x_cache] += 1
+                if status != 200:
+                    failures += 1
+                else:
+                    runs_seen[(body["instance"], body["run"])] = body["time"]
+            time.sleep(max(0.0, pause - took / 1000))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    runs = clock_runs(bases) - before
+    latencies.sort()
+    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    times = sorted(runs_seen.values())
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    waited = sum(1 for ms in latencies if ms >= 40)
+    gap_text = f"{gaps[0]:.2f} s shortest, {gaps[len(gaps) // 2]:.2f} s median" if gaps else "none"
+    print(
+        f"{label}: {len(latencies)} requests in {seconds:.0f} s over {len(bases)} instances, failed {failures}; "
+        f"X-Cache {dict(caches)}; handler runs in the fleet {runs} ({seconds / 2:.0f} lifetimes of 2 s); "
+        f"between runs: {gap_text}; latency p50 {p(0.5):.2f} ms, p99 {p(0.99):.2f} ms, max {latencies[-1]:.2f} ms; "
+        f"{waited} requests took 40 ms or more (the handler takes 50)"
+    )
+
+
 def main() -> None:
     if sys.argv[1] == "invalidation":
         invalidation_report(int(sys.argv[2]), sys.argv[3], sys.argv[4])
         return
     if sys.argv[1] == "purge":
         purge_report(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+        return
+    if sys.argv[1] == "hot-key":
+        hot_key_report(sys.argv[2], float(sys.argv[3]), sys.argv[4])
         return
     path, count, host = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     kill_pid, kill_after = int(sys.argv[4]), float(sys.argv[5])

@@ -12,6 +12,7 @@ use cache_middleware::{cache, CacheHandle, CacheMiddleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The demo routes with the guide's timeouts, inside `middleware`.
@@ -35,6 +36,8 @@ pub fn app(middleware: CacheMiddleware) -> Router {
             "/expensive-operation",
             get(expensive_operation).layer(cache(300)),
         )
+        .route("/clock", get(clock).layer(cache(2)))
+        .route("/clock/runs", get(clock_runs))
         .route("/health", get(health))
         .layer(middleware)
 }
@@ -189,6 +192,23 @@ async fn metrics_summary(cache: CacheHandle) -> Json<Value> {
         "breaker_opened": stats.breaker_opened,
         "backend": cache.backend().name(),
     }))
+}
+
+/// How many times this process ran `/clock`'s handler.
+static CLOCK_RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// A hot key with a short lifetime (2 s) whose handler takes 50 ms: what a fleet's handler runs
+/// and its clients' waits look like at each expiry, with and without `CACHE_EARLY_REFRESH`.
+async fn clock() -> Json<Value> {
+    let run = CLOCK_RUNS.fetch_add(1, Ordering::Relaxed) + 1;
+    let started = unix_seconds();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Json(json!({"time": started, "run": run, "instance": std::process::id()}))
+}
+
+/// `/clock`'s handler runs in this process (uncached).
+async fn clock_runs() -> Json<Value> {
+    Json(json!({"runs": CLOCK_RUNS.load(Ordering::Relaxed)}))
 }
 
 async fn health() -> Json<Value> {
