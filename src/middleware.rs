@@ -139,11 +139,12 @@ impl CacheMiddleware {
         self.configure(|c| c.tag_header = name)
     }
 
-    /// Refreshes cached route entries in the background during the last `fraction` of their
-    /// lifetime (for example 0.1: the last 30 s of `cache(300)`), each hit there with a chance
-    /// that grows to certainty at expiry; one refresh per entry in the fleet. Hot entries are thus
-    /// replaced before they expire and nobody waits for their handler. Off (0) by default;
-    /// values are clamped to 0..=1.
+    /// Refreshes entries in the background during the last `fraction` of their lifetime (for
+    /// example 0.1: the last 30 s of `cache(300)`), each hit there with a chance that grows to
+    /// certainty at expiry; one refresh per entry in the fleet. Hot entries are thus replaced
+    /// before they expire and nobody waits for their handler or origin. In shared-cache mode (the
+    /// proxy) the refresh is a background validation, conditional when the entry has a validator.
+    /// Off (0) by default; values are clamped to 0..=1.
     pub fn early_refresh(self, fraction: f64) -> Self {
         let fraction = if fraction.is_nan() {
             0.0

@@ -296,6 +296,16 @@ async fn proxies_sharing_redis_ask_the_origin_once_for_a_cold_url() {
 
 /// Steady requests, one every `every`, for `lasting`, spread over `fleet`.
 async fn steady_load(fleet: &[Instance], every: Duration, lasting: Duration) -> Vec<Observed> {
+    steady_load_on(fleet, "/slow", every, lasting).await
+}
+
+/// Requests for `path` every `every` for `lasting`, spread over the fleet; their responses.
+async fn steady_load_on(
+    fleet: &[Instance],
+    path: &'static str,
+    every: Duration,
+    lasting: Duration,
+) -> Vec<Observed> {
     let mut ticks = tokio::time::interval(every);
     let mut sent = Vec::new();
     let started = tokio::time::Instant::now();
@@ -304,7 +314,7 @@ async fn steady_load(fleet: &[Instance], every: Duration, lasting: Duration) -> 
         ticks.tick().await;
         sent.push(tokio::spawn({
             let address = fleet[i % fleet.len()].address;
-            async move { over_http(address, "GET", "/slow", &[SITE], Bytes::new()).await }
+            async move { over_http(address, "GET", path, &[SITE], Bytes::new()).await }
         }));
         i += 1;
     }
@@ -352,5 +362,60 @@ async fn a_hot_key_is_refreshed_early_once_per_lifetime_and_never_expires_under_
         (2..=most).contains(&runs.get()),
         "handler runs: {} (at most {most})",
         runs.get()
+    );
+}
+
+/// The proxies too: a hot URL (`max-age=2`, with an ETag) under steady load is validated in the
+/// background in the second half of its life, by one instance of the fleet each time; no request
+/// misses or waits on the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxies_refresh_a_hot_url_early_once_per_lifetime() {
+    let redis = Redis::start();
+    let asked = Counter::default();
+    let origin = {
+        let asked = asked.clone();
+        let answer = move |headers: http::HeaderMap| {
+            let asked = asked.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                asked.bump();
+                let fields = [("cache-control", "max-age=2"), ("etag", "\"v1\"")];
+                if headers.get("if-none-match").is_some_and(|v| v == "\"v1\"") {
+                    (http::StatusCode::NOT_MODIFIED, fields, String::new())
+                } else {
+                    (http::StatusCode::OK, fields, "the page".to_owned())
+                }
+            }
+        };
+        support::serve(Router::new().route("/page", get(answer))).await
+    };
+    let upstream: http::Uri = format!("http://{origin}").parse().unwrap();
+    let config = ProxyConfig::from_toml("").unwrap();
+    let fleet: Vec<Instance> = (0..4)
+        .map(|_| {
+            let backend = RedisBackend::builder(redis.url())
+                .namespace("hot-proxies")
+                .build()
+                .unwrap();
+            let middleware = CacheMiddleware::new(backend).early_refresh(0.5);
+            Instance::serve(router(upstream.clone(), &config, middleware).unwrap())
+        })
+        .collect();
+    let lasting = Duration::from_secs(5);
+    let responses = steady_load_on(&fleet, "/page", Duration::from_millis(10), lasting).await;
+    let statuses: Vec<&str> = responses.iter().map(Observed::x_cache).collect();
+    assert_eq!(statuses[0], "MISS");
+    assert!(
+        statuses[1..].iter().all(|s| *s == "HIT"),
+        "after the first request every one is a hit: {:?}",
+        statuses.iter().filter(|s| **s != "HIT").collect::<Vec<_>>()
+    );
+    assert!(responses.iter().all(|r| r.text() == "the page"));
+    // One request to fill, then one validation at most every second.
+    let most = 1 + lasting.as_secs() as usize;
+    assert!(
+        (2..=most).contains(&asked.get()),
+        "origin requests: {} (at most {most})",
+        asked.get()
     );
 }

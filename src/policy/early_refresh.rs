@@ -8,11 +8,12 @@
 //! set by the lifetime, as the time a refresh takes is not stored with the entry. Duplicates are
 //! removed by single flight in the instance and the fleet lease across instances.
 
+use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 /// Whether a hit on an entry of lifetime `ttl`, now `age` old, refreshes it; `draw` is uniform in
 /// `[0, 1)`. A `fraction` of 0 (or anything not above 0) never refreshes early.
-pub(crate) fn refresh_early(fraction: f64, ttl: Duration, age: Duration, draw: f64) -> bool {
+fn refresh_early(fraction: f64, ttl: Duration, age: Duration, draw: f64) -> bool {
     if fraction.is_nan() || fraction <= 0.0 {
         return false;
     }
@@ -23,6 +24,18 @@ pub(crate) fn refresh_early(fraction: f64, ttl: Duration, age: Duration, draw: f
     }
     let progress = 1.0 - left.as_secs_f64() / window.as_secs_f64();
     draw < progress
+}
+
+/// Whether a hit at `now_ms` on an entry of lifetime `ttl`, `age` old, refreshes it early.
+pub(crate) fn refresh_early_now(fraction: f64, ttl: Duration, age: Duration, now_ms: u64) -> bool {
+    fraction > 0.0 && refresh_early(fraction, ttl, age, draw(now_ms))
+}
+
+/// A uniform draw in `[0, 1)`: std's hasher keys are random per process and change per call.
+fn draw(now_ms: u64) -> f64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now_ms);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

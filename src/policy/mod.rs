@@ -10,7 +10,7 @@ mod response;
 pub(crate) use cache_control::parse_delta_seconds;
 pub use cache_control::CacheControl;
 pub(crate) use date::http_date;
-pub(crate) use early_refresh::refresh_early;
+pub(crate) use early_refresh::refresh_early_now;
 pub use request::{
     classify_request, safe_method_with_content, BypassReason, RequestDecision, RequestPolicy,
 };

@@ -16,7 +16,7 @@ use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::middleware::EngineHandle;
 use crate::policy::{
-    classify_request, classify_response, refresh_early, safe_method_with_content, BypassReason,
+    classify_request, classify_response, refresh_early_now, safe_method_with_content, BypassReason,
     RequestDecision, RequestPolicy, ResponseDecision, ResponsePolicy, SkipReason,
 };
 use crate::replay::{mark, replay, to_stored, CacheStatus};
@@ -28,7 +28,6 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response};
 use http_body::Body;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tower_service::Service;
@@ -120,10 +119,13 @@ where
             Found::Fresh(entry) => {
                 tracing::debug!(key = %key, "cache hit");
                 engine.counters.record(Event::Hit);
-                let fraction = engine.config.early_refresh;
-                let early = fraction > 0.0
-                    && parts.method != Method::HEAD
-                    && refresh_early(fraction, entry.ttl, entry.age(now_ms), draw(now_ms));
+                let early = parts.method != Method::HEAD
+                    && refresh_early_now(
+                        engine.config.early_refresh,
+                        entry.ttl,
+                        entry.age(now_ms),
+                        now_ms,
+                    );
                 let seen_ms = entry.stored_at_ms;
                 let response = replay_entry(
                     entry,
@@ -439,13 +441,6 @@ fn flight_key(
     headers: &HeaderMap,
 ) -> CacheKey {
     variant_key(&engine.config.namespace, key, &route.vary, headers)
-}
-
-/// A uniform draw in `[0, 1)`: std's hasher keys are random per process and change per call.
-fn draw(now_ms: u64) -> f64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(now_ms);
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn within(entry: &Entry, grace: std::time::Duration, now_ms: u64) -> bool {

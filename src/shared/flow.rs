@@ -19,7 +19,7 @@ use crate::engine::{Engine, Found, Shared};
 use crate::entry::{Entry, StoredResponse};
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, CacheKey};
-use crate::policy::{safe_method_with_content, BypassReason, CacheControl};
+use crate::policy::{refresh_early_now, safe_method_with_content, BypassReason, CacheControl};
 use crate::replay::{mark, replay, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
@@ -125,6 +125,22 @@ impl Cache {
                     return Box::pin(validation).await;
                 }
                 Use::WhileRevalidating if parts.method == Method::GET => {
+                    let response = self.serve_stored(entry.clone(), how, &key, &parts, now_ms);
+                    let outgoing = Outgoing::new(&parts, cc, key);
+                    self.validate_in_background(inner, parts, body, outgoing, entry);
+                    return Ok(response);
+                }
+                // Early refresh: a hot entry is validated before it expires.
+                Use::Fresh
+                    if parts.method == Method::GET
+                        && refresh_early_now(
+                            self.engine.config.early_refresh,
+                            entry.ttl,
+                            entry.age(now_ms),
+                            now_ms,
+                        ) =>
+                {
+                    tracing::debug!(key = %key, "refreshing early, in the background");
                     let response = self.serve_stored(entry.clone(), how, &key, &parts, now_ms);
                     let outgoing = Outgoing::new(&parts, cc, key);
                     self.validate_in_background(inner, parts, body, outgoing, entry);

@@ -284,6 +284,15 @@ impl Cache {
             let Some(_lease) = fleet::lead_refresh(&cache.engine, &outgoing.key).await else {
                 return; // another instance is validating it
             };
+            let (key, headers) = (&outgoing.key, &outgoing.headers);
+            if cache
+                .engine
+                .lookup_shared(key, headers, Entry::now_ms())
+                .await
+                .is_some_and(|found| found.entry.stored_at_ms > entry.stored_at_ms)
+            {
+                return; // another instance validated it before this one took the lease
+            }
             let leader = Some(leader);
             let validation =
                 cache.validate(inner, parts, body, outgoing, entry, Forward::Stale, leader);
