@@ -56,8 +56,8 @@ pub const REDIS_SOCKET_KEEPALIVE_INTERVAL: &str = "REDIS_SOCKET_KEEPALIVE_INTERV
 pub const REDIS_SOCKET_KEEPALIVE_COUNT: &str = "REDIS_SOCKET_KEEPALIVE_COUNT";
 /// Seconds between background connection checks.
 pub const REDIS_HEALTH_CHECK_INTERVAL: &str = "REDIS_HEALTH_CHECK_INTERVAL";
-/// Bytes of an in-process tier in front of Redis (standalone or Sentinel), kept consistent by
-/// key tracking (unset: no tier).
+/// Bytes of the in-process tier in front of Redis (standalone, Sentinel or Cluster), kept
+/// consistent by key tracking; `0` turns it off (default 64 MiB).
 pub const REDIS_LOCAL_TIER_MAX_BYTES: &str = "REDIS_LOCAL_TIER_MAX_BYTES";
 /// Seconds one Redis operation attempt may take (default 0.05).
 pub const REDIS_TIMEOUT: &str = "REDIS_TIMEOUT";
@@ -98,6 +98,10 @@ pub const CACHE_EARLY_REFRESH: &str = "CACHE_EARLY_REFRESH";
 /// A secret of at least 16 characters: with it, `PURGE` requests to the demo and the proxy purge
 /// URLs, tags or everything; unset, `PURGE` is not special (default).
 pub const CACHE_PURGE_TOKEN: &str = "CACHE_PURGE_TOKEN";
+
+/// The response field that names an entry's tags (default `Surrogate-Key`; e.g. `Cache-Tag`),
+/// removed before responses reach clients.
+pub const CACHE_TAG_HEADER: &str = "CACHE_TAG_HEADER";
 
 /// `true`/`false`: one handler run per missing key in the whole fleet sharing Redis (default `true`).
 pub const CACHE_FLEET_SINGLE_FLIGHT: &str = "CACHE_FLEET_SINGLE_FLIGHT";
@@ -177,7 +181,8 @@ pub fn get_backend_for_environment_from(
 
 /// `middleware` with the limits from [`CACHE_MAX_BODY_SIZE`], [`CACHE_MAX_REQUEST_BODY_SIZE`],
 /// [`CACHE_BACKEND_TIMEOUT`], [`CACHE_HONOR_REQUEST_CACHE_CONTROL`], [`CACHE_COALESCE_TIMEOUT`],
-/// [`CACHE_FLEET_SINGLE_FLIGHT`] and [`CACHE_EARLY_REFRESH`]; unset variables keep its settings.
+/// [`CACHE_FLEET_SINGLE_FLIGHT`], [`CACHE_EARLY_REFRESH`] and [`CACHE_TAG_HEADER`]; unset
+/// variables keep its settings.
 pub fn configure_middleware(middleware: CacheMiddleware) -> Result<CacheMiddleware, ConfigError> {
     configure_middleware_from(middleware, process_env)
 }
@@ -209,6 +214,9 @@ pub fn configure_middleware_from(
     if let Some(fraction) = env.fraction(CACHE_EARLY_REFRESH)? {
         middleware = middleware.early_refresh(fraction);
     }
+    if let Some(value) = env.get(CACHE_TAG_HEADER) {
+        middleware = middleware.tag_header(tag_field(&value)?);
+    }
     Ok(middleware)
 }
 
@@ -235,6 +243,18 @@ impl Env<'_> {
             Ok(n) if n >= 1 => Ok(Some(n)),
             _ => Err(invalid(name, &value, "a whole number of at least 1")),
         }
+    }
+
+    /// A size where `0` means off.
+    fn bytes_or_off(&self, name: &'static str) -> Result<Option<u64>, ConfigError> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        value
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| invalid(name, &value, "a whole number of bytes, or 0 for none"))
     }
 
     fn flag(&self, name: &'static str) -> Result<Option<bool>, ConfigError> {
@@ -290,6 +310,37 @@ impl Env<'_> {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// A field name for tags. Fields HTTP gives a meaning are refused: the tag field is removed from
+/// every response, so naming one of them would strip it from what clients receive.
+fn tag_field(value: &str) -> Result<http::HeaderName, ConfigError> {
+    const MEANINGFUL: &[&str] = &[
+        "age",
+        "cache-control",
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-location",
+        "content-range",
+        "content-type",
+        "date",
+        "etag",
+        "expires",
+        "last-modified",
+        "location",
+        "set-cookie",
+        "transfer-encoding",
+        "vary",
+        "www-authenticate",
+        "x-cache",
+        "cache-status",
+    ];
+    let accepted = "a response field name for tags, e.g. Surrogate-Key or Cache-Tag, not one HTTP gives a meaning";
+    match http::HeaderName::from_bytes(value.trim().as_bytes()) {
+        Ok(name) if !MEANINGFUL.contains(&name.as_str()) => Ok(name),
+        _ => Err(invalid(CACHE_TAG_HEADER, value, accepted)),
     }
 }
 
@@ -375,7 +426,7 @@ fn redis(env: &Env<'_>, context: &str) -> Result<Arc<dyn Backend>, ConfigError> 
     if let Some(every) = env.seconds(REDIS_HEALTH_CHECK_INTERVAL)? {
         builder = builder.health_check_interval(every);
     }
-    if let Some(bytes) = env.count(REDIS_LOCAL_TIER_MAX_BYTES)? {
+    if let Some(bytes) = env.bytes_or_off(REDIS_LOCAL_TIER_MAX_BYTES)? {
         builder = builder.local_tier(bytes);
     }
     if let Some(limit) = env.seconds(REDIS_TIMEOUT)? {
@@ -504,6 +555,7 @@ mod tests {
                 (CACHE_COALESCE_TIMEOUT, "2.5"),
                 (CACHE_FLEET_SINGLE_FLIGHT, "false"),
                 (CACHE_EARLY_REFRESH, "0.1"),
+                (CACHE_TAG_HEADER, "Cache-Tag"),
             ]),
         )
         .unwrap();
@@ -515,6 +567,7 @@ mod tests {
             "coalesce_timeout: 2.5s",
             "fleet_single_flight: false",
             "early_refresh: 0.1",
+            "tag_header: \"cache-tag\"",
         ] {
             assert!(text.contains(expected), "{expected} in {text}");
         }
@@ -540,6 +593,15 @@ mod tests {
             error,
             "CACHE_EARLY_REFRESH=\"10%\" is not valid: expected a fraction between 0 and 1, e.g. 0.1"
         );
+        for meaningful in ["Cache-Control", "content-type", "two words", "Set-Cookie"] {
+            let error = configure_middleware_from(base(), vars(&[(CACHE_TAG_HEADER, meaningful)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("CACHE_TAG_HEADER=") && error.contains("Surrogate-Key"),
+                "{error}"
+            );
+        }
     }
 
     #[test]
@@ -634,6 +696,25 @@ mod tests {
         .unwrap();
         let debug = format!("{backend:?}");
         assert!(debug.contains("local_tier_bytes: 67108864"), "{debug}");
+        let untiered = configure(&[
+            (CACHE_BACKEND, "redis"),
+            (REDIS_URL, "redis://host:6379"),
+            (REDIS_LOCAL_TIER_MAX_BYTES, "0"),
+        ])
+        .unwrap();
+        assert!(format!("{untiered:?}").contains("local_tier_bytes: 0"));
+        let tiered_by_default =
+            configure(&[(CACHE_BACKEND, "redis"), (REDIS_URL, "redis://host:6379")]).unwrap();
+        assert!(format!("{tiered_by_default:?}").contains("local_tier_bytes: 67108864"));
+        let error = error(&[
+            (CACHE_BACKEND, "redis"),
+            (REDIS_URL, "redis://host:6379"),
+            (REDIS_LOCAL_TIER_MAX_BYTES, "64MB"),
+        ]);
+        assert!(
+            error.contains("REDIS_LOCAL_TIER_MAX_BYTES") && error.contains("0 for none"),
+            "{error}"
+        );
         assert!(debug.contains("max_connections: 20"), "{debug}");
         assert!(debug.contains("namespace: \"shop\""), "{debug}");
         assert!(!debug.contains("pw\""), "{debug}");

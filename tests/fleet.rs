@@ -251,6 +251,27 @@ async fn a_lease_holder_that_hangs_is_taken_over_when_its_lease_expires() {
     assert_eq!(runs.get(), 2);
 }
 
+/// Four proxies in front of `origin`, sharing Redis under `namespace`.
+fn proxy_fleet(
+    redis: &Redis,
+    namespace: &str,
+    origin: std::net::SocketAddr,
+    early_refresh: f64,
+) -> Vec<Instance> {
+    let upstream: http::Uri = format!("http://{origin}").parse().unwrap();
+    let config = ProxyConfig::from_toml("").unwrap();
+    (0..4)
+        .map(|_| {
+            let backend = RedisBackend::builder(redis.url())
+                .namespace(namespace)
+                .build()
+                .unwrap();
+            let middleware = CacheMiddleware::new(backend).early_refresh(early_refresh);
+            Instance::serve(router(upstream.clone(), &config, middleware).unwrap())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn proxies_sharing_redis_ask_the_origin_once_for_a_cold_url() {
     let redis = Redis::start();
@@ -270,18 +291,7 @@ async fn proxies_sharing_redis_ask_the_origin_once_for_a_cold_url() {
         };
         support::serve(Router::new().route("/page", get(answer))).await
     };
-    let upstream: http::Uri = format!("http://{origin}").parse().unwrap();
-    let config = ProxyConfig::from_toml("").unwrap();
-    let fleet: Vec<Instance> = (0..4)
-        .map(|_| {
-            let backend = RedisBackend::builder(redis.url())
-                .namespace("proxies")
-                .build()
-                .unwrap();
-            let app = router(upstream.clone(), &config, CacheMiddleware::new(backend)).unwrap();
-            Instance::serve(app)
-        })
-        .collect();
+    let fleet = proxy_fleet(&redis, "proxies", origin, 0.0);
     let responses = join_all(
         (0..200).map(|i| over_http(fleet[i % 4].address, "GET", "/page", &[SITE], Bytes::new())),
     )
@@ -389,18 +399,7 @@ async fn proxies_refresh_a_hot_url_early_once_per_lifetime() {
         };
         support::serve(Router::new().route("/page", get(answer))).await
     };
-    let upstream: http::Uri = format!("http://{origin}").parse().unwrap();
-    let config = ProxyConfig::from_toml("").unwrap();
-    let fleet: Vec<Instance> = (0..4)
-        .map(|_| {
-            let backend = RedisBackend::builder(redis.url())
-                .namespace("hot-proxies")
-                .build()
-                .unwrap();
-            let middleware = CacheMiddleware::new(backend).early_refresh(0.5);
-            Instance::serve(router(upstream.clone(), &config, middleware).unwrap())
-        })
-        .collect();
+    let fleet = proxy_fleet(&redis, "hot-proxies", origin, 0.5);
     let lasting = Duration::from_secs(5);
     let responses = steady_load_on(&fleet, "/page", Duration::from_millis(10), lasting).await;
     let statuses: Vec<&str> = responses.iter().map(Observed::x_cache).collect();

@@ -463,6 +463,28 @@ async fn without_tracking_the_local_tier_is_bypassed_and_misses_no_change() {
     );
 }
 
+/// Redis restarts empty: nothing the tier held before is served, and tracking resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_restarts_the_local_tier_serves_nothing_it_held_before() {
+    let port = free_port();
+    let mut redis = Redis::start_with(port, &[]);
+    let a = tiered(&redis);
+    a.set("k", Bytes::from_static(b"v1"), MINUTE).await.unwrap();
+    assert_eq!(until_in_tier(&a, "k").await.as_deref(), Some(&b"v1"[..]));
+    redis.process.kill();
+    wait_until("the tier to be bypassed", Duration::from_secs(3), || {
+        a.get_ready("k").is_none()
+    });
+    let restarted = Redis::start_with(port, &[]);
+    assert_eq!(
+        until_in_tier(&a, "k").await,
+        None,
+        "the restarted server holds nothing, and neither does the tier"
+    );
+    restarted.cli(&["SET", "t:k", "v2"]);
+    until_read(&a, "k", Some(b"v2")).await;
+}
+
 /// Through Sentinel, the tier tracks the master; after a failover it tracks the new one, and a
 /// change made there is never hidden by what the tier held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Opening connections for each topology, with the builder's TCP, TLS and password settings.
 
 use super::builder::{CertReqs, RedisBackendBuilder, Topology};
+use super::parse_cluster_masters;
 use crate::backends::{BackendError, BuildError};
 use crate::redact::redact_url;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -229,9 +230,9 @@ impl Connector {
 /// The key-tracking connections of the in-process tier, and what they must stay true to.
 pub(crate) struct Trackers {
     pub(crate) connections: Vec<MultiplexedConnection>,
-    /// In a Cluster, the masters tracked (`host:port`): the tier vouches for nothing once the
+    /// In a Cluster, the masters tracked: the tier vouches for nothing once the
     /// cluster names others (a failover, or slots given to a new master).
-    masters: Option<BTreeSet<String>>,
+    masters: Option<BTreeSet<(String, u16)>>,
 }
 
 impl Trackers {
@@ -271,21 +272,12 @@ fn is_master(role: &[Value]) -> bool {
     }
 }
 
-/// The `host:port` of every master holding slots, from `CLUSTER NODES`.
-fn masters_serving_slots(nodes: &str) -> BTreeSet<String> {
-    nodes
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = fields.get(2)?;
-            let serving = fields.len() > 8
-                && flags.split(',').any(|flag| flag == "master")
-                && !flags
-                    .split(',')
-                    .any(|flag| flag == "fail" || flag == "noaddr");
-            let address = fields.get(1)?.split(['@', ',']).next()?;
-            (serving && !address.starts_with(':')).then(|| address.to_owned())
-        })
+/// The masters holding slots, from `CLUSTER NODES`.
+fn masters_serving_slots(nodes: &str) -> BTreeSet<(String, u16)> {
+    parse_cluster_masters(nodes)
+        .into_iter()
+        .filter(|master| master.serves_slots)
+        .map(|master| (master.host, master.port))
         .collect()
 }
 
@@ -328,12 +320,11 @@ impl ClusterSeeds {
         let masters = masters_serving_slots(&nodes);
         let config = self.config.clone().set_push_sender(reports.clone());
         let mut connections = Vec::with_capacity(masters.len());
-        for master in &masters {
-            let info = at_address(seed, master).ok_or_else(|| {
+        for (host, port) in &masters {
+            let info = at_address(seed, host, *port).ok_or_else(|| {
                 redis::RedisError::from((
                     redis::ErrorKind::Client,
-                    "a Cluster master's address cannot be read",
-                    master.clone(),
+                    "a Cluster seed must be a TCP address",
                 ))
             })?;
             let connection = self
@@ -357,13 +348,8 @@ impl ClusterSeeds {
 }
 
 /// `seed`'s settings (password, TLS, TCP) for the node at `host:port`.
-fn at_address(seed: &ConnectionInfo, address: &str) -> Option<ConnectionInfo> {
-    let (host, port) = address.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
+fn at_address(seed: &ConnectionInfo, host: &str, port: u16) -> Option<ConnectionInfo> {
+    let host = host.to_owned();
     let addr = match seed.addr().clone() {
         ConnectionAddr::Tcp(..) => ConnectionAddr::Tcp(host, port),
         ConnectionAddr::TcpTls {
@@ -564,24 +550,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_masters_tracked_are_those_serving_slots_and_reachable() {
-        let nodes = "\
-07c3 127.0.0.1:30004@31004 slave e7d1 0 1426238317239 4 connected
-67ed 127.0.0.1:30002@31002,node-b master - 0 1426238316232 2 connected 5461-10922
-292f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383
-e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
-aaaa :0@0 master,noaddr - 0 0 5 disconnected 7000
-bbbb 127.0.0.1:30005@31005 master,fail - 0 0 6 connected 100
-cccc 127.0.0.1:30006@31006 master - 0 0 7 connected
-";
-        let masters: Vec<String> = masters_serving_slots(nodes).into_iter().collect();
-        assert_eq!(
-            masters,
-            ["127.0.0.1:30001", "127.0.0.1:30002", "127.0.0.1:30003"]
-        );
+    fn a_master_is_reached_with_the_seed_s_settings() {
         let seed = "redis://:pw@10.0.0.1:7000".into_connection_info().unwrap();
-        let info = at_address(&seed, "127.0.0.1:30002").unwrap();
+        let info = at_address(&seed, "127.0.0.1", 30002).unwrap();
         assert_eq!(info.addr(), &ConnectionAddr::Tcp("127.0.0.1".into(), 30002));
         assert_eq!(info.redis_settings().password(), Some("pw"));
+        let nodes = "\
+e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
+cccc 127.0.0.1:30006@31006 master - 0 0 7 connected
+";
+        let tracked: Vec<(String, u16)> = masters_serving_slots(nodes).into_iter().collect();
+        assert_eq!(tracked, [("127.0.0.1".to_owned(), 30001)]);
     }
 }

@@ -265,7 +265,7 @@ impl RedisBackend {
     }
 
     /// The masters of the cluster, from `CLUSTER NODES`.
-    async fn cluster_masters(&self) -> Result<Vec<(String, u16)>, BackendError> {
+    async fn cluster_masters(&self) -> Result<Vec<ClusterMaster>, BackendError> {
         let text: String = self
             .run(&redis::cmd("CLUSTER").arg("NODES").to_owned())
             .await?;
@@ -351,7 +351,17 @@ fn escape_glob(text: &str) -> String {
 }
 
 /// `<id> <ip:port@cport[,hostname]> <flags> ...`: the addresses of live masters.
-fn parse_cluster_masters(text: &str) -> Vec<(String, u16)> {
+/// A reachable master in `CLUSTER NODES`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ClusterMaster {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// Whether it holds slots (a master without any holds no keys).
+    pub(crate) serves_slots: bool,
+}
+
+/// The masters `CLUSTER NODES` lists, without failed or address-less ones.
+pub(crate) fn parse_cluster_masters(text: &str) -> Vec<ClusterMaster> {
     text.lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
@@ -364,7 +374,15 @@ fn parse_cluster_masters(text: &str) -> Vec<(String, u16)> {
             }
             let address = address.split(['@', ',']).next()?;
             let (host, port) = address.rsplit_once(':')?;
-            Some((host.to_owned(), port.parse().ok()?))
+            Some(ClusterMaster {
+                host: host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+                port: port.parse().ok()?,
+                // Fields 4 to 8 are the master id, two times, the epoch and the link state.
+                serves_slots: fields.nth(5).is_some(),
+            })
         })
         .collect()
 }
@@ -451,7 +469,8 @@ impl Backend for RedisBackend {
         let cleared = if matches!(connection, Conn::Cluster(_)) {
             let mut cleared = Ok(());
             for master in self.cluster_masters().await? {
-                cleared = cleared.and(self.clear_through(Some(master)).await);
+                let node = (master.host, master.port);
+                cleared = cleared.and(self.clear_through(Some(node)).await);
             }
             cleared
         } else {
@@ -523,14 +542,22 @@ mod tests {
 67ed 127.0.0.1:30002@31002 master - 0 1 2 connected 5461-10922
 292f 127.0.0.1:30003@31003,node-3.local master - 0 1 3 connected 10923-16383
 e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
-dead 127.0.0.1:30005@31005 master,fail - 0 0 1 disconnected
+dead 127.0.0.1:30005@31005 master,fail - 0 0 1 disconnected 100
+gone :0@0 master,noaddr - 0 0 5 disconnected 7000
+new6 127.0.0.1:30006@31006 master - 0 0 7 connected
 ";
+        let masters: Vec<(String, u16, bool)> = parse_cluster_masters(text)
+            .into_iter()
+            .map(|m| (m.host, m.port, m.serves_slots))
+            .collect();
+        let at = |port, slots| ("127.0.0.1".to_owned(), port, slots);
         assert_eq!(
-            parse_cluster_masters(text),
-            vec![
-                ("127.0.0.1".to_owned(), 30002),
-                ("127.0.0.1".to_owned(), 30003),
-                ("127.0.0.1".to_owned(), 30001)
+            masters,
+            [
+                at(30002, true),
+                at(30003, true),
+                at(30001, true),
+                at(30006, false)
             ]
         );
     }
