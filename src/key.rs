@@ -3,7 +3,8 @@
 //! Length prefixes make the encoding injective: no choice of path, query or header values can make two
 //! different requests produce the same byte string, so a collision needs a blake3 collision.
 
-use http::header::{HeaderMap, CONTENT_TYPE, HOST};
+use crate::variant_values::variant_members;
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, HOST};
 use http::{request::Parts, Method};
 use std::fmt;
 
@@ -169,17 +170,11 @@ pub fn variant_key(
         m.count(names.len());
         for name in names {
             m.field(name.as_bytes());
-            // Field lines are one list (RFC 9110 §5.3), and spaces around its members mean
-            // nothing: `a, b` on one line and `a` and `b` on two select the same variant.
-            let members = || {
-                headers
-                    .get_all(name.as_str())
-                    .iter()
-                    .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-                    .map(<[u8]>::trim_ascii)
-            };
-            m.count(members().count());
-            for member in members() {
+            // Equivalent values select the same variant (see `variant_values`).
+            let lines = headers.get_all(name.as_str());
+            let members = variant_members(name, lines.iter().map(HeaderValue::as_bytes));
+            m.count(members.len());
+            for member in &members {
                 m.field(member);
             }
         }

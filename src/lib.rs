@@ -55,6 +55,7 @@ mod shared;
 mod stats;
 mod storable;
 mod tags;
+mod variant_values;
 
 pub use body::CacheBody;
 pub use breaker::BreakerState;

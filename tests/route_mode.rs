@@ -353,6 +353,65 @@ async fn response_vary_keeps_one_entry_per_value_of_the_named_fields() {
     assert_eq!(counter.get(), 2);
 }
 
+/// Equivalent `Accept-Encoding` and `Accept-Language` values (case, spaces, weights written
+/// differently, members on several lines) share a variant; values that could be answered
+/// differently do not. A client cannot multiply the stored variants with spellings of one value.
+#[tokio::test]
+async fn equivalent_accept_values_share_a_variant() {
+    let (app, counter) = app();
+    let uri = "/r?h-vary=Accept-Encoding,Accept-Language";
+    let ask = |fields: &[(&str, &str)]| {
+        let mut request = get(uri);
+        for (name, value) in fields {
+            request = request.header(*name, *value);
+        }
+        send(&app, request.body(empty()).unwrap())
+    };
+    let first = ask(&[
+        ("accept-encoding", "gzip, br;q=0.5"),
+        ("accept-language", "fr-CH, fr;q=0.9"),
+    ])
+    .await;
+    assert_eq!(first.x_cache(), "MISS");
+    for same in [
+        &[
+            ("accept-encoding", " GZIP ,BR ; q=0.50"),
+            ("accept-language", "FR-ch,fr;q=0.900"),
+        ][..],
+        &[
+            ("accept-encoding", "br;q=0.500, gzip;q=1.0"),
+            ("accept-language", "fr;q=0.9, fr-ch"),
+        ],
+        &[
+            ("accept-encoding", "gzip"),
+            ("accept-encoding", "br;q=0.5"),
+            ("accept-language", "fr-ch,fr;q=0.9"),
+        ],
+    ] {
+        let again = ask(same).await;
+        assert_eq!(again.x_cache(), "HIT", "{same:?}");
+        assert_eq!(again.body, first.body);
+    }
+    assert_eq!(counter.get(), 1);
+    for different in [
+        &[
+            ("accept-encoding", "gzip, br;q=0.5, identity;q=0"),
+            ("accept-language", "fr-CH, fr;q=0.9"),
+        ][..],
+        &[
+            ("accept-encoding", "br;q=0.5, gzip;q=0.6"),
+            ("accept-language", "fr-CH, fr;q=0.9"),
+        ],
+        &[
+            ("accept-encoding", "gzip, br;q=0.5"),
+            ("accept-language", "fr, fr-CH"),
+        ],
+    ] {
+        assert_eq!(ask(different).await.x_cache(), "MISS", "{different:?}");
+    }
+    assert_eq!(counter.get(), 4);
+}
+
 #[tokio::test]
 async fn a_route_can_vary_on_request_headers() {
     let layer = cache(60).vary_on("x-tenant");
