@@ -4,11 +4,19 @@
 //! shares its result only if that result was stored (so it is fit for everyone with the same key), and
 //! releases its waiters however it ends: completed, failed, panicked or cancelled (its guard's `Drop`).
 //! A waiter that is released without a result, or that waits too long, runs the handler itself.
+//!
+//! Hit-for-miss: a key whose response could not be stored (it sets a cookie, is private, too
+//! large, ...) is remembered for a while, and requests for it pass straight to the handler
+//! instead of queueing behind a leader whose answer they could not take anyway.
 
+use moka::sync::Cache;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// The most keys remembered as uncacheable: a client can make many, so they are bounded.
+const MOST_UNCACHEABLE: u64 = 10_000;
 
 #[derive(Clone)]
 enum State<T> {
@@ -19,13 +27,13 @@ enum State<T> {
 /// The in-flight calls of one engine, by key.
 pub(crate) struct Flights<T> {
     inflight: Arc<Mutex<HashMap<String, watch::Receiver<State<T>>>>>,
+    /// Keys whose last response could not be stored; `None` when hit-for-miss is off.
+    uncacheable: Option<Cache<String, ()>>,
 }
 
 impl<T> Default for Flights<T> {
     fn default() -> Self {
-        Flights {
-            inflight: Arc::default(),
-        }
+        Flights::new(Duration::ZERO)
     }
 }
 
@@ -33,11 +41,53 @@ impl<T> Default for Flights<T> {
 pub(crate) enum Join<T> {
     Leader(Leader<T>),
     Waiter(Waiter<T>),
+    /// The key's last response could not be stored: no flight, straight to the handler.
+    Pass,
+}
+
+impl<T> Flights<T> {
+    /// Flights remembering uncacheable keys for `hit_for_miss` (zero: not at all).
+    pub(crate) fn new(hit_for_miss: Duration) -> Self {
+        let uncacheable = (!hit_for_miss.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(MOST_UNCACHEABLE)
+                .time_to_live(hit_for_miss)
+                .build()
+        });
+        Flights {
+            inflight: Arc::default(),
+            uncacheable,
+        }
+    }
+
+    /// `key`'s response could not be stored: its next requests pass for a while.
+    pub(crate) fn remember_uncacheable(&self, key: &str) {
+        if let Some(uncacheable) = &self.uncacheable {
+            uncacheable.insert(key.to_owned(), ());
+        }
+    }
+
+    /// `key`'s response was stored: its requests share flights again.
+    pub(crate) fn forget_uncacheable(&self, key: &str) {
+        if let Some(uncacheable) = &self.uncacheable {
+            if uncacheable.contains_key(key) {
+                uncacheable.invalidate(key);
+            }
+        }
+    }
 }
 
 impl<T: Clone + Send + Sync + 'static> Flights<T> {
-    /// Joins the flight for `key`, leading it when none is under way.
+    /// Joins the flight for `key`, leading it when none is under way; passes it when the key is
+    /// remembered as uncacheable.
     pub(crate) fn join(&self, key: &str) -> Join<T> {
+        if self
+            .uncacheable
+            .as_ref()
+            .is_some_and(|uncacheable| uncacheable.contains_key(key))
+        {
+            return Join::Pass;
+        }
         let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(rx) = inflight.get(key) {
             return Join::Waiter(Waiter { rx: rx.clone() });
@@ -114,15 +164,40 @@ mod tests {
     fn lead(flights: &Flights<u32>, key: &str) -> Leader<u32> {
         match flights.join(key) {
             Join::Leader(leader) => leader,
-            Join::Waiter(_) => panic!("expected to lead {key}"),
+            _ => panic!("expected to lead {key}"),
         }
     }
 
     fn wait(flights: &Flights<u32>, key: &str) -> Waiter<u32> {
         match flights.join(key) {
             Join::Waiter(waiter) => waiter,
-            Join::Leader(_) => panic!("expected to wait on {key}"),
+            _ => panic!("expected to wait on {key}"),
         }
+    }
+
+    #[tokio::test]
+    async fn an_uncacheable_key_passes_until_stored_or_forgotten() {
+        let flights = Flights::new(Duration::from_millis(300));
+        let leader = lead(&flights, "k");
+        let waiter = wait(&flights, "k");
+        flights.remember_uncacheable("k");
+        drop(leader);
+        assert_eq!(waiter.wait(Duration::from_secs(1)).await, None);
+        assert!(matches!(flights.join("k"), Join::Pass));
+        assert!(
+            matches!(flights.join("k"), Join::Pass),
+            "no flight is opened"
+        );
+        drop(lead(&flights, "other"));
+        flights.forget_uncacheable("k");
+        drop(lead(&flights, "k"));
+        flights.remember_uncacheable("k");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        drop(lead(&flights, "k"));
+        // Off: nothing is remembered.
+        let off: Flights<u32> = Flights::default();
+        off.remember_uncacheable("k");
+        drop(lead(&off, "k"));
     }
 
     #[tokio::test]

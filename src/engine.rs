@@ -36,6 +36,8 @@ pub(crate) struct EngineConfig {
     pub early_refresh: f64,
     /// The response field that names an entry's tags (removed before responses reach clients).
     pub tag_header: HeaderName,
+    /// How long a key whose response could not be stored skips single flight (0: never).
+    pub hit_for_miss: Duration,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
 }
@@ -53,6 +55,7 @@ impl Default for EngineConfig {
             fleet_single_flight: true,
             early_refresh: 0.0,
             tag_header: HeaderName::from_static("surrogate-key"),
+            hit_for_miss: Duration::from_secs(10),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
         }
@@ -122,8 +125,8 @@ impl Engine {
         Engine {
             backend,
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+            flights: Flights::new(config.hit_for_miss),
             config,
-            flights: Flights::default(),
             counters: Counters::default(),
             leases_unsupported: AtomicBool::new(false),
             purges: Mutex::default(),

@@ -99,6 +99,10 @@ pub const CACHE_EARLY_REFRESH: &str = "CACHE_EARLY_REFRESH";
 /// URLs, tags or everything; unset, `PURGE` is not special (default).
 pub const CACHE_PURGE_TOKEN: &str = "CACHE_PURGE_TOKEN";
 
+/// Seconds a key whose response could not be stored goes straight to the handler or origin
+/// instead of queueing behind single flight (default 10; `0` turns it off).
+pub const CACHE_HIT_FOR_MISS: &str = "CACHE_HIT_FOR_MISS";
+
 /// The response field that names an entry's tags (default `Surrogate-Key`; e.g. `Cache-Tag`),
 /// removed before responses reach clients.
 pub const CACHE_TAG_HEADER: &str = "CACHE_TAG_HEADER";
@@ -181,8 +185,8 @@ pub fn get_backend_for_environment_from(
 
 /// `middleware` with the limits from [`CACHE_MAX_BODY_SIZE`], [`CACHE_MAX_REQUEST_BODY_SIZE`],
 /// [`CACHE_BACKEND_TIMEOUT`], [`CACHE_HONOR_REQUEST_CACHE_CONTROL`], [`CACHE_COALESCE_TIMEOUT`],
-/// [`CACHE_FLEET_SINGLE_FLIGHT`], [`CACHE_EARLY_REFRESH`] and [`CACHE_TAG_HEADER`]; unset
-/// variables keep its settings.
+/// [`CACHE_FLEET_SINGLE_FLIGHT`], [`CACHE_EARLY_REFRESH`], [`CACHE_HIT_FOR_MISS`] and
+/// [`CACHE_TAG_HEADER`]; unset variables keep its settings.
 pub fn configure_middleware(middleware: CacheMiddleware) -> Result<CacheMiddleware, ConfigError> {
     configure_middleware_from(middleware, process_env)
 }
@@ -213,6 +217,9 @@ pub fn configure_middleware_from(
     }
     if let Some(fraction) = env.fraction(CACHE_EARLY_REFRESH)? {
         middleware = middleware.early_refresh(fraction);
+    }
+    if let Some(limit) = env.seconds_or_off(CACHE_HIT_FOR_MISS)? {
+        middleware = middleware.hit_for_miss(limit);
     }
     if let Some(value) = env.get(CACHE_TAG_HEADER) {
         middleware = middleware.tag_header(tag_field(&value)?);
@@ -297,6 +304,21 @@ impl Env<'_> {
                 &value,
                 "a number of seconds greater than 0, e.g. 30 or 0.5",
             )),
+        }
+    }
+
+    /// Seconds where `0` means off.
+    fn seconds_or_off(&self, name: &'static str) -> Result<Option<Duration>, ConfigError> {
+        match self.get(name) {
+            Some(value) if value.trim().parse::<f64>() == Ok(0.0) => Ok(Some(Duration::ZERO)),
+            Some(value) => self.seconds(name).map_err(|_| {
+                invalid(
+                    name,
+                    &value,
+                    "a number of seconds, e.g. 10 or 0.5, or 0 for off",
+                )
+            }),
+            None => Ok(None),
         }
     }
 
@@ -556,6 +578,7 @@ mod tests {
                 (CACHE_FLEET_SINGLE_FLIGHT, "false"),
                 (CACHE_EARLY_REFRESH, "0.1"),
                 (CACHE_TAG_HEADER, "Cache-Tag"),
+                (CACHE_HIT_FOR_MISS, "0"),
             ]),
         )
         .unwrap();
@@ -568,6 +591,7 @@ mod tests {
             "fleet_single_flight: false",
             "early_refresh: 0.1",
             "tag_header: \"cache-tag\"",
+            "hit_for_miss: 0ns",
         ] {
             assert!(text.contains(expected), "{expected} in {text}");
         }
@@ -592,6 +616,13 @@ mod tests {
         assert_eq!(
             error,
             "CACHE_EARLY_REFRESH=\"10%\" is not valid: expected a fraction between 0 and 1, e.g. 0.1"
+        );
+        let error = configure_middleware_from(base(), vars(&[(CACHE_HIT_FOR_MISS, "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("CACHE_HIT_FOR_MISS=") && error.contains("0 for off"),
+            "{error}"
         );
         for meaningful in ["Cache-Control", "content-type", "two words", "Set-Cookie"] {
             let error = configure_middleware_from(base(), vars(&[(CACHE_TAG_HEADER, meaningful)]))

@@ -139,6 +139,15 @@ impl CacheMiddleware {
         self.configure(|c| c.tag_header = name)
     }
 
+    /// How long a key whose response could not be stored (it set a cookie, was private, too
+    /// large, not a cacheable status other than a server error, ...) is remembered, so that its
+    /// requests go straight to the handler or origin instead of queueing behind one whose answer
+    /// they could not share (hit-for-miss). A response that can be stored ends it at once.
+    /// Default 10 s; zero turns it off. Per instance, at most 10,000 keys.
+    pub fn hit_for_miss(self, duration: Duration) -> Self {
+        self.configure(|c| c.hit_for_miss = duration)
+    }
+
     /// Refreshes entries in the background during the last `fraction` of their lifetime (for
     /// example 0.1: the last 30 s of `cache(300)`), each hit there with a chance that grows to
     /// certainty at expiry; one refresh per entry in the fleet. Hot entries are thus replaced

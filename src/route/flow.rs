@@ -166,13 +166,14 @@ where
     // credentials included) wait for one handler run. HEAD cannot lead: its response has no body.
     let mut leader = None;
     let mut _lease = None;
-    if parts.method != Method::HEAD {
-        let flight = flight_key(&engine, &route, &key, &parts.headers);
+    let flight =
+        (parts.method != Method::HEAD).then(|| flight_key(&engine, &route, &key, &parts.headers));
+    if let Some(flight) = &flight {
         match engine.flights.join(flight.as_str()) {
             // A refresh runs here: an entry another instance stores may predate the request.
             Join::Leader(guard) if !refresh => {
                 // Boxed: only misses wait on the fleet.
-                match Box::pin(fleet::take_turn(&engine, &flight, &key, &parts.headers)).await {
+                match Box::pin(fleet::take_turn(&engine, flight, &key, &parts.headers)).await {
                     Turn::Served(shared) => {
                         engine.counters.record(Event::Hit);
                         engine.counters.record(Event::Coalesced);
@@ -217,6 +218,9 @@ where
                     _ => tracing::debug!(key = %key, "no shared response; running the handler"),
                 }
             }
+            Join::Pass => {
+                tracing::debug!(key = %key, "its last response could not be stored (hit-for-miss): no waiting");
+            }
         }
     }
     let status = if refresh {
@@ -227,6 +231,7 @@ where
     };
     let mut miss = Miss::new(&engine, &route, key, status);
     miss.leader = leader;
+    miss.flight = flight;
     // Boxed: the miss path (with the handler's own future) would otherwise make every request's
     // future, hits included, several kilobytes larger, copied on each request.
     // The fleet's lease (if taken) is given back once the entry is stored, as `_lease` drops.
@@ -240,6 +245,8 @@ struct Miss<'a> {
     key: CacheKey,
     status: CacheStatus,
     leader: Option<Leader<Arc<Shared>>>,
+    /// The single-flight key, remembered as uncacheable when the response cannot be stored.
+    flight: Option<CacheKey>,
 }
 
 impl<'a> Miss<'a> {
@@ -250,6 +257,15 @@ impl<'a> Miss<'a> {
             key,
             status,
             leader: None,
+            flight: None,
+        }
+    }
+
+    /// The response could not be stored: later requests for the key pass instead of waiting.
+    /// Not after a server error, which may be passing: those keep their single flight.
+    fn uncacheable(&self, status: http::StatusCode) {
+        if let (Some(flight), false) = (&self.flight, status.is_server_error()) {
+            self.engine.flights.remember_uncacheable(flight.as_str());
         }
     }
 
@@ -309,6 +325,7 @@ impl<'a> Miss<'a> {
         if let ResponseDecision::Skip(reason) = decision {
             tracing::debug!(key = %key, %reason, status = %response_parts.status, "response not cached");
             engine.counters.record(Event::NotStored(reason.as_str()));
+            self.uncacheable(response_parts.status);
             let response = Response::from_parts(response_parts, CacheBody::stream(response_body));
             return Ok(mark(response, self.status));
         }
@@ -319,6 +336,7 @@ impl<'a> Miss<'a> {
                 engine
                     .counters
                     .record(Event::NotStored(SkipReason::BodyTooLarge.as_str()));
+                self.uncacheable(response_parts.status);
                 return Ok(mark(
                     Response::from_parts(response_parts, body),
                     self.status,
@@ -329,6 +347,7 @@ impl<'a> Miss<'a> {
             Ok(stored) => stored,
             Err((reason, stored)) => {
                 engine.counters.record(Event::NotStored(reason));
+                self.uncacheable(stored.status);
                 return Ok(replay(stored, &method, &request_headers, self.status, None));
             }
         };
@@ -342,6 +361,9 @@ impl<'a> Miss<'a> {
         let shared = engine
             .store_with(key, vary, &request_headers, stored, lifetime, tags)
             .await;
+        if let Some(flight) = &self.flight {
+            engine.flights.forget_uncacheable(flight.as_str());
+        }
         let shared = Arc::new(shared);
         let response = replay(
             shared

@@ -232,6 +232,10 @@ impl Cache {
                 }
                 Ok(None)
             }
+            Join::Pass => {
+                tracing::debug!(key = %outgoing.key, "its last response could not be stored (hit-for-miss): no waiting");
+                Ok(None)
+            }
         }
     }
 

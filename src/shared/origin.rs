@@ -117,6 +117,7 @@ impl Cache {
         if let Err(reason) = decision {
             tracing::debug!(key = %outgoing.key, reason, status = %parts.status, "response not stored");
             self.engine.counters.record(Event::NotStored(reason));
+            self.uncacheable(&outgoing, parts.status);
             let response = Response::from_parts(parts, CacheBody::stream(body));
             return self.passed_on(response, status.detail(reason));
         }
@@ -127,6 +128,7 @@ impl Cache {
                 self.engine
                     .counters
                     .record(Event::NotStored("response-body-too-large"));
+                self.uncacheable(&outgoing, parts.status);
                 let response = Response::from_parts(parts, body);
                 return self.passed_on(response, status.detail("body-too-large"));
             }
@@ -138,6 +140,7 @@ impl Cache {
             Ok(storable) => storable,
             Err((reason, stored)) => {
                 self.engine.counters.record(Event::NotStored(reason));
+                self.uncacheable(&outgoing, stored.status);
                 let (method, headers) = (&outgoing.method, &outgoing.headers);
                 let response = replay(stored, method, headers, CacheStatus::Miss, None);
                 return self.with_status(response, &status.detail(reason));
@@ -148,6 +151,9 @@ impl Cache {
             .engine
             .store_with(&outgoing.key, vary, &outgoing.headers, storable, kept, tags)
             .await;
+        self.engine
+            .flights
+            .forget_uncacheable(outgoing.key.as_str());
         status.stored = true;
         let entry = shared.entry.clone();
         if let Some(leader) = leader {
@@ -261,6 +267,16 @@ impl Cache {
         status.stored = true;
         let now_ms = Entry::now_ms();
         self.answer(entry, method, headers, CacheStatus::Refresh, status, now_ms)
+    }
+
+    /// The origin's response for `outgoing` could not be stored: later requests for the key pass
+    /// instead of waiting (hit-for-miss). Not after a server error, which may be passing.
+    fn uncacheable(&self, outgoing: &Outgoing, status: StatusCode) {
+        if outgoing.method == http::Method::GET && !status.is_server_error() {
+            self.engine
+                .flights
+                .remember_uncacheable(outgoing.key.as_str());
+        }
     }
 
     /// Validates a stale response in a spawned task, once per key at a time.
