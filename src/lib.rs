@@ -45,6 +45,7 @@ pub mod policy;
 pub mod proxy;
 #[cfg(feature = "proxy")]
 pub mod purge;
+mod ranges;
 pub mod redact;
 mod replay;
 mod route;

@@ -1,9 +1,11 @@
 //! Turning responses into stored form and stored entries back into responses: `X-Cache`, `Age`, a stable
-//! `ETag`, HEAD without a body, and `304 Not Modified` for a matching `If-None-Match`.
+//! `ETag`, HEAD without a body, `304 Not Modified` for a matching `If-None-Match`, and `206`/`416`
+//! for a `Range` (see `ranges`).
 
 use crate::body::CacheBody;
 use crate::entry::StoredResponse;
 use crate::policy::{http_date, is_hop_by_hop};
+use crate::ranges::{range_answer, RangeAnswer};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, Method, Response, StatusCode};
@@ -94,30 +96,77 @@ pub(crate) fn replay<B: Body>(
 ) -> Response<CacheBody<B>> {
     let mut response = if client_has_current(request_headers, &stored) {
         not_modified(&stored)
-    } else {
-        let StoredResponse {
-            status,
-            mut headers,
-            body,
-        } = stored;
-        if method == Method::HEAD && !headers.contains_key(header::CONTENT_LENGTH) {
-            // The empty body would otherwise announce a length of 0; HEAD reports the GET body's length.
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    } else if method == Method::GET && request_headers.contains_key(header::RANGE) {
+        match range_answer(request_headers, &stored) {
+            RangeAnswer::Part { first, last } => partial(stored, first, last),
+            RangeAnswer::Unsatisfiable => unsatisfiable(&stored),
+            RangeAnswer::Full => full(stored, method),
         }
-        let body = if method == Method::HEAD {
-            CacheBody::empty()
-        } else {
-            CacheBody::full(body)
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        response
+    } else {
+        full(stored, method)
     };
     let headers = response.headers_mut();
     headers.insert(X_CACHE, status.header_value());
     if let Some(age) = age {
         headers.insert(header::AGE, age_value(age.as_secs()));
+    }
+    response
+}
+
+/// The stored response whole (for HEAD, its fields and no body).
+fn full<B: Body>(stored: StoredResponse, method: &Method) -> Response<CacheBody<B>> {
+    let StoredResponse {
+        status,
+        mut headers,
+        body,
+    } = stored;
+    if method == Method::HEAD && !headers.contains_key(header::CONTENT_LENGTH) {
+        // The empty body would otherwise announce a length of 0; HEAD reports the GET body's length.
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    let body = if method == Method::HEAD {
+        CacheBody::empty()
+    } else {
+        CacheBody::full(body)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// `206`: bytes `first..=last` of the stored body, a slice of it (no copy).
+fn partial<B: Body>(stored: StoredResponse, first: usize, last: usize) -> Response<CacheBody<B>> {
+    let StoredResponse {
+        mut headers, body, ..
+    } = stored;
+    let range = format!("bytes {first}-{last}/{}", body.len());
+    headers.insert(
+        header::CONTENT_RANGE,
+        HeaderValue::from_str(&range).expect("digits and a dash are a valid field value"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
+    let mut response = Response::new(CacheBody::full(body.slice(first..=last)));
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// `416`: the range names no byte of the stored body; says how long it is.
+fn unsatisfiable<B: Body>(stored: &StoredResponse) -> Response<CacheBody<B>> {
+    let mut response = Response::new(CacheBody::empty());
+    *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    let headers = response.headers_mut();
+    let range = format!("bytes */{}", stored.body.len());
+    headers.insert(
+        header::CONTENT_RANGE,
+        HeaderValue::from_str(&range).expect("digits are a valid field value"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    for name in [header::DATE, header::ETAG, header::LAST_MODIFIED] {
+        if let Some(value) = stored.headers.get(&name) {
+            headers.insert(name, value.clone());
+        }
     }
     response
 }

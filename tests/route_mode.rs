@@ -413,6 +413,23 @@ async fn equivalent_accept_values_share_a_variant() {
 }
 
 #[tokio::test]
+async fn a_cached_route_answers_a_byte_range_from_its_entry() {
+    let (app, counter) = app();
+    let whole = fetch(&app, "/r").await;
+    let part = fetch_with(&app, "/r", &[("range", "bytes=1-3")]).await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.body, whole.body.slice(1..4));
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes 1-3/{}", whole.body.len()).as_str())
+    );
+    assert_eq!(part.x_cache(), "HIT");
+    let past = fetch_with(&app, "/r", &[("range", "bytes=9999-")]).await;
+    assert_eq!(past.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(counter.get(), 1);
+}
+
+#[tokio::test]
 async fn a_route_can_vary_on_request_headers() {
     let layer = cache(60).vary_on("x-tenant");
     let (app, counter) = app_with(layer, CacheMiddleware::new(MemoryBackend::new(100)));

@@ -489,6 +489,63 @@ async fn range_requests_go_to_the_origin_and_are_not_stored() {
     );
 }
 
+/// A stored complete response answers a single byte range itself (206), says 416 for one past
+/// its end, and gives the whole response for several ranges or an `If-Range` naming another
+/// version; the origin is asked once.
+#[tokio::test]
+async fn a_stored_response_answers_ranges_itself() {
+    let s = setup("").await;
+    s.origin.set(
+        "/doc",
+        &[("cache-control", "max-age=60"), ("etag", "\"d1\"")],
+    );
+    let whole = s.get("/doc").await;
+    assert_eq!(whole.body, "GET /doc #1");
+    let proxy = &s;
+    let ranged = |value: &'static str, extra: Option<(&'static str, &'static str)>| {
+        let mut fields = vec![("range", value)];
+        fields.extend(extra);
+        async move { proxy.call("GET", "/doc", &fields).await }
+    };
+    let part = ranged("bytes=4-6", None).await;
+    assert_eq!(
+        (part.status, part.body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "/do")
+    );
+    assert_eq!(part.header("content-range"), "bytes 4-6/11");
+    assert_eq!(part.header("content-length"), "3");
+    assert_eq!(part.header("etag"), "\"d1\"");
+    assert!(
+        part.header("cache-status").contains("hit"),
+        "{}",
+        part.header("cache-status")
+    );
+    let suffix = ranged("bytes=-2", None).await;
+    assert_eq!(
+        (suffix.status, suffix.body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "#1")
+    );
+    let past = ranged("bytes=11-", None).await;
+    assert_eq!(past.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(past.header("content-range"), "bytes */11");
+    assert_eq!(past.body, "");
+    let several = ranged("bytes=0-1,4-5", None).await;
+    assert_eq!(
+        (several.status, several.body.as_str()),
+        (StatusCode::OK, "GET /doc #1")
+    );
+    let other_version = ranged("bytes=0-2", Some(("if-range", "\"d0\""))).await;
+    assert_eq!(other_version.status, StatusCode::OK);
+    let same_version = ranged("bytes=0-2", Some(("if-range", "\"d1\""))).await;
+    assert_eq!(
+        (same_version.status, same_version.body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "GET")
+    );
+    let head = s.call("HEAD", "/doc", &[("range", "bytes=0-1")]).await;
+    assert_eq!(head.status, StatusCode::OK, "HEAD ignores Range");
+    assert_eq!(s.origin.count("/doc"), 1, "every answer from storage");
+}
+
 #[tokio::test]
 async fn absurd_or_malformed_origin_headers_never_break_a_request() {
     let s = setup("").await;

@@ -24,7 +24,7 @@ use crate::replay::{mark, replay, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::SharedRules;
-use http::header::{HeaderMap, RANGE};
+use http::header::{HeaderMap, IF_RANGE, RANGE};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use std::sync::Arc;
@@ -57,6 +57,13 @@ impl Outgoing {
     }
 }
 
+/// The request as a background validation sends it: for the whole response, which is what is
+/// stored, whatever part the client asked for.
+fn whole(parts: &mut Parts) {
+    parts.headers.remove(RANGE);
+    parts.headers.remove(IF_RANGE);
+}
+
 impl Cache {
     pub(super) async fn run<S, ReqB, ResB>(
         self,
@@ -82,12 +89,9 @@ impl Cache {
         } else {
             CacheControl::default()
         };
-        // RFC 9110 §9.3.1: content on a GET has no defined meaning, and the key ignores it. Partial
-        // content is not stored; the origin answers the range itself.
+        // RFC 9110 §9.3.1: content on a GET has no defined meaning, and the key ignores it.
         let bypass = if has_content {
             Some((BypassReason::ContentOnSafeMethod, Forward::Bypass))
-        } else if parts.headers.contains_key(RANGE) {
-            Some((BypassReason::Range, Forward::Bypass))
         } else if cc.no_store {
             Some((BypassReason::NoStore, Forward::Request))
         } else {
@@ -105,11 +109,15 @@ impl Cache {
             .engine
             .lookup(&key, &parts.headers, Duration::MAX, now_ms)
             .await;
+        // A range is answered from a stored complete response; partial content is not stored,
+        // so otherwise the origin answers it.
+        let ranged = parts.headers.contains_key(RANGE);
         if let Found::Fresh(entry) | Found::Stale(entry) = found {
             let response_cc = self.response_cc(&entry_response(&entry).headers);
             let how = reuse(&cc, &response_cc, entry.age(now_ms), entry.ttl);
             match how {
                 Use::Validate(_) if cc.only_if_cached => return Ok(only_if_cached()),
+                Use::Validate(_) if ranged => {}
                 Use::Validate(why) => {
                     tracing::debug!(key = %key, reason = ?why, "validating the stored response");
                     self.engine.counters.record(Event::Refresh);
@@ -127,6 +135,7 @@ impl Cache {
                 Use::WhileRevalidating if parts.method == Method::GET => {
                     let response = self.serve_stored(entry.clone(), how, &key, &parts, now_ms);
                     let outgoing = Outgoing::new(&parts, cc, key);
+                    whole(&mut parts);
                     self.validate_in_background(inner, parts, body, outgoing, entry);
                     return Ok(response);
                 }
@@ -143,11 +152,19 @@ impl Cache {
                     tracing::debug!(key = %key, "refreshing early, in the background");
                     let response = self.serve_stored(entry.clone(), how, &key, &parts, now_ms);
                     let outgoing = Outgoing::new(&parts, cc, key);
+                    whole(&mut parts);
                     self.validate_in_background(inner, parts, body, outgoing, entry);
                     return Ok(response);
                 }
                 _ => return Ok(self.serve_stored(entry, how, &key, &parts, now_ms)),
             }
+        }
+        if ranged {
+            self.engine
+                .counters
+                .record(Event::Bypass(BypassReason::Range));
+            let status = Status::forward(Forward::Bypass).detail(BypassReason::Range.as_str());
+            return Box::pin(self.pass(inner, parts, body, status)).await;
         }
         let outgoing = Outgoing::new(&parts, cc, key);
         if outgoing.cc.only_if_cached {
