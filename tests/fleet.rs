@@ -335,6 +335,17 @@ async fn steady_load_on(
     responses
 }
 
+/// The first response filled the cache; every later one was a hit (none waited on a refresh).
+fn assert_hits_after_the_first(responses: &[Observed]) {
+    let statuses: Vec<&str> = responses.iter().map(Observed::x_cache).collect();
+    assert_eq!(statuses[0], "MISS");
+    assert!(
+        statuses[1..].iter().all(|s| *s == "HIT"),
+        "after the first request every one is a hit: {:?}",
+        statuses.iter().filter(|s| **s != "HIT").collect::<Vec<_>>()
+    );
+}
+
 /// A hot key with a 2 s lifetime under steady load: refreshed in the background in the second
 /// half of its life, by one instance of the fleet each time (the refresh takes long enough for
 /// every instance to want one), and no request misses or waits.
@@ -359,13 +370,7 @@ async fn a_hot_key_is_refreshed_early_once_per_lifetime_and_never_expires_under_
         .collect();
     let lasting = Duration::from_secs(5);
     let responses = steady_load(&fleet, Duration::from_millis(10), lasting).await;
-    let statuses: Vec<&str> = responses.iter().map(Observed::x_cache).collect();
-    assert_eq!(statuses[0], "MISS");
-    assert!(
-        statuses[1..].iter().all(|s| *s == "HIT"),
-        "after the first request every one is a hit: {:?}",
-        statuses.iter().filter(|s| **s != "HIT").collect::<Vec<_>>()
-    );
+    assert_hits_after_the_first(&responses);
     // One run to fill, then one refresh at most every second (never in the first half of a life).
     let most = 1 + lasting.as_secs() as usize;
     assert!(
@@ -402,13 +407,7 @@ async fn proxies_refresh_a_hot_url_early_once_per_lifetime() {
     let fleet = proxy_fleet(&redis, "hot-proxies", origin, 0.5);
     let lasting = Duration::from_secs(5);
     let responses = steady_load_on(&fleet, "/page", Duration::from_millis(10), lasting).await;
-    let statuses: Vec<&str> = responses.iter().map(Observed::x_cache).collect();
-    assert_eq!(statuses[0], "MISS");
-    assert!(
-        statuses[1..].iter().all(|s| *s == "HIT"),
-        "after the first request every one is a hit: {:?}",
-        statuses.iter().filter(|s| **s != "HIT").collect::<Vec<_>>()
-    );
+    assert_hits_after_the_first(&responses);
     assert!(responses.iter().all(|r| r.text() == "the page"));
     // One request to fill, then one validation at most every second.
     let most = 1 + lasting.as_secs() as usize;
