@@ -16,6 +16,7 @@
 //! rules only decide which stored variant answers.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 /// The members of `name`'s value, from `lines`, as they select a variant.
 pub(crate) fn variant_members<'a>(
@@ -45,13 +46,13 @@ pub(crate) fn variant_members<'a>(
         .collect();
     // Stable: equal weights keep the client's order.
     weighted.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
-    let mut seen: Vec<Cow<'a, [u8]>> = Vec::with_capacity(weighted.len());
-    for (_, member) in weighted {
-        if !seen.contains(&member) {
-            seen.push(member);
-        }
-    }
-    seen
+    // A set, not a scan of what was kept: a hostile field may hold tens of thousands of members.
+    let mut seen = HashSet::with_capacity(weighted.len());
+    weighted
+        .into_iter()
+        .map(|(_, member)| member)
+        .filter(|member| seen.insert(member.clone()))
+        .collect()
 }
 
 /// A member's weight in thousandths and its canonical form (`gzip`, `fr-ch;q=0.9`); one that
