@@ -544,6 +544,16 @@ async fn a_stored_response_answers_ranges_itself() {
     let head = s.call("HEAD", "/doc", &[("range", "bytes=0-1")]).await;
     assert_eq!(head.status, StatusCode::OK, "HEAD ignores Range");
     assert_eq!(s.origin.count("/doc"), 1, "every answer from storage");
+    // Nothing stored and `only-if-cached`: 504, the origin not asked, range or not.
+    let cold = s
+        .call(
+            "GET",
+            "/cold",
+            &[("range", "bytes=0-1"), ("cache-control", "only-if-cached")],
+        )
+        .await;
+    assert_eq!(cold.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(s.origin.count("/cold"), 0);
 }
 
 #[tokio::test]

@@ -159,16 +159,16 @@ impl Cache {
                 _ => return Ok(self.serve_stored(entry, how, &key, &parts, now_ms)),
             }
         }
+        let outgoing = Outgoing::new(&parts, cc, key);
+        if outgoing.cc.only_if_cached {
+            return Ok(only_if_cached());
+        }
         if ranged {
             self.engine
                 .counters
                 .record(Event::Bypass(BypassReason::Range));
             let status = Status::forward(Forward::Bypass).detail(BypassReason::Range.as_str());
             return Box::pin(self.pass(inner, parts, body, status)).await;
-        }
-        let outgoing = Outgoing::new(&parts, cc, key);
-        if outgoing.cc.only_if_cached {
-            return Ok(only_if_cached());
         }
         tracing::debug!(key = %outgoing.key, "cache miss");
 
