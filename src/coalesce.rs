@@ -9,6 +9,7 @@
 //! large, ...) is remembered for a while, and requests for it pass straight to the handler
 //! instead of queueing behind a leader whose answer they could not take anyway.
 
+use http::StatusCode;
 use moka::sync::Cache;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -60,9 +61,10 @@ impl<T> Flights<T> {
         }
     }
 
-    /// `key`'s response could not be stored: its next requests pass for a while.
-    pub(crate) fn remember_uncacheable(&self, key: &str) {
-        if let Some(uncacheable) = &self.uncacheable {
+    /// `key`'s response, of `status`, could not be stored: its next requests pass for a while.
+    /// Not after a server error, which may be passing: such a key keeps its single flight.
+    pub(crate) fn remember_uncacheable(&self, key: &str, status: StatusCode) {
+        if let (Some(uncacheable), false) = (&self.uncacheable, status.is_server_error()) {
             uncacheable.insert(key.to_owned(), ());
         }
     }
@@ -180,7 +182,7 @@ mod tests {
         let flights = Flights::new(Duration::from_millis(300));
         let leader = lead(&flights, "k");
         let waiter = wait(&flights, "k");
-        flights.remember_uncacheable("k");
+        flights.remember_uncacheable("k", StatusCode::OK);
         drop(leader);
         assert_eq!(waiter.wait(Duration::from_secs(1)).await, None);
         assert!(matches!(flights.join("k"), Join::Pass));
@@ -191,12 +193,15 @@ mod tests {
         drop(lead(&flights, "other"));
         flights.forget_uncacheable("k");
         drop(lead(&flights, "k"));
-        flights.remember_uncacheable("k");
+        flights.remember_uncacheable("k", StatusCode::INTERNAL_SERVER_ERROR);
+        drop(lead(&flights, "k"));
+        flights.remember_uncacheable("k", StatusCode::NOT_FOUND);
+        assert!(matches!(flights.join("k"), Join::Pass));
         tokio::time::sleep(Duration::from_millis(400)).await;
         drop(lead(&flights, "k"));
         // Off: nothing is remembered.
         let off: Flights<u32> = Flights::default();
-        off.remember_uncacheable("k");
+        off.remember_uncacheable("k", StatusCode::OK);
         drop(lead(&off, "k"));
     }
 

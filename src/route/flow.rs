@@ -262,10 +262,11 @@ impl<'a> Miss<'a> {
     }
 
     /// The response could not be stored: later requests for the key pass instead of waiting.
-    /// Not after a server error, which may be passing: those keep their single flight.
     fn uncacheable(&self, status: http::StatusCode) {
-        if let (Some(flight), false) = (&self.flight, status.is_server_error()) {
-            self.engine.flights.remember_uncacheable(flight.as_str());
+        if let Some(flight) = &self.flight {
+            self.engine
+                .flights
+                .remember_uncacheable(flight.as_str(), status);
         }
     }
 

@@ -270,12 +270,12 @@ impl Cache {
     }
 
     /// The origin's response for `outgoing` could not be stored: later requests for the key pass
-    /// instead of waiting (hit-for-miss). Not after a server error, which may be passing.
+    /// instead of waiting (hit-for-miss; only GETs join flights).
     fn uncacheable(&self, outgoing: &Outgoing, status: StatusCode) {
-        if outgoing.method == http::Method::GET && !status.is_server_error() {
+        if outgoing.method == http::Method::GET {
             self.engine
                 .flights
-                .remember_uncacheable(outgoing.key.as_str());
+                .remember_uncacheable(outgoing.key.as_str(), status);
         }
     }
 
