@@ -315,9 +315,7 @@ impl Engine {
         let marker = self
             .backend
             .set(&key, encode_marker(now_ms), MARKER_LIFETIME);
-        self.call("purge", marker)
-            .await
-            .unwrap_or(Err(BackendError::Connection("circuit open".into())))
+        self.call_or_refuse("purge", marker).await
     }
 
     /// What the purges of its tags say about `entry`. Markers that cannot be read make it a miss:
@@ -361,9 +359,8 @@ impl Engine {
 
     /// Removes the entry at `key` (and so every variant below it).
     pub(crate) async fn remove(&self, key: &CacheKey) -> Result<(), BackendError> {
-        self.call("delete", self.backend.delete(key.as_str()))
+        self.call_or_refuse("delete", self.backend.delete(key.as_str()))
             .await
-            .unwrap_or(Err(BackendError::Connection("circuit open".into())))
     }
 
     /// Makes the response stored at `key` stale now (a soft purge of one URL), keeping it for its
@@ -371,11 +368,9 @@ impl Engine {
     /// refreshed. A variant marker is removed instead: its variants cannot be listed. What was
     /// done, or `None` when nothing is stored there.
     pub(crate) async fn soften(&self, key: &CacheKey) -> Result<Option<PurgeKind>, BackendError> {
-        let unreachable = || BackendError::Connection("circuit open".into());
         let found = self
-            .call("get", self.backend.get(key.as_str()))
-            .await
-            .unwrap_or_else(|| Err(unreachable()))?;
+            .call_or_refuse("get", self.backend.get(key.as_str()))
+            .await?;
         let Some(bytes) = found else {
             return Ok(None);
         };
@@ -389,9 +384,8 @@ impl Engine {
         }
         let keep = entry.ttl.max(Duration::from_secs(1));
         entry.ttl = entry.ttl.min(entry.age(Entry::now_ms()));
-        self.call("set", self.backend.set(key.as_str(), entry.encode(), keep))
-            .await
-            .unwrap_or_else(|| Err(unreachable()))?;
+        self.call_or_refuse("set", self.backend.set(key.as_str(), entry.encode(), keep))
+            .await?;
         Ok(Some(PurgeKind::Soft))
     }
 
@@ -459,6 +453,18 @@ impl Engine {
 
     /// Runs a backend call through the breaker and within the latency budget. `None`: the breaker
     /// is open and the backend was not called.
+    /// [`call`](Self::call) for what its caller must hear of (purges, removals): an open breaker
+    /// is a failure too.
+    async fn call_or_refuse<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        self.call(op, call)
+            .await
+            .unwrap_or_else(|| Err(BackendError::Connection("circuit open".into())))
+    }
+
     async fn call<T>(
         &self,
         op: &'static str,

@@ -65,6 +65,16 @@ async fn warm(app: &Router) -> [Observed; 3] {
     ]
 }
 
+/// Waits up to 5 s for the handler to have run `n` times (a background refresh).
+async fn until_runs(runs: &Counter, n: usize) {
+    for _ in 0..500 {
+        if runs.get() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_hard_purge_by_tag_removes_exactly_the_entries_that_carry_it() {
     let runs = Counter::default();
@@ -124,12 +134,7 @@ async fn a_soft_purge_makes_entries_stale_served_while_revalidating_where_the_ro
         "product 1, run 1",
         "the old response, at once"
     );
-    for _ in 0..500 {
-        if runs.get() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_runs(&runs, 2).await;
     assert_eq!(runs.get(), 2, "one background run of the handler");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let fresh = fetch(&app, "/products/1").await;
@@ -166,12 +171,7 @@ async fn a_soft_purge_of_a_url_makes_its_entry_stale_and_a_varying_one_goes() {
         (stale.x_cache(), stale.text().as_str()),
         ("STALE", "product 1, run 1")
     );
-    for _ in 0..500 {
-        if runs.get() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_runs(&runs, 3).await;
     assert_eq!(runs.get(), 3, "one background run of the handler");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let fresh = fetch(&app, "/products/1").await;

@@ -43,14 +43,18 @@ def _lowest_level() -> int:
 
 
 _seen: Optional[Tuple[object, int, object]] = None
+# Loguru's handler table when the level was last followed. Loguru replaces the table whenever a
+# handler is added or removed, so a request compares identities before calling `sync_log_level`.
+synced_handlers: object = None
 
 
 def sync_log_level() -> None:
     """Follows the handlers added or removed since the last request. Loguru replaces its
     handler table on every change, so an identity check is enough between changes."""
-    global _forwarded_level, _seen
+    global _forwarded_level, _seen, synced_handlers
     core = getattr(logger, "_core", None)
     handlers = getattr(core, "handlers", None)
+    synced_handlers = handlers
     if _seen is not None and _seen[2] is handlers and _seen[0] == getattr(core, "min_level", None):
         return
     _seen = (getattr(core, "min_level", None), len(handlers) if handlers is not None else -1, handlers)

@@ -19,6 +19,7 @@ from cache_middleware import _engine
 from cache_middleware._driver import run, wakeups
 from cache_middleware.backends.base import CacheBackend
 from cache_middleware.decorators import RouteCache, route_cache_of
+from cache_middleware import logger_config
 from cache_middleware.logger_config import logger, sync_log_level
 
 Scope = MutableMapping[str, Any]
@@ -30,10 +31,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Routes found per (method, path); bounded, since paths with parameters are many.
 _ROUTE_MEMO_LIMIT = 10_000
 _UNKNOWN: Any = object()
-# Loguru replaces its handler table whenever a handler is added or removed: the engine's log
-# level is followed on that identity alone, one comparison per request.
+# The engine's log level follows loguru's handlers: one identity comparison per request.
 _log_core: Any = getattr(logger, "_core", None) or SimpleNamespace(handlers=None)
-_log_synced: List[Any] = [None]
 
 
 class CacheMiddleware:
@@ -87,8 +86,7 @@ class CacheMiddleware:
         if route is None:
             await self.app(scope, receive, send)
             return
-        if _log_core.handlers is not _log_synced[0]:
-            _log_synced[0] = _log_core.handlers
+        if _log_core.handlers is not logger_config.synced_handlers:
             sync_log_level()
         # Only a POST's body is read (it is part of the key); any other stays in `receive`.
         body: Optional[List[bytes]] = None

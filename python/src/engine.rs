@@ -99,11 +99,7 @@ impl Engine {
             return Err(PyValueError::new_err(format!("{tag:?} is not a valid tag")));
         }
         let handle = self.middleware.handle();
-        let kind = if soft {
-            PurgeKind::Soft
-        } else {
-            PurgeKind::Hard
-        };
+        let kind = purge_kind(soft);
         Ok(Task::doing(
             async move { handle.purge_tag(&tag, kind).await },
         ))
@@ -119,11 +115,7 @@ impl Engine {
             Some(host) if url.starts_with('/') => format!("http://{host}{url}"),
             _ => url,
         };
-        let kind = if soft {
-            PurgeKind::Soft
-        } else {
-            PurgeKind::Hard
-        };
+        let kind = purge_kind(soft);
         Task::doing(async move {
             handle
                 .purge_url(http::Method::GET, &url, kind)
@@ -199,5 +191,14 @@ impl Engine {
                 Ok(Bound::new(py, exchange)?.into_any())
             }
         }
+    }
+}
+
+/// Python's `soft=` flag as the engine's purge kind.
+fn purge_kind(soft: bool) -> PurgeKind {
+    if soft {
+        PurgeKind::Soft
+    } else {
+        PurgeKind::Hard
     }
 }

@@ -28,6 +28,7 @@ fn refresh_early(fraction: f64, ttl: Duration, age: Duration, draw: f64) -> bool
 
 /// Whether a hit at `now_ms` on an entry of lifetime `ttl`, `age` old, refreshes it early.
 pub(crate) fn refresh_early_now(fraction: f64, ttl: Duration, age: Duration, now_ms: u64) -> bool {
+    // Checked first so that a hit makes no draw while early refresh is off.
     fraction > 0.0 && refresh_early(fraction, ttl, age, draw(now_ms))
 }
 

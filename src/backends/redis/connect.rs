@@ -80,12 +80,9 @@ impl Connector {
                     .map_err(|e| invalid_url(url, e))?;
                 // Key tracking reports arrive as RESP3 pushes, on a connection of their own.
                 let tracking_info = resp3(info.clone());
-                let open = |info| match certificates.clone() {
-                    Some(certs) => Client::build_with_tls(info, certs),
-                    None => Client::open(info),
-                };
-                let client = open(info).map_err(|e| invalid_url(url, e))?;
-                let tracking = open(tracking_info.clone()).map_err(|e| invalid_url(url, e))?;
+                let client = open_client(info, &certificates).map_err(|e| invalid_url(url, e))?;
+                let tracking = open_client(tracking_info.clone(), &certificates)
+                    .map_err(|e| invalid_url(url, e))?;
                 Ok(Connector::Single(Arc::new(Standalone {
                     client,
                     tracking,
@@ -309,8 +306,7 @@ impl ClusterSeeds {
         seed: &ConnectionInfo,
         reports: &UnboundedSender<PushInfo>,
     ) -> redis::RedisResult<Trackers> {
-        let mut asking = self
-            .client(seed.clone())?
+        let mut asking = open_client(seed.clone(), &self.certificates)?
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
         let nodes: String = redis::cmd("CLUSTER")
@@ -327,8 +323,7 @@ impl ClusterSeeds {
                     "a Cluster seed must be a TCP address",
                 ))
             })?;
-            let connection = self
-                .client(info)?
+            let connection = open_client(info, &self.certificates)?
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
             connections.push(connection);
@@ -338,12 +333,16 @@ impl ClusterSeeds {
             masters: Some(masters),
         })
     }
+}
 
-    fn client(&self, info: ConnectionInfo) -> redis::RedisResult<Client> {
-        match self.certificates.clone() {
-            Some(certs) => Client::build_with_tls(info, certs),
-            None => Client::open(info),
-        }
+/// A client for `info`, trusting `certificates` when given.
+fn open_client(
+    info: ConnectionInfo,
+    certificates: &Option<TlsCertificates>,
+) -> redis::RedisResult<Client> {
+    match certificates.clone() {
+        Some(certs) => Client::build_with_tls(info, certs),
+        None => Client::open(info),
     }
 }
 

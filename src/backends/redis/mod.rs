@@ -350,7 +350,6 @@ fn escape_glob(text: &str) -> String {
     escaped
 }
 
-/// `<id> <ip:port@cport[,hostname]> <flags> ...`: the addresses of live masters.
 /// A reachable master in `CLUSTER NODES`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct ClusterMaster {
@@ -360,7 +359,8 @@ pub(crate) struct ClusterMaster {
     pub(crate) serves_slots: bool,
 }
 
-/// The masters `CLUSTER NODES` lists, without failed or address-less ones.
+/// The masters `CLUSTER NODES` lists (`<id> <ip:port@cport[,hostname]> <flags> ...`), without
+/// failed or address-less ones.
 pub(crate) fn parse_cluster_masters(text: &str) -> Vec<ClusterMaster> {
     text.lines()
         .filter_map(|line| {
