@@ -468,7 +468,13 @@ async fn without_tracking_the_local_tier_is_bypassed_and_misses_no_change() {
 async fn after_redis_restarts_the_local_tier_serves_nothing_it_held_before() {
     let port = free_port();
     let mut redis = Redis::start_with(port, &[]);
-    let a = tiered(&redis);
+    // A pooled connection to the killed server fails once; the retry takes a fresh one.
+    let a = RedisBackend::builder(redis.url())
+        .namespace("t")
+        .local_tier(1 << 20)
+        .retry_on_timeout(true)
+        .build()
+        .unwrap();
     a.set("k", Bytes::from_static(b"v1"), MINUTE).await.unwrap();
     assert_eq!(until_in_tier(&a, "k").await.as_deref(), Some(&b"v1"[..]));
     redis.process.kill();
