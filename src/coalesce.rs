@@ -205,6 +205,21 @@ mod tests {
         drop(lead(&off, "k"));
     }
 
+    #[test]
+    fn the_uncacheable_keys_clients_can_make_are_bounded() {
+        let flights: Flights<u32> = Flights::new(Duration::from_secs(60));
+        for i in 0..2 * MOST_UNCACHEABLE {
+            flights.remember_uncacheable(&format!("k{i}"), StatusCode::OK);
+        }
+        let uncacheable = flights.uncacheable.as_ref().unwrap();
+        uncacheable.run_pending_tasks();
+        assert!(
+            uncacheable.entry_count() <= MOST_UNCACHEABLE,
+            "{} keys kept",
+            uncacheable.entry_count()
+        );
+    }
+
     #[tokio::test]
     async fn waiters_receive_the_leaders_result_and_the_key_is_freed() {
         let flights = Flights::default();
