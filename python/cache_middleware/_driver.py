@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from cache_middleware import _engine
 
@@ -21,13 +21,20 @@ class _Wakeups:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.waiting: Dict[int, asyncio.Future[None]] = {}
+        # Ids that stay: called at each wake-up (an engine's queue of background runs).
+        self.handlers: Dict[int, Callable[[], None]] = {}
         loop.add_reader(_engine.signal_fd(), self._on_signal)
 
     def _on_signal(self) -> None:
         for woken in _engine.take_woken():
             future = self.waiting.pop(woken, None)
-            if future is not None and not future.done():
-                future.set_result(None)
+            if future is not None:
+                if not future.done():
+                    future.set_result(None)
+                continue
+            handler = self.handlers.get(woken)
+            if handler is not None:
+                handler()
         _engine.flush_logs()
 
     async def wait(self, task_id: int) -> None:

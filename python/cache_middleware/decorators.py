@@ -8,6 +8,10 @@
     @cache(timeout=600, tags=["items"])   # purge them all with `purge_tag("items")`
     async def read_item(item_id: int): ...
 
+    @app.get("/prices")
+    @cache(timeout=60, stale_while_revalidate=30)   # refreshed in the background when stale
+    async def prices(): ...
+
 The decorator only labels the endpoint; it returns the same function, so FastAPI sees the
 signature it declared. A route without it is never cached.
 """
@@ -28,22 +32,39 @@ class RouteCache(NamedTuple):
 
     timeout: float
     tags: Tuple[str, ...] = ()
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
 
 
-def cache(timeout: Union[int, float] = 300, tags: Optional[Iterable[str]] = None) -> Callable[[F], F]:
+def cache(
+    timeout: Union[int, float] = 300,
+    tags: Optional[Iterable[str]] = None,
+    stale_while_revalidate: Union[int, float] = 0,
+    stale_if_error: Union[int, float] = 0,
+) -> Callable[[F], F]:
     """Caches the decorated route's responses for `timeout` seconds (default 300), tagged with
-    `tags` (visible ASCII without spaces or commas) for purging."""
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
-    if timeout < 0:
-        raise ValueError(f"timeout must be a number of seconds >= 0, not {timeout!r}")
+    `tags` (visible ASCII without spaces or commas) for purging.
+
+    `stale_while_revalidate`: for that many seconds past `timeout`, a request gets the stale
+    response at once (`X-Cache: STALE`) while one background run of the route refreshes it.
+    `stale_if_error`: for that many seconds past `timeout`, a run that raises or answers 5xx is
+    replaced by the stale response. Both off by default."""
+    for name, value in (
+        ("timeout", timeout),
+        ("stale_while_revalidate", stale_while_revalidate),
+        ("stale_if_error", stale_if_error),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+        if not value >= 0:
+            raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
     if isinstance(tags, str):
         raise TypeError(f"tags must be a list of tags, not the string {tags!r}")
     named = tuple(sorted(set(tags or ())))
     for tag in named:
         if not isinstance(tag, str) or not _engine.is_valid_tag(tag):
             raise ValueError(f"{tag!r} is not a valid tag: visible ASCII without spaces or commas, at most 256 bytes")
-    spec = RouteCache(float(timeout), named)
+    spec = RouteCache(float(timeout), named, float(stale_while_revalidate), float(stale_if_error))
 
     def decorator(func: F) -> F:
         setattr(func, _ATTRIBUTE, spec)

@@ -8,12 +8,16 @@ The engine does the work the Rust layers do: the key (method, host, path, query 
 body), the request's `no-cache`/`no-store`, `Authorization` and `Set-Cookie`/`private` rules,
 single flight, the circuit breaker and latency budget, exact replay with `Age`, `X-Cache` and
 ETag/304. The application runs in the request's own task; what is not stored streams through.
+A refresh no request waits for (stale-while-revalidate, early refresh) runs the application in a
+task of its own, on the same event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
-from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Set, Tuple, Union
+from urllib.parse import unquote
 
 from cache_middleware import _engine
 from cache_middleware._driver import run, wakeups
@@ -33,6 +37,9 @@ _ROUTE_MEMO_LIMIT = 10_000
 _UNKNOWN: Any = object()
 # The engine's log level follows loguru's handlers: one identity comparison per request.
 _log_core: Any = getattr(logger, "_core", None) or SimpleNamespace(handlers=None)
+# What a background run's scope keeps of a request's: the server's and the application's, never
+# the client's or what an outer middleware learned about it.
+_SERVER_SCOPE_KEYS = ("type", "asgi", "http_version", "scheme", "server", "root_path", "app", "state")
 
 
 class CacheMiddleware:
@@ -73,10 +80,14 @@ class CacheMiddleware:
         self._routes: Dict[Tuple[str, str], Optional[_engine.Route]] = {}
         self._layers: Dict[RouteCache, _engine.Route] = {}
         self._state_set = False
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._server_scope: Optional[Scope] = None
+        self._background: Set["asyncio.Task[None]"] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._state_set:
-            self._set_app_state(scope)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._attach(loop, scope)
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -127,6 +138,67 @@ class CacheMiddleware:
         refreshed). A response that varies is removed either way."""
         await run(self.engine.invalidate(url, host, soft))
 
+    def _attach(self, loop: asyncio.AbstractEventLoop, scope: Scope) -> None:
+        """Set up on the first request of an event loop: `app.state`, and the loop's wake-ups
+        for the engine's background runs (taking any queued while no loop watched)."""
+        self._set_app_state(scope)
+        wakeups().handlers[self.engine.background_id] = self._start_background
+        self._loop = loop
+        self._start_background()
+
+    def _start_background(self) -> None:
+        """Starts a task for each background run the engine queued."""
+        loop = self._loop
+        while loop is not None:
+            run = self.engine.take_background()
+            if run is None:
+                return
+            task = loop.create_task(self._run_background(run))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _run_background(self, run: _engine.BackgroundRun) -> None:
+        """Runs the application for a refresh no request waits for, feeding its response to the
+        engine, which stores it."""
+        method, target, headers, body = run.request()
+        path, _, query = target.partition("?")
+        scope: Scope = dict(self._server_scope or {"type": "http", "asgi": {"version": "3.0"}})
+        if isinstance(scope.get("state"), dict):
+            scope["state"] = dict(scope["state"])
+        scope.update(
+            method=method,
+            path=unquote(path),
+            raw_path=path.encode("ascii"),
+            query_string=query.encode("ascii"),
+            headers=headers,
+            client=None,
+        )
+        finished = asyncio.Event()
+
+        async def disconnect_when_finished() -> Message:
+            # What a server says once the response is out: the application may listen for it.
+            await finished.wait()
+            return {"type": "http.disconnect"}
+
+        feed = _Feed(run)
+
+        async def send(message: Message) -> None:
+            if feed(message) and feed.ended:
+                finished.set()
+
+        try:
+            await self.app(scope, _replaying(body, False, disconnect_when_finished), send)
+        except Exception:  # noqa: BLE001 (reported, and the stale entry stays)
+            logger.opt(exception=True).warning("background refresh of {} failed", path)
+            run.app_failed()
+            return
+        finally:
+            finished.set()
+        if feed.started:
+            run.app_body(b"", False)
+        else:
+            run.app_failed()
+
     def _set_app_state(self, scope: Scope) -> None:
         # The guide's warming code reads `app.state.cache_backend` at start-up; purges go through
         # `app.state.cache_middleware`.
@@ -144,9 +216,13 @@ class CacheMiddleware:
         spec = _route_cache(scope)
         route = None
         if spec is not None:
+            if self._server_scope is None:
+                self._server_scope = {k: scope[k] for k in _SERVER_SCOPE_KEYS if k in scope}
             route = self._layers.get(spec)
             if route is None:
-                route = self._layers[spec] = self.engine.route(spec.timeout, list(spec.tags))
+                route = self._layers[spec] = self.engine.route(
+                    spec.timeout, list(spec.tags), spec.stale_while_revalidate, spec.stale_if_error
+                )
         if len(self._routes) >= _ROUTE_MEMO_LIMIT:
             self._routes.clear()
         self._routes[(scope["method"], scope["path"])] = route
@@ -218,6 +294,28 @@ async def _read_body(receive: Receive, limit: int) -> Tuple[List[bytes], bool]:
             return chunks, False
         if size >= limit:
             return chunks, True
+
+
+class _Feed:
+    """Hands an application's response messages to the engine: `True` for those it took."""
+
+    def __init__(self, to: Union[_engine.Exchange, _engine.BackgroundRun]) -> None:
+        self.to = to
+        self.started = False
+        self.ended = False
+
+    def __call__(self, message: Message) -> bool:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.started = True
+            self.to.app_start(message["status"], message.get("headers", []))
+        elif kind == "http.response.body":
+            more = message.get("more_body", False)
+            self.to.app_body(message.get("body", b""), more)
+            self.ended |= not more
+        else:
+            return False
+        return True
 
 
 class _Drive:
@@ -294,17 +392,10 @@ class _Drive:
         exchange = self.exchange
         receive = _replaying(call[3], self.more_in_receive, self.receive)
 
-        started = False
+        feed = _Feed(exchange)
 
         async def send(message: Message) -> None:
-            nonlocal started
-            kind = message["type"]
-            if kind == "http.response.start":
-                started = True
-                exchange.app_start(message["status"], message.get("headers", []))
-            elif kind == "http.response.body":
-                exchange.app_body(message.get("body", b""), message.get("more_body", False))
-            else:
+            if not feed(message):
                 return
             # The flow may answer before the application is done (a body that is not stored
             # streams through): let it go as far as it can.
@@ -322,7 +413,7 @@ class _Drive:
                 raise
             # Let the flow decide (it may serve a stale entry); re-raised if it does not.
             return
-        if not started:
+        if not feed.started:
             # Returned without a response: a failure, as the ASGI server would count it.
             self.app_error = RuntimeError("the application returned without starting a response")
             exchange.app_failed()

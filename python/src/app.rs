@@ -4,7 +4,9 @@
 //! the flow calls the handler, [`PyApp`] leaves the request in the exchange's [`AppLink`] and
 //! waits: the Python side (`cache_middleware._driver`) sees the call when the flow returns
 //! `Pending`, runs the ASGI application in the request's own task, and feeds the response head
-//! and body back through the link.
+//! and body back through the call's [`Answer`]. A call made after the request was answered (a
+//! background refresh) goes to the engine's [`Background`] queue, which the Python side runs as
+//! tasks of their own.
 
 use bytes::Bytes;
 use cache_middleware::CacheBody;
@@ -78,7 +80,8 @@ pub struct AppCall {
     pub headers: Vec<(Bytes, Bytes)>,
     /// The request body the flow read (a POST's), to be replayed before the rest of `receive`.
     pub body: Vec<Bytes>,
-    head: Option<oneshot::Sender<Head>>,
+    /// Where the application's response goes.
+    pub answer: Arc<Answer>,
 }
 
 /// The response body as the application sends it.
@@ -90,22 +93,14 @@ struct Stream {
     waker: Option<Waker>,
 }
 
-/// Shared by the flow's handler and the Python side of one exchange.
-#[derive(Default)]
-pub struct AppLink {
-    call: Mutex<Option<AppCall>>,
+/// The response of one application call, as the Python side sends it: the head once, then the
+/// body chunk by chunk.
+pub struct Answer {
     head: Mutex<Option<oneshot::Sender<Head>>>,
     stream: Mutex<Stream>,
 }
 
-impl AppLink {
-    /// The call the flow left, if any; from now on the link waits for its response head.
-    pub fn take_call(&self) -> Option<AppCall> {
-        let mut call = lock(&self.call).take()?;
-        *lock(&self.head) = call.head.take();
-        Some(call)
-    }
-
+impl Answer {
     pub fn start(&self, head: Head) {
         if let Some(sender) = lock(&self.head).take() {
             let _ = sender.send(head);
@@ -123,14 +118,150 @@ impl AppLink {
         }
     }
 
+    /// Whether the caller still waits for the response head.
+    fn is_awaited(&self) -> bool {
+        lock(&self.head)
+            .as_ref()
+            .is_some_and(|sender| !sender.is_closed())
+    }
+
+    /// The application failed: a response not yet complete ends in an error (one already
+    /// complete stays as it is).
     pub fn fail(&self) {
         lock(&self.head).take();
-        lock(&self.call).take();
         let mut stream = lock(&self.stream);
+        if stream.done {
+            return;
+        }
         stream.failed = true;
         if let Some(waker) = stream.waker.take() {
             waker.wake();
         }
+    }
+}
+
+/// Where the flow leaves its application calls for the Python side of one exchange. Once the
+/// exchange is done with the link ([`AppLink::detach`]), calls the flow still makes (a background
+/// refresh) go to the engine's [`Background`] queue instead.
+pub struct AppLink {
+    slot: Mutex<Slot>,
+    /// The response of the call the exchange took.
+    taken: Mutex<Option<Arc<Answer>>>,
+    background: Arc<Background>,
+}
+
+#[derive(Default)]
+struct Slot {
+    call: Option<AppCall>,
+    detached: bool,
+}
+
+impl AppLink {
+    pub fn new(background: Arc<Background>) -> Self {
+        AppLink {
+            slot: Mutex::default(),
+            taken: Mutex::default(),
+            background,
+        }
+    }
+
+    fn leave(&self, call: AppCall) {
+        let mut slot = lock(&self.slot);
+        if slot.detached {
+            drop(slot);
+            self.background.push(call);
+        } else {
+            slot.call = Some(call);
+        }
+    }
+
+    /// The call the flow left, if any; from now on the link's answer is that call's.
+    pub fn take_call(&self) -> Option<AppCall> {
+        let call = lock(&self.slot).call.take()?;
+        *lock(&self.taken) = Some(Arc::clone(&call.answer));
+        Some(call)
+    }
+
+    fn answer(&self) -> Option<Arc<Answer>> {
+        lock(&self.taken).clone()
+    }
+
+    pub fn start(&self, head: Head) {
+        if let Some(answer) = self.answer() {
+            answer.start(head);
+        }
+    }
+
+    pub fn push(&self, chunk: Bytes, more: bool) {
+        if let Some(answer) = self.answer() {
+            answer.push(chunk, more);
+        }
+    }
+
+    pub fn fail(&self) {
+        if let Some(call) = lock(&self.slot).call.take() {
+            call.answer.fail();
+        }
+        if let Some(answer) = self.answer() {
+            answer.fail();
+        }
+    }
+
+    /// The exchange is done: a call left and not taken, and any later one, runs in the
+    /// background; a call whose caller is gone (the exchange's own flow, dropped) does not run.
+    pub fn detach(&self) {
+        let pending = {
+            let mut slot = lock(&self.slot);
+            slot.detached = true;
+            slot.call.take()
+        };
+        if let Some(call) = pending.filter(|call| call.answer.is_awaited()) {
+            self.background.push(call);
+        }
+    }
+}
+
+/// Application calls no request is waiting to run (a background refresh: stale-while-revalidate,
+/// early refresh), for the Python side to run as tasks of their own. Python hears of them through
+/// the wake signal, under this queue's id.
+pub struct Background {
+    pub id: u64,
+    queue: Mutex<VecDeque<AppCall>>,
+    waker: Waker,
+}
+
+/// Background calls waiting for the event loop beyond this many fail at once (a loop that stopped
+/// taking them must not let them grow without bound).
+const BACKGROUND_QUEUE_LIMIT: usize = 1024;
+
+impl Background {
+    pub fn new() -> Arc<Self> {
+        let id = crate::task::next_id();
+        Arc::new(Background {
+            id,
+            queue: Mutex::default(),
+            waker: crate::wake::waker(id, crate::task::signal()),
+        })
+    }
+
+    fn push(&self, call: AppCall) {
+        let mut queue = lock(&self.queue);
+        if queue.len() >= BACKGROUND_QUEUE_LIMIT {
+            drop(queue);
+            tracing::warn!(
+                "background refreshes are not being taken by the event loop; one dropped"
+            );
+            call.answer.fail();
+            return;
+        }
+        queue.push_back(call);
+        drop(queue);
+        self.waker.wake_by_ref();
+    }
+
+    /// The next background call, if any.
+    pub fn take(&self) -> Option<AppCall> {
+        lock(&self.queue).pop_front()
     }
 }
 
@@ -140,7 +271,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The application's response body, chunk by chunk as the Python side pushes it.
 pub struct AppBody {
-    link: Arc<AppLink>,
+    answer: Arc<Answer>,
 }
 
 impl Body for AppBody {
@@ -151,7 +282,7 @@ impl Body for AppBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, AppFailed>>> {
-        let mut stream = lock(&self.link.stream);
+        let mut stream = lock(&self.answer.stream);
         if let Some(chunk) = stream.chunks.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
@@ -183,7 +314,7 @@ impl tower_service::Service<Request<CacheBody<ReadBody>>> for PyApp {
 
     fn call(&mut self, request: Request<CacheBody<ReadBody>>) -> Self::Future {
         let (parts, mut body) = request.into_parts();
-        let (head, answer) = oneshot::channel();
+        let (head, started) = oneshot::channel();
         let call = AppCall {
             method: parts.method.as_str().to_owned(),
             target: parts
@@ -202,13 +333,16 @@ impl tower_service::Service<Request<CacheBody<ReadBody>>> for PyApp {
                 })
                 .collect(),
             body: drain_in_memory(&mut body),
-            head: Some(head),
+            answer: Arc::new(Answer {
+                head: Mutex::new(Some(head)),
+                stream: Mutex::default(),
+            }),
         };
-        *lock(&self.link.call) = Some(call);
-        let link = Arc::clone(&self.link);
+        let answer = Arc::clone(&call.answer);
+        self.link.leave(call);
         Box::pin(async move {
-            let head = answer.await.map_err(|_| AppFailed)?;
-            let mut response = Response::new(AppBody { link });
+            let head = started.await.map_err(|_| AppFailed)?;
+            let mut response = Response::new(AppBody { answer });
             *response.status_mut() = StatusCode::from_u16(head.status).map_err(|_| AppFailed)?;
             let headers = response.headers_mut();
             for (name, value) in head.headers {

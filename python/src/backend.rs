@@ -27,7 +27,7 @@ fn invalid(error: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(error.to_string())
 }
 
-fn seconds(value: f64, option: &str) -> PyResult<Duration> {
+pub(crate) fn seconds(value: f64, option: &str) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value)
         .map_err(|_| PyValueError::new_err(format!("{option} must be a number of seconds >= 0")))
 }

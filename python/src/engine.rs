@@ -1,8 +1,9 @@
 //! The engine as Python holds it: the Rust `CacheMiddleware` with one backend, and the route
 //! layers (`cache(timeout)`) it wraps the application in.
 
-use crate::app::{AppLink, PyApp, ReadBody};
-use crate::backend::{Backend, Task};
+use crate::app::{AppLink, Background, PyApp, ReadBody};
+use crate::backend::{seconds, Backend, Task};
+use crate::background::BackgroundRun;
 use crate::exchange::Exchange;
 use crate::task::Driven;
 use bytes::Bytes;
@@ -13,7 +14,6 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -21,6 +21,8 @@ use tower_service::Service;
 #[pyclass(module = "cache_middleware._engine", frozen)]
 pub struct Engine {
     middleware: CacheMiddleware,
+    /// Application calls of background refreshes, for the Python side to run.
+    background: Arc<Background>,
 }
 
 /// The route layer of one `@cache(...)` (its timeout and tags), built once per route.
@@ -46,14 +48,6 @@ impl Engine {
         let middleware = CacheMiddleware::new(Arc::clone(&backend.inner));
         let mut middleware = helpers::configure_middleware(middleware)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        // A background refresh would call the application from the engine's own runtime, where no
-        // event loop drives it: this front refreshes in the request's task only.
-        if std::env::var(helpers::CACHE_EARLY_REFRESH).is_ok_and(|v| !v.trim().is_empty()) {
-            tracing::warn!(
-                "CACHE_EARLY_REFRESH is not supported by the Python package yet; entries are refreshed when they expire"
-            );
-        }
-        middleware = middleware.early_refresh(0.0);
         if let Some(namespace) = namespace {
             middleware = middleware.namespace(namespace);
         }
@@ -63,13 +57,24 @@ impl Engine {
         if let Some(bytes) = max_request_body_size {
             middleware = middleware.max_request_body_size(bytes);
         }
-        if let Some(seconds) = backend_timeout {
-            let limit = Duration::try_from_secs_f64(seconds).map_err(|_| {
-                PyValueError::new_err("backend_timeout must be a number of seconds >= 0")
-            })?;
-            middleware = middleware.backend_timeout(limit);
+        if let Some(limit) = backend_timeout {
+            middleware = middleware.backend_timeout(seconds(limit, "backend_timeout")?);
         }
-        Ok(Engine { middleware })
+        Ok(Engine {
+            middleware,
+            background: Background::new(),
+        })
+    }
+
+    /// The id the wake signal reports when a background call waits (`take_background`).
+    #[getter]
+    fn background_id(&self) -> u64 {
+        self.background.id
+    }
+
+    /// The next application call of a background refresh, for the Python side to run.
+    fn take_background(&self) -> Option<BackgroundRun> {
+        BackgroundRun::next(&self.background)
     }
 
     /// The largest POST body read to build a key; a front reads at most one byte more.
@@ -78,18 +83,29 @@ impl Engine {
         self.middleware.request_body_limit()
     }
 
-    /// The route layer for `@cache(timeout=..., tags=...)`.
-    #[pyo3(signature = (timeout, tags = Vec::new()))]
-    fn route(&self, timeout: f64, tags: Vec<String>) -> PyResult<Route> {
-        let ttl = Duration::try_from_secs_f64(timeout)
-            .map_err(|_| PyValueError::new_err("timeout must be a number of seconds >= 0"))?;
+    /// The route layer for `@cache(timeout=..., tags=..., stale_while_revalidate=...,
+    /// stale_if_error=...)`.
+    #[pyo3(signature = (timeout, tags = Vec::new(), stale_while_revalidate = 0.0, stale_if_error = 0.0))]
+    fn route(
+        &self,
+        timeout: f64,
+        tags: Vec<String>,
+        stale_while_revalidate: f64,
+        stale_if_error: f64,
+    ) -> PyResult<Route> {
+        let ttl = seconds(timeout, "timeout")?;
+        let stale_while_revalidate = seconds(stale_while_revalidate, "stale_while_revalidate")?;
+        let stale_if_error = seconds(stale_if_error, "stale_if_error")?;
         if let Some(bad) = tags.iter().find(|tag| !is_valid_tag(tag)) {
             return Err(PyValueError::new_err(format!(
                 "{bad:?} is not a valid tag: visible ASCII without spaces or commas, at most 256 bytes"
             )));
         }
         Ok(Route {
-            layer: cache(ttl).tags(tags),
+            layer: cache(ttl)
+                .tags(tags)
+                .stale_while_revalidate(stale_while_revalidate)
+                .stale_if_error(stale_if_error),
         })
     }
 
@@ -171,7 +187,7 @@ impl Engine {
                 fields.append(name, value);
             }
         }
-        let link = Arc::new(AppLink::default());
+        let link = Arc::new(AppLink::new(Arc::clone(&self.background)));
         let app = PyApp {
             link: Arc::clone(&link),
         };

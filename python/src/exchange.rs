@@ -1,7 +1,7 @@
 //! One request through the engine, as Python drives it: the flow's future, the link to the
 //! application, and the response once the flow has one.
 
-use crate::app::{AppBody, AppFailed, AppLink, Head};
+use crate::app::{AppBody, AppCall, AppFailed, AppLink, Head};
 use crate::task::Driven;
 use bytes::Bytes;
 use cache_middleware::CacheBody;
@@ -80,6 +80,28 @@ impl Ready {
 /// `(status, headers, body)` of a complete response.
 pub type Complete<'py> = (u16, Headers<'py>, Bound<'py, PyBytes>);
 
+/// An application call as Python runs it: `(method, target, headers, body chunks)`.
+pub type CallForPython<'py> = (String, String, Headers<'py>, Vec<Bound<'py, PyBytes>>);
+
+pub fn call_for_python<'py>(py: Python<'py>, call: &AppCall) -> CallForPython<'py> {
+    let headers = call
+        .headers
+        .iter()
+        .map(|(n, v)| (PyBytes::new(py, n), PyBytes::new(py, v)))
+        .collect();
+    let body = call.body.iter().map(|c| PyBytes::new(py, c)).collect();
+    (call.method.clone(), call.target.clone(), headers, body)
+}
+
+/// The head of an ASGI `http.response.start`.
+pub fn head_from_python(status: u16, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
+    let headers = header_pairs(headers)?
+        .iter()
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    Ok(Head { status, headers })
+}
+
 /// A request through the engine. See `cache_middleware._driver` for the loop that drives it.
 #[pyclass(module = "cache_middleware._engine")]
 pub struct Exchange {
@@ -138,6 +160,15 @@ impl Exchange {
     }
 }
 
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // What the flow still asks of the application (a refresh after a stale or early answer)
+        // runs in the background from now on; the request's own flow ends here.
+        self.flow.stop();
+        self.link.detach();
+    }
+}
+
 #[pymethods]
 impl Exchange {
     /// The id the wake signal reports for this exchange.
@@ -164,33 +195,13 @@ impl Exchange {
     /// What the flow asks the application to answer: `(method, target, headers, body chunks)`,
     /// or `None`. The body chunks were read by the engine (a POST's); the rest, if any, is still
     /// in the ASGI `receive`.
-    #[allow(clippy::type_complexity)]
-    fn take_app_call<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> Option<(
-        String,
-        String,
-        Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>,
-        Vec<Bound<'py, PyBytes>>,
-    )> {
-        let call = self.link.take_call()?;
-        let headers = call
-            .headers
-            .iter()
-            .map(|(n, v)| (PyBytes::new(py, n), PyBytes::new(py, v)))
-            .collect();
-        let body = call.body.iter().map(|c| PyBytes::new(py, c)).collect();
-        Some((call.method, call.target, headers, body))
+    fn take_app_call<'py>(&self, py: Python<'py>) -> Option<CallForPython<'py>> {
+        Some(call_for_python(py, &self.link.take_call()?))
     }
 
     /// The application's `http.response.start`.
     fn app_start(&self, status: u16, headers: &Bound<'_, PyAny>) -> PyResult<()> {
-        let headers = header_pairs(headers)?
-            .iter()
-            .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect();
-        self.link.start(Head { status, headers });
+        self.link.start(head_from_python(status, headers)?);
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 mod app;
 mod backend;
+mod background;
 mod engine;
 mod exchange;
 mod log;
@@ -40,6 +41,7 @@ fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<engine::Engine>()?;
     module.add_class::<engine::Route>()?;
     module.add_class::<exchange::Exchange>()?;
+    module.add_class::<background::BackgroundRun>()?;
     module.add_class::<backend::Backend>()?;
     module.add_class::<backend::Task>()?;
     module.add_function(wrap_pyfunction!(signal_fd, module)?)?;

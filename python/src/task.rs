@@ -85,6 +85,13 @@ impl<T> Driven<T> {
         }
     }
 
+    /// Drops the future, unfinished or not.
+    pub fn stop(&mut self) {
+        let slot = self.future.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _runtime = runtime().enter();
+        *slot = None;
+    }
+
     /// Polls something else on behalf of this task (its response body), with its waker.
     pub fn poll_with<R>(&self, f: impl FnOnce(&mut Context<'_>) -> Poll<R>) -> Poll<R> {
         let _runtime = runtime().enter();

@@ -319,9 +319,81 @@ def test_the_decorator_refuses_tags_it_could_not_purge_by() -> None:
         cache(timeout=10, tags="one-string")  # type: ignore[arg-type]
 
 
-def test_early_refresh_is_declined_with_a_warning_not_left_to_hang(serve, client) -> None:
+def eventually(check, what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.05)
+
+
+def test_a_stale_entry_is_answered_at_once_while_one_background_run_refreshes_it(serve, client, backend_env) -> None:
+    app = serve("apps.basic:app", env=backend_env)
+    assert client.get(f"{app.url}/revalidated").json()["run"] == 1
+    time.sleep(1.2)  # the 1 s lifetime is over; the 60 s stale window is not
+    # The refresh waits at its gate, so an answer now cannot have waited for it.
+    stale = client.get(f"{app.url}/revalidated")
+    assert (stale.headers["x-cache"], stale.json()["run"]) == ("STALE", 1)
+    eventually(lambda: runs(client, app.url, "revalidated") == 2, "the background run started")
+    again = client.get(f"{app.url}/revalidated")
+    assert (again.headers["x-cache"], again.json()["run"]) == ("STALE", 1)
+    assert runs(client, app.url, "revalidated") == 2, "one background run per key at a time"
+    client.post(f"{app.url}/gate/revalidated")
+    eventually(lambda: client.get(f"{app.url}/revalidated").headers["x-cache"] == "HIT", "the refreshed entry is served")
+    assert client.get(f"{app.url}/revalidated").json()["run"] == 2
+    assert runs(client, app.url, "revalidated") == 2
+
+
+def test_a_background_run_of_a_post_gets_its_body(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    body = {"numbers": [1, 2, 3]}
+    assert client.post(f"{app.url}/sum-later", json=body).json() == {"sum": 6, "run": 1}
+    time.sleep(1.2)
+    assert client.post(f"{app.url}/sum-later", json=body).headers["x-cache"] == "STALE"
+    eventually(lambda: client.post(f"{app.url}/sum-later", json=body).headers["x-cache"] == "HIT", "the refresh is stored")
+    assert client.post(f"{app.url}/sum-later", json=body).json() == {"sum": 6, "run": 2}
+
+
+def test_a_failing_background_run_is_logged_and_the_stale_entry_stays(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    client.get(f"{app.url}/flaky")
+    time.sleep(1.2)
+    assert client.get(f"{app.url}/flaky").json()["run"] == 1
+    eventually(lambda: "background refresh of /flaky failed" in app.output(), "the failure is logged")
+    # The failed run let go of the key: the next stale answer starts another.
+    later = client.get(f"{app.url}/flaky")
+    assert (later.headers["x-cache"], later.json()["run"]) == ("STALE", 1)
+    eventually(lambda: runs(client, app.url, "flaky") == 3, "a new refresh after the failed one")
+
+
+def test_stale_if_error_answers_with_the_stale_entry_when_the_handler_fails(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    client.get(f"{app.url}/fragile")
+    time.sleep(1.2)
+    answer = client.get(f"{app.url}/fragile")
+    assert (answer.status_code, answer.headers["x-cache"], answer.json()["run"]) == (200, "STALE", 1)
+    assert runs(client, app.url, "fragile") == 2
+
+
+def test_early_refresh_renews_a_hot_entry_before_it_expires(serve, client) -> None:
     app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory", "CACHE_EARLY_REFRESH": "1"})
-    answers = [client.get(f"{app.url}/hello") for _ in range(3)]
-    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT", "HIT"]
-    assert runs(client, app.url, "hello") == 1, "no refresh started that nothing would drive"
-    assert "CACHE_EARLY_REFRESH is not supported" in app.output()
+    assert client.get(f"{app.url}/early").headers["x-cache"] == "MISS"
+    seen = []
+    deadline = time.monotonic() + 10
+    while runs(client, app.url, "early") < 2 or seen[-1][1] < 2:
+        assert time.monotonic() < deadline, f"no early refresh stored: {seen[-5:]}"
+        answer = client.get(f"{app.url}/early")
+        seen.append((answer.headers["x-cache"], answer.json()["run"]))
+        time.sleep(0.05)
+    assert {status for status, _ in seen} == {"HIT"}, "the entry never expired under steady hits"
+
+
+def test_the_stale_windows_are_checked_like_the_timeout() -> None:
+    from cache_middleware.decorators import cache
+
+    for name in ("stale_while_revalidate", "stale_if_error"):
+        with pytest.raises(ValueError, match=name):
+            cache(timeout=10, **{name: -1})
+        with pytest.raises(ValueError, match=name):
+            cache(timeout=10, **{name: float("nan")})
+        with pytest.raises(TypeError, match=name):
+            cache(timeout=10, **{name: "60"})

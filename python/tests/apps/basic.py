@@ -166,3 +166,56 @@ async def invalidate_product(product_id: int, request: Request, soft: bool = Fal
     host = request.headers["host"]
     await request.app.state.cache_middleware.invalidate(f"/products/{product_id}", host=host, soft=soft)
     return {"invalidated": str(product_id)}
+
+
+gates: Dict[str, asyncio.Event] = {}
+
+
+def gate(name: str) -> asyncio.Event:
+    return gates.setdefault(name, asyncio.Event())
+
+
+@app.post("/gate/{name}")
+async def open_gate(name: str) -> Dict[str, str]:
+    gate(name).set()
+    return {"opened": name}
+
+
+@app.get("/revalidated")
+@cache(timeout=1, stale_while_revalidate=60)
+async def revalidated() -> Dict[str, int]:
+    n = run("revalidated")
+    if n > 1:
+        # Refreshes wait until the test lets them finish.
+        await gate("revalidated").wait()
+    return {"run": n}
+
+
+@app.post("/sum-later")
+@cache(timeout=1, stale_while_revalidate=60)
+async def sum_later(data: dict = Body(...)) -> Dict[str, int]:  # noqa: B008
+    return {"sum": sum(data.get("numbers", [])), "run": run("sum-later")}
+
+
+@app.get("/flaky")
+@cache(timeout=1, stale_while_revalidate=60)
+async def flaky() -> Dict[str, int]:
+    n = run("flaky")
+    if n > 1:
+        raise RuntimeError("the refresh failed")
+    return {"run": n}
+
+
+@app.get("/fragile")
+@cache(timeout=1, stale_if_error=60)
+async def fragile() -> Dict[str, int]:
+    n = run("fragile")
+    if n > 1:
+        raise RuntimeError("the handler failed after the first run")
+    return {"run": n}
+
+
+@app.get("/early")
+@cache(timeout=2)
+async def early() -> Dict[str, int]:
+    return {"run": run("early")}
