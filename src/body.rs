@@ -1,7 +1,9 @@
-//! Bodies that the cache hands on: buffered bytes, a stream, or a buffered prefix followed by the rest
-//! of a stream. Reading a body up to a limit never loses data: what was read comes first, then the rest,
-//! then any error the stream reported.
+//! Bodies that the cache hands on: buffered bytes, a stream, a buffered prefix followed by the rest
+//! of a stream, or a response being received from the origin while it is stored (a [`Fill`]).
+//! Reading a body up to a limit never loses data: what was read comes first, then the rest, then
+//! any error the stream reported.
 
+use crate::fill::FillReader;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -22,6 +24,7 @@ impl<B: Body> std::fmt::Debug for CacheBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let tail = match self.tail {
             Tail::Stream(_) => "stream",
+            Tail::Fill(_) => "fill",
             Tail::Failed(_) => "failed",
             Tail::End => "end",
         };
@@ -34,9 +37,13 @@ impl<B: Body> std::fmt::Debug for CacheBody<B> {
 
 enum Tail<B: Body> {
     Stream(B),
-    Failed(Option<B::Error>),
+    Fill(FillReader),
+    Failed(Option<BoxError>),
     End,
 }
+
+/// The error of a body the cache hands on: the wrapped body's own, or a failed fill's.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl<B: Body> CacheBody<B> {
     /// A body of exactly these bytes.
@@ -60,6 +67,14 @@ impl<B: Body> CacheBody<B> {
         }
     }
 
+    /// The body of a response being received, read from its start (see [`Fill`]).
+    pub(crate) fn filling(reader: FillReader) -> Self {
+        CacheBody {
+            prefix: None,
+            tail: Tail::Fill(reader),
+        }
+    }
+
     fn prefixed(prefix: Bytes, tail: Tail<B>) -> Self {
         CacheBody {
             prefix: Some(prefix),
@@ -70,15 +85,16 @@ impl<B: Body> CacheBody<B> {
 
 impl<B> Body for CacheBody<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Unpin,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Some(prefix) = this.prefix.take() {
             if !prefix.is_empty() {
@@ -91,7 +107,14 @@ where
                 if frame.is_none() {
                     this.tail = Tail::End;
                 }
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+            }
+            Tail::Fill(reader) => {
+                let chunk = ready!(reader.poll_chunk(cx));
+                if !matches!(chunk, Some(Ok(_))) {
+                    this.tail = Tail::End;
+                }
+                Poll::Ready(chunk.map(|chunk| chunk.map(Frame::data).map_err(Into::into)))
             }
             Tail::Failed(error) => {
                 let error = error.take();
@@ -107,6 +130,7 @@ where
         prefix_done
             && match &self.tail {
                 Tail::Stream(body) => body.is_end_stream(),
+                Tail::Fill(reader) => reader.is_end_stream(),
                 Tail::Failed(error) => error.is_none(),
                 Tail::End => true,
             }
@@ -116,6 +140,7 @@ where
         let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
         let tail = match &self.tail {
             Tail::Stream(body) => body.size_hint(),
+            Tail::Fill(reader) => reader.size_hint(),
             _ => SizeHint::with_exact(0),
         };
         let mut hint = SizeHint::new();
@@ -141,7 +166,8 @@ pub(crate) enum Collected<B: Body> {
 /// Trailers of a complete body are dropped (such bodies are not worth caching anyway).
 pub(crate) async fn collect_limited<B>(mut body: B, limit: usize) -> Collected<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Unpin,
+    B::Error: Into<BoxError>,
 {
     if body.size_hint().lower() > limit as u64 {
         return Collected::TooLarge(CacheBody::stream(body));
@@ -165,7 +191,7 @@ where
             Some(Err(error)) => {
                 return Collected::Failed(CacheBody::prefixed(
                     buffer.freeze(),
-                    Tail::Failed(Some(error)),
+                    Tail::Failed(Some(error.into())),
                 ))
             }
         }
@@ -177,7 +203,6 @@ mod tests {
     use super::*;
     use futures_util::stream;
     use http_body_util::StreamBody;
-    use std::convert::Infallible;
 
     type Chunks = StreamBody<stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, &'static str>>>>;
 
@@ -192,13 +217,16 @@ mod tests {
         StreamBody::new(stream::iter(frames))
     }
 
-    async fn read_all<B: Body<Data = Bytes> + Unpin>(body: B) -> (Vec<u8>, Option<B::Error>) {
+    async fn read_all<B>(body: B) -> (Vec<u8>, Option<String>)
+    where
+        B: Body<Data = Bytes, Error: std::fmt::Display> + Unpin,
+    {
         let mut body = body;
         let mut out = Vec::new();
         while let Some(frame) = body.frame().await {
             match frame {
                 Ok(frame) => out.extend_from_slice(&frame.into_data().unwrap_or_default()),
-                Err(e) => return (out, Some(e)),
+                Err(e) => return (out, Some(e.to_string())),
             }
         }
         (out, None)
@@ -229,7 +257,7 @@ mod tests {
         };
         assert_eq!(
             read_all(body).await,
-            (b"ab".to_vec(), Some("connection reset"))
+            (b"ab".to_vec(), Some("connection reset".to_owned()))
         );
     }
 
@@ -237,8 +265,7 @@ mod tests {
     async fn full_bodies_report_their_exact_size() {
         let body = CacheBody::<http_body_util::Empty<Bytes>>::full(Bytes::from_static(b"hello"));
         assert_eq!(body.size_hint().exact(), Some(5));
-        let (bytes, error): (Vec<u8>, Option<Infallible>) = read_all(body).await;
-        assert_eq!((bytes, error.is_none()), (b"hello".to_vec(), true));
+        assert_eq!(read_all(body).await, (b"hello".to_vec(), None));
         assert!(CacheBody::<http_body_util::Empty<Bytes>>::empty().is_end_stream());
     }
 }

@@ -100,6 +100,7 @@ impl<T: Clone + Send + Sync + 'static> Flights<T> {
             inflight: Arc::clone(&self.inflight),
             key: key.to_owned(),
             tx: Some(tx),
+            held: None,
         })
     }
 
@@ -115,9 +116,25 @@ pub(crate) struct Leader<T> {
     inflight: Arc<Mutex<HashMap<String, watch::Receiver<State<T>>>>>,
     key: String,
     tx: Option<watch::Sender<State<T>>>,
+    /// Released with the leader (the fleet's lease on the same work).
+    held: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl<T> Leader<T> {
+    /// Keeps `guard` until the leader finishes or is dropped, wherever it goes (a response
+    /// still arriving takes it to the task that stores it).
+    pub(crate) fn hold(&mut self, guard: impl Send + 'static) {
+        self.held = Some(Box::new(guard));
+    }
+
+    /// Hands `result` to every waiter, and to every request that joins until the leader
+    /// finishes (a response whose body is still arriving: they read it as it comes).
+    pub(crate) fn publish(&self, result: T) {
+        if let Some(tx) = &self.tx {
+            tx.send_replace(State::Done(Some(result)));
+        }
+    }
+
     /// Hands `result` to every waiter (`None`: nothing to share, each runs the handler itself).
     pub(crate) fn finish(mut self, result: Option<T>) {
         self.release(result);
@@ -175,6 +192,20 @@ mod tests {
             Join::Waiter(waiter) => waiter,
             _ => panic!("expected to wait on {key}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_published_result_reaches_waiters_and_later_joiners_until_the_leader_finishes() {
+        let flights = Flights::<u32>::default();
+        let leader = lead(&flights, "k");
+        let early = wait(&flights, "k");
+        leader.publish(1);
+        assert_eq!(early.wait(Duration::from_secs(1)).await, Some(1));
+        let late = wait(&flights, "k");
+        assert_eq!(late.wait(Duration::from_secs(1)).await, Some(1));
+        leader.finish(Some(2));
+        drop(lead(&flights, "k"));
+        assert_eq!(flights.len(), 0);
     }
 
     #[tokio::test]

@@ -7,7 +7,8 @@
 use crate::backends::{Backend, BackendError, Lease};
 use crate::breaker::Breaker;
 use crate::coalesce::Flights;
-use crate::entry::{Content, Entry};
+use crate::entry::{Content, Entry, StoredResponse};
+use crate::fill::{Fill, FillBudget, FillPermit};
 use crate::key::{variant_key, CacheKey};
 use crate::stats::{CacheStats, Counters, Event};
 use crate::storable::Storable;
@@ -38,6 +39,8 @@ pub(crate) struct EngineConfig {
     pub tag_header: HeaderName,
     /// How long a key whose response could not be stored skips single flight (0: never).
     pub hit_for_miss: Duration,
+    /// Bytes that responses being received while streamed (fills) may hold at once (0: none).
+    pub fill_max_bytes: u64,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
 }
@@ -56,6 +59,7 @@ impl Default for EngineConfig {
             early_refresh: 0.0,
             tag_header: HeaderName::from_static("surrogate-key"),
             hit_for_miss: Duration::from_secs(10),
+            fill_max_bytes: 256 * 1024 * 1024,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
         }
@@ -81,14 +85,39 @@ impl LocalPurges {
     }
 }
 
+/// Where a response whose body is arriving will be stored, and how long it is kept.
+pub(crate) struct FillPlan {
+    pub fill: Arc<Fill>,
+    /// The key of the response entry (its variant key when it varies).
+    key: CacheKey,
+    primary: CacheKey,
+    /// The variant marker stored at `primary` when the response varies.
+    marker: Option<Entry>,
+    keep: Duration,
+    vary: Vec<String>,
+    variant: Option<CacheKey>,
+}
+
 /// A stored response shared with the requests that waited for it.
-#[derive(Debug)]
 pub(crate) struct Shared {
-    /// Always holds a response.
+    /// Always holds a response; while `fill` is set, only its head (the body is arriving).
     pub entry: Entry,
     /// Request fields the response varies on, and the variant key of the leader's request.
     pub vary: Vec<String>,
     pub variant: Option<CacheKey>,
+    /// The body as it arrives from the origin, before the response is stored.
+    pub fill: Option<Arc<Fill>>,
+}
+
+impl Shared {
+    fn stored(entry: Entry, vary: Vec<String>, variant: Option<CacheKey>) -> Self {
+        Shared {
+            entry,
+            vary,
+            variant,
+            fill: None,
+        }
+    }
 }
 
 /// When a stored response's age was zero, how long it is fresh, and how long it is kept after.
@@ -118,6 +147,8 @@ pub(crate) struct Engine {
     /// This instance's purges, by kind and tag: in effect here at once, whatever the backend
     /// keeps (an in-process store may evict a marker).
     purges: Mutex<HashMap<String, LocalPurges>>,
+    /// What fills in progress hold, within `config.fill_max_bytes`.
+    pub fill_budget: FillBudget,
 }
 
 impl Engine {
@@ -126,6 +157,7 @@ impl Engine {
             backend,
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
             flights: Flights::new(config.hit_for_miss),
+            fill_budget: FillBudget::new(config.fill_max_bytes),
             config,
             counters: Counters::default(),
             leases_unsupported: AtomicBool::new(false),
@@ -177,20 +209,12 @@ impl Engine {
     ) -> Option<Shared> {
         let entry = self.fetch(primary, grace, now_ms).await?;
         match &entry.content {
-            Content::Response(_) => Some(Shared {
-                entry,
-                vary: Vec::new(),
-                variant: None,
-            }),
+            Content::Response(_) => Some(Shared::stored(entry, Vec::new(), None)),
             Content::Variants(names) => {
                 let variant = variant_key(&self.config.namespace, primary, names, headers);
                 let found = self.fetch(&variant, grace, now_ms).await?;
                 found.response()?;
-                Some(Shared {
-                    entry: found,
-                    vary: names.clone(),
-                    variant: Some(variant),
-                })
+                Some(Shared::stored(found, names.clone(), Some(variant)))
             }
         }
     }
@@ -219,13 +243,89 @@ impl Engine {
         vary: Vec<String>,
         headers: &HeaderMap,
         response: Storable,
+        lifetime: Lifetime,
+        tags: Vec<String>,
+    ) -> Shared {
+        let keep = lifetime.ttl.saturating_add(lifetime.grace);
+        let (shared, marker) = self.shared_for(
+            primary,
+            vary,
+            headers,
+            response.into_response(),
+            lifetime,
+            tags,
+        );
+        match (&marker, &shared.variant) {
+            (Some(marker), Some(variant)) => {
+                futures_util::future::join(
+                    self.put(primary, marker, keep),
+                    self.put(variant, &shared.entry, keep),
+                )
+                .await;
+            }
+            _ => self.put(primary, &shared.entry, keep).await,
+        }
+        shared
+    }
+
+    /// Begins storing a response whose body of `length` bytes is still to arrive: what requests
+    /// joining meanwhile share (the head, and the body as it arrives), and the plan that
+    /// [`store_filled`](Self::store_filled) completes. Only a [`Storable`] head can begin one.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn begin_fill(
+        &self,
+        primary: &CacheKey,
+        vary: Vec<String>,
+        headers: &HeaderMap,
+        head: Storable,
+        lifetime: Lifetime,
+        tags: Vec<String>,
+        (length, permit): (u32, FillPermit),
+    ) -> (Shared, FillPlan) {
+        let (mut shared, marker) =
+            self.shared_for(primary, vary, headers, head.into_response(), lifetime, tags);
+        let fill = Fill::new(length, shared.entry.encode_before_body(length), permit);
+        shared.fill = Some(Arc::clone(&fill));
+        let plan = FillPlan {
+            fill,
+            key: shared.variant.clone().unwrap_or_else(|| primary.clone()),
+            primary: primary.clone(),
+            marker,
+            keep: lifetime.ttl.saturating_add(lifetime.grace),
+            vary: shared.vary.clone(),
+            variant: shared.variant.clone(),
+        };
+        (shared, plan)
+    }
+
+    /// Stores a filled response, `encoded` as it arrived (no copy); what it shares with the
+    /// requests that wait on the flight. `None` (nothing stored) if it does not decode.
+    pub(crate) async fn store_filled(&self, plan: FillPlan, encoded: Bytes) -> Option<Shared> {
+        let entry = Entry::decode(&encoded).ok()?;
+        entry.response()?;
+        if let Some(marker) = &plan.marker {
+            self.put(&plan.primary, marker, plan.keep).await;
+        }
+        self.put_encoded(&plan.key, encoded, entry.ttl, plan.keep)
+            .await;
+        Some(Shared::stored(entry, plan.vary, plan.variant))
+    }
+
+    /// What storing `response` shares with waiting requests, and the variant marker it writes at
+    /// `primary` when it varies.
+    pub(crate) fn shared_for(
+        &self,
+        primary: &CacheKey,
+        vary: Vec<String>,
+        headers: &HeaderMap,
+        response: StoredResponse,
         Lifetime {
             born_ms: stored_at_ms,
             ttl,
-            grace,
+            ..
         }: Lifetime,
         tags: Vec<String>,
-    ) -> Shared {
+    ) -> (Shared, Option<Entry>) {
         // The tags go with the response; a variant marker needs none (purging the variants is
         // enough).
         let entry_for = |key: &CacheKey, tags, content| Entry {
@@ -235,30 +335,14 @@ impl Engine {
             tags,
             content,
         };
-        let response = response.into_response();
-        let keep = ttl.saturating_add(grace);
         if vary.is_empty() {
             let entry = entry_for(primary, tags, Content::Response(response));
-            self.put(primary, &entry, keep).await;
-            return Shared {
-                entry,
-                vary,
-                variant: None,
-            };
+            return (Shared::stored(entry, vary, None), None);
         }
         let variant = variant_key(&self.config.namespace, primary, &vary, headers);
         let marker = entry_for(primary, Vec::new(), Content::Variants(vary.clone()));
         let entry = entry_for(&variant, tags, Content::Response(response));
-        futures_util::future::join(
-            self.put(primary, &marker, keep),
-            self.put(&variant, &entry, keep),
-        )
-        .await;
-        Shared {
-            entry,
-            vary,
-            variant: Some(variant),
-        }
+        (Shared::stored(entry, vary, Some(variant)), Some(marker))
     }
 
     /// Asks the backend for the fleet-wide lease `key` (lasting the coalescing limit). `None`
@@ -435,13 +519,17 @@ impl Engine {
     }
 
     async fn put(&self, key: &CacheKey, entry: &Entry, keep: Duration) {
+        self.put_encoded(key, entry.encode(), entry.ttl, keep).await;
+    }
+
+    async fn put_encoded(&self, key: &CacheKey, encoded: Bytes, ttl: Duration, keep: Duration) {
         match self
-            .call("set", self.backend.set(key.as_str(), entry.encode(), keep))
+            .call("set", self.backend.set(key.as_str(), encoded, keep))
             .await
         {
             Some(Ok(())) => {
                 self.counters.record(Event::Stored);
-                tracing::debug!(key = %key, ttl_secs = entry.ttl.as_secs(), "response stored");
+                tracing::debug!(key = %key, ttl_secs = ttl.as_secs(), "response stored");
             }
             Some(Err(error)) => {
                 self.counters.record(Event::StoreFailed);

@@ -96,6 +96,23 @@ impl Entry {
 
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(self.encoded_len_hint());
+        self.put_all_but_body(&mut out);
+        if let Content::Response(response) = &self.content {
+            put_field(&mut out, &response.body);
+        }
+        out.freeze()
+    }
+
+    /// The encoding of a response entry up to its body, for a body of `body_len` bytes that
+    /// follows as it arrives (see `fill`). The entry's own body is ignored.
+    pub(crate) fn encode_before_body(&self, body_len: u32) -> BytesMut {
+        let mut out = BytesMut::with_capacity(self.encoded_len_hint());
+        self.put_all_but_body(&mut out);
+        out.put_u32(body_len);
+        out
+    }
+
+    fn put_all_but_body(&self, out: &mut BytesMut) {
         out.put_slice(MAGIC);
         out.put_u8(VERSION);
         out.put_slice(&self.fingerprint);
@@ -103,7 +120,7 @@ impl Entry {
         out.put_u64(self.ttl.as_millis().min(u128::from(u64::MAX)) as u64);
         out.put_u32(self.tags.len() as u32);
         for tag in &self.tags {
-            put_field(&mut out, tag.as_bytes());
+            put_field(out, tag.as_bytes());
         }
         match &self.content {
             Content::Response(response) => {
@@ -111,20 +128,18 @@ impl Entry {
                 out.put_u16(response.status.as_u16());
                 out.put_u32(response.headers.len() as u32);
                 for (name, value) in &response.headers {
-                    put_field(&mut out, name.as_str().as_bytes());
-                    put_field(&mut out, value.as_bytes());
+                    put_field(out, name.as_str().as_bytes());
+                    put_field(out, value.as_bytes());
                 }
-                put_field(&mut out, &response.body);
             }
             Content::Variants(names) => {
                 out.put_u8(KIND_VARIANTS);
                 out.put_u32(names.len() as u32);
                 for name in names {
-                    put_field(&mut out, name.as_bytes());
+                    put_field(out, name.as_bytes());
                 }
             }
         }
-        out.freeze()
     }
 
     fn encoded_len_hint(&self) -> usize {

@@ -103,6 +103,11 @@ pub const CACHE_PURGE_TOKEN: &str = "CACHE_PURGE_TOKEN";
 /// instead of queueing behind single flight (default 10; `0` turns it off).
 pub const CACHE_HIT_FOR_MISS: &str = "CACHE_HIT_FOR_MISS";
 
+/// Bytes that cacheable responses of known length, streamed to their clients while they are
+/// stored (shared-cache mode, the proxy), may hold at once (default 256 MiB); `0`: such responses
+/// are read whole before they are answered, as before.
+pub const CACHE_FILL_MAX_BYTES: &str = "CACHE_FILL_MAX_BYTES";
+
 /// The response field that names an entry's tags (default `Surrogate-Key`; e.g. `Cache-Tag`),
 /// removed before responses reach clients.
 pub const CACHE_TAG_HEADER: &str = "CACHE_TAG_HEADER";
@@ -185,8 +190,8 @@ pub fn get_backend_for_environment_from(
 
 /// `middleware` with the limits from [`CACHE_MAX_BODY_SIZE`], [`CACHE_MAX_REQUEST_BODY_SIZE`],
 /// [`CACHE_BACKEND_TIMEOUT`], [`CACHE_HONOR_REQUEST_CACHE_CONTROL`], [`CACHE_COALESCE_TIMEOUT`],
-/// [`CACHE_FLEET_SINGLE_FLIGHT`], [`CACHE_EARLY_REFRESH`], [`CACHE_HIT_FOR_MISS`] and
-/// [`CACHE_TAG_HEADER`]; unset variables keep its settings.
+/// [`CACHE_FLEET_SINGLE_FLIGHT`], [`CACHE_EARLY_REFRESH`], [`CACHE_HIT_FOR_MISS`],
+/// [`CACHE_FILL_MAX_BYTES`] and [`CACHE_TAG_HEADER`]; unset variables keep its settings.
 pub fn configure_middleware(middleware: CacheMiddleware) -> Result<CacheMiddleware, ConfigError> {
     configure_middleware_from(middleware, process_env)
 }
@@ -220,6 +225,9 @@ pub fn configure_middleware_from(
     }
     if let Some(limit) = env.seconds_or_off(CACHE_HIT_FOR_MISS)? {
         middleware = middleware.hit_for_miss(limit);
+    }
+    if let Some(bytes) = env.bytes_or_off(CACHE_FILL_MAX_BYTES)? {
+        middleware = middleware.fill_max_bytes(bytes);
     }
     if let Some(value) = env.get(CACHE_TAG_HEADER) {
         middleware = middleware.tag_header(tag_field(&value)?);
@@ -579,6 +587,7 @@ mod tests {
                 (CACHE_EARLY_REFRESH, "0.1"),
                 (CACHE_TAG_HEADER, "Cache-Tag"),
                 (CACHE_HIT_FOR_MISS, "0"),
+                (CACHE_FILL_MAX_BYTES, "0"),
             ]),
         )
         .unwrap();
@@ -592,6 +601,7 @@ mod tests {
             "early_refresh: 0.1",
             "tag_header: \"cache-tag\"",
             "hit_for_miss: 0ns",
+            "fill_max_bytes: 0",
         ] {
             assert!(text.contains(expected), "{expected} in {text}");
         }

@@ -33,6 +33,7 @@ mod breaker;
 mod coalesce;
 mod engine;
 pub mod entry;
+mod fill;
 mod fleet;
 mod handle;
 pub mod helpers;
@@ -58,8 +59,9 @@ mod storable;
 mod tags;
 mod variant_values;
 
-pub use body::CacheBody;
+pub use body::{BoxError, CacheBody};
 pub use breaker::BreakerState;
+pub use fill::FillFailed;
 pub use handle::CacheHandle;
 pub use middleware::{CacheMiddleware, CacheMiddlewareService};
 pub use replay::{CacheStatus, X_CACHE};

@@ -148,6 +148,15 @@ impl CacheMiddleware {
         self.configure(|c| c.hit_for_miss = duration)
     }
 
+    /// The most bytes that responses streamed to their clients while they are stored (shared-cache
+    /// mode, see `fill`) may hold at once, each its body's length until its last reader is done
+    /// (default 256 MiB). Past it, a further such response streams through without being stored;
+    /// 0 stores no response of known length this way (each is read first, up to
+    /// [`max_body_size`](Self::max_body_size), as bodies of unknown length are).
+    pub fn fill_max_bytes(self, bytes: u64) -> Self {
+        self.configure(|c| c.fill_max_bytes = bytes)
+    }
+
     /// Refreshes entries in the background during the last `fraction` of their lifetime (for
     /// example 0.1: the last 30 s of `cache(300)`), each hit there with a chance that grows to
     /// certainty at expiry; one refresh per entry in the fleet. Hot entries are thus replaced

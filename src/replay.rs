@@ -4,6 +4,7 @@
 
 use crate::body::CacheBody;
 use crate::entry::StoredResponse;
+use crate::fill::FillReader;
 use crate::policy::{http_date, is_hop_by_hop};
 use crate::ranges::{range_answer, RangeAnswer};
 use bytes::Bytes;
@@ -105,12 +106,39 @@ pub(crate) fn replay<B: Body>(
     } else {
         full(stored, method)
     };
+    stamp(&mut response, status, age);
+    response
+}
+
+/// The response for a stored head whose body is still arriving (`reader`), for a GET: whole, or
+/// `304` for a client that has it. A `Range` is not answered from a body not yet complete: the
+/// whole response is (RFC 9110 §14.2 lets a server ignore `Range`).
+pub(crate) fn replay_filling<B: Body>(
+    head: StoredResponse,
+    reader: FillReader,
+    request_headers: &HeaderMap,
+    status: CacheStatus,
+    age: Option<Duration>,
+) -> Response<CacheBody<B>> {
+    let mut response = if client_has_current(request_headers, &head) {
+        not_modified(&head)
+    } else {
+        let mut response = Response::new(CacheBody::filling(reader));
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
+        response
+    };
+    stamp(&mut response, status, age);
+    response
+}
+
+/// The fields the cache sets on every response it answers from storage.
+fn stamp<B>(response: &mut Response<B>, status: CacheStatus, age: Option<Duration>) {
     let headers = response.headers_mut();
     headers.insert(X_CACHE, status.header_value());
     if let Some(age) = age {
         headers.insert(header::AGE, age_value(age.as_secs()));
     }
-    response
 }
 
 /// The stored response whole (for HEAD, its fields and no body).

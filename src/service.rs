@@ -1,6 +1,6 @@
 //! What the cache layers need of the service they wrap, shared by route mode and shared-cache mode.
 
-use crate::body::CacheBody;
+use crate::body::{BoxError, CacheBody};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
@@ -33,9 +33,15 @@ impl<T, ReqB: Body, ResB> Handler<ReqB, ResB> for T where
 }
 
 /// A request or response body the flows can hold across tasks.
-pub(crate) trait SendBody: Body<Data = Bytes, Error: Send> + Send + Unpin + 'static {}
+pub(crate) trait SendBody:
+    Body<Data = Bytes, Error: Into<BoxError> + Send> + Send + Unpin + 'static
+{
+}
 
-impl<B> SendBody for B where B: Body<Data = Bytes, Error: Send> + Send + Unpin + 'static {}
+impl<B> SendBody for B where
+    B: Body<Data = Bytes, Error: Into<BoxError> + Send> + Send + Unpin + 'static
+{
+}
 
 /// The service that `poll_ready` drove to readiness, for one call; a fresh clone takes its place.
 pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {

@@ -281,8 +281,8 @@ impl<'a> Miss<'a> {
     ) -> Reply<ResB, S::Error>
     where
         S: Service<Request<CacheBody<ReqB>>, Response = Response<ResB>>,
-        ReqB: Body<Data = Bytes> + Unpin,
-        ResB: Body<Data = Bytes> + Unpin,
+        ReqB: Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Unpin,
+        ResB: Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Unpin,
     {
         let Miss {
             engine, route, key, ..
@@ -445,8 +445,8 @@ async fn bypass<S, ReqB, ResB>(
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<CacheBody<ReqB>>, Response = Response<ResB>>,
-    ReqB: Body<Data = Bytes> + Unpin,
-    ResB: Body<Data = Bytes> + Unpin,
+    ReqB: Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Unpin,
+    ResB: Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Unpin,
 {
     tracing::debug!(method = %parts.method, path = parts.uri.path(), %reason, "request bypasses the cache");
     engine.counters.record(Event::Bypass(reason));

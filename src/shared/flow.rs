@@ -20,7 +20,7 @@ use crate::entry::{Entry, StoredResponse};
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, CacheKey};
 use crate::policy::{refresh_early_now, safe_method_with_content, BypassReason, CacheControl};
-use crate::replay::{mark, replay, CacheStatus};
+use crate::replay::{mark, replay, replay_filling, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::SharedRules;
@@ -178,9 +178,9 @@ impl Cache {
             Ok(leader) => leader,
             Err(response) => return Ok(response),
         };
-        // The same across instances sharing the backend: one of them asks the origin.
-        let mut _lease = None;
-        if let Some(guard) = leader {
+        // The same across instances sharing the backend: one of them asks the origin, holding the
+        // fleet's lease until its response is stored.
+        if let Some(mut guard) = leader {
             let (key, headers) = (&outgoing.key, &outgoing.headers);
             match Box::pin(fleet::take_turn(&self.engine, key, key, headers)).await {
                 Turn::Served(shared) => {
@@ -191,7 +191,9 @@ impl Cache {
                     leader = Some(guard);
                 }
                 Turn::Run(lease) => {
-                    _lease = lease;
+                    if let Some(lease) = lease {
+                        guard.hold(lease);
+                    }
                     leader = Some(guard);
                 }
             }
@@ -283,6 +285,15 @@ impl Cache {
         let status = Status::hit(Some(ttl_left(shared.entry.ttl, age))).detail("collapsed");
         let (method, headers) = (&outgoing.method, &outgoing.headers);
         let entry = shared.entry.clone();
+        if let Some(fill) = &shared.fill {
+            // Still arriving: read from its start, as it comes.
+            let head = entry
+                .into_response()
+                .expect("stored entries hold responses");
+            let response =
+                replay_filling(head, fill.reader(), headers, CacheStatus::Hit, Some(age));
+            return Some(self.with_status(response, &status));
+        }
         Some(self.answer(entry, method, headers, CacheStatus::Hit, status, now_ms))
     }
 

@@ -10,19 +10,32 @@ use super::rules::{add_date_if_missing, kept_for, stale_on_error, worth_keeping}
 use super::storable::{may_store, Exchanged};
 use crate::body::{collect_limited, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
+use crate::engine::Lifetime;
 use crate::engine::Shared;
 use crate::entry::Entry;
+use crate::fill::FillPermit;
 use crate::fleet;
 use crate::policy::sorted_vary;
-use crate::replay::{end_to_end, replay, CacheStatus};
+use crate::policy::CacheControl;
+use crate::replay::{end_to_end, replay, replay_filling, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::Storable;
 use crate::tags::{entry_tags, take_tags};
-use http::header::AGE;
+use bytes::Bytes;
+use http::header::{AGE, RANGE};
 use http::request::Parts;
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use std::sync::Arc;
+
+/// What a response streamed while it is stored keeps for storing it.
+struct Filling {
+    cc: CacheControl,
+    vary: Vec<String>,
+    kept: Lifetime,
+    tags: Vec<String>,
+    exchange: Exchange,
+}
 
 /// The clock around one request to the origin.
 async fn timed<F: std::future::Future>(call: F) -> (F::Output, Exchange) {
@@ -121,6 +134,30 @@ impl Cache {
             let response = Response::from_parts(parts, CacheBody::stream(body));
             return self.passed_on(response, status.detail(reason));
         }
+        if let Some(length) = self.fill_length(&outgoing, &body) {
+            let Some(permit) = self.engine.fill_budget.reserve(u64::from(length)) else {
+                // Other fills hold the budget: this one streams through, not stored.
+                self.engine.counters.record(Event::NotStored("fill-budget"));
+                let response = Response::from_parts(parts, CacheBody::stream(body));
+                return self.passed_on(response, status.detail("fill-budget"));
+            };
+            let fill = Filling {
+                cc,
+                vary,
+                kept,
+                tags,
+                exchange,
+            };
+            return self.stream_while_filling(
+                parts,
+                body,
+                (length, permit),
+                outgoing,
+                leader,
+                status,
+                fill,
+            );
+        }
         let body = match collect_limited(body, self.engine.config.max_body_size).await {
             Collected::Complete(bytes) => bytes,
             Collected::TooLarge(body) | Collected::Failed(body) => {
@@ -166,6 +203,87 @@ impl Cache {
             .expect("stored entries hold responses");
         let (method, headers) = (&outgoing.method, &outgoing.headers);
         let response = replay(stored, method, headers, CacheStatus::Miss, age);
+        self.with_status(response, &status)
+    }
+
+    /// The announced length of a body to stream while it is stored: a GET's whole response (no
+    /// range asked) of a known length within the storage limit. Other bodies are read first.
+    fn fill_length<B: http_body::Body>(&self, outgoing: &Outgoing, body: &B) -> Option<u32> {
+        let length = u32::try_from(body.size_hint().exact()?).ok()?;
+        let fits = length > 0
+            && length as usize <= self.engine.config.max_body_size
+            && self.engine.config.fill_max_bytes > 0;
+        (fits && outgoing.method == Method::GET && !outgoing.headers.contains_key(RANGE))
+            .then_some(length)
+    }
+
+    /// Answers with the origin's response as its body arrives, while a task of its own receives
+    /// the body (whatever becomes of this client), then stores it. Requests that join the flight
+    /// meanwhile read the same body from its start.
+    #[allow(clippy::too_many_arguments)]
+    fn stream_while_filling<ResB: SendBody>(
+        &self,
+        parts: http::response::Parts,
+        body: ResB,
+        length: (u32, FillPermit),
+        outgoing: Outgoing,
+        leader: Option<Leader<Arc<Shared>>>,
+        mut status: Status,
+        Filling {
+            cc,
+            vary,
+            kept,
+            tags,
+            exchange,
+        }: Filling,
+    ) -> Response<CacheBody<ResB>> {
+        let origin_age = parts.headers.contains_key(AGE);
+        let mut head = end_to_end(&parts, Bytes::new());
+        add_date_if_missing(&mut head.headers, exchange.response_ms);
+        let storable = match Storable::for_shared(head, &self.rules(&outgoing, &cc)) {
+            Ok(storable) => storable,
+            Err((reason, _)) => {
+                self.engine.counters.record(Event::NotStored(reason));
+                self.uncacheable(&outgoing, parts.status);
+                let response = Response::from_parts(parts, CacheBody::stream(body));
+                return self.passed_on(response, status.detail(reason));
+            }
+        };
+        let (shared, plan) = self.engine.begin_fill(
+            &outgoing.key,
+            vary,
+            &outgoing.headers,
+            storable,
+            kept,
+            tags,
+            length,
+        );
+        let head = shared.entry.clone();
+        let reader = plan.fill.reader();
+        if let Some(leader) = &leader {
+            leader.publish(Arc::new(shared));
+        }
+        let engine = Arc::clone(&self.engine);
+        let key = outgoing.key.clone();
+        tokio::spawn(async move {
+            let stored = match plan.fill.receive(body).await {
+                Some(encoded) => engine.store_filled(plan, encoded).await,
+                None => None,
+            };
+            let Some(shared) = stored else {
+                tracing::debug!(key = %key, "response body failed or fell short while received; not stored");
+                engine.counters.record(Event::NotStored("body-failed"));
+                return; // the leader, dropped, releases the flight
+            };
+            engine.flights.forget_uncacheable(key.as_str());
+            if let Some(leader) = leader {
+                leader.finish(Some(Arc::new(shared)));
+            }
+        });
+        status.stored = true;
+        let age = origin_age.then(|| head.age(exchange.response_ms));
+        let head = head.into_response().expect("stored entries hold responses");
+        let response = replay_filling(head, reader, &outgoing.headers, CacheStatus::Miss, age);
         self.with_status(response, &status)
     }
 

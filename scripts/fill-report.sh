@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The proxy in front of a slow streaming origin (scripts/lib/fill.py: 64 KiB chunks, DELAY_MS
+# apart): time to first body byte of a cold 8 MiB object against the origin's own, taking turns
+# round after round; CLIENTS concurrent clients on one cold 64 MiB object (origin fetches, exact
+# bodies, the proxy's peak resident memory); a client that leaves mid-body; ranges of a stored
+# object. The proxy is pinned to core 0 with one runtime worker, the origin and the clients to
+# core 1. Writes docs/benchmarks-fill.md. Not a test. Needs python3.
+#
+#   scripts/fill-report.sh [ROUNDS] [CLIENTS]
+#   PROXY_BIN=path/to/other/build OUT=/tmp/other.md scripts/fill-report.sh   (a peer build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=${1:-20}
+clients=${2:-100}
+delay=${DELAY_MS:-2}
+big=$((64 * 1024 * 1024))
+bin=${PROXY_BIN:-target/release/cache-middleware}
+out=${OUT:-docs/benchmarks-fill.md}
+[[ -n ${PROXY_BIN:-} ]] || cargo build --release --quiet --bin cache-middleware
+source scripts/lib/processes.sh
+
+origin_port=$(free_port)
+taskset -c 1 python3 scripts/lib/fill.py origin "$origin_port" "$delay" &
+pids+=("$!")
+wait_port "$origin_port"
+
+start_proxy() {
+  proxy_port=$(free_port)
+  env CACHE_BACKEND=memory CACHE_MAX_BODY_SIZE="$big" MEMORY_CACHE_MAX_BYTES=$((256 * 1024 * 1024)) \
+    RUST_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c 0 \
+    "$bin" proxy --upstream "http://127.0.0.1:$origin_port" \
+    --listen "127.0.0.1:$proxy_port" >/dev/null 2>&1 &
+  proxy_pid=$!
+  pids+=("$proxy_pid")
+  wait_port "$proxy_port"
+}
+kib() { awk -v field="$2:" '$1 == field {print $2}' "/proc/$1/status"; }
+fill() { taskset -c 1 python3 scripts/lib/fill.py "$@"; }
+
+# A fresh proxy for the crowd, so that its peak memory is this object's alone.
+start_proxy
+before=$(kib "$proxy_pid" VmRSS)
+crowd=$(fill crowd "$proxy_port" "$origin_port" "$clients" "$big")
+peak=$(kib "$proxy_pid" VmHWM)
+after=$(kib "$proxy_pid" VmRSS)
+kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
+
+start_proxy
+ttfb=$(fill ttfb "$origin_port" "$proxy_port" "$rounds")
+dropped=$(fill dropped "$proxy_port" "$origin_port")
+ranges=$(fill ranges "$proxy_port")
+
+python3 - "$crowd" "$before" "$peak" "$after" "$ttfb" "$dropped" "$ranges" "$delay" <<'PY' | tee "$out"
+import json, sys
+crowd, before, peak, after = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ttfb, dropped, ranges, delay = json.loads(sys.argv[5]), json.loads(sys.argv[6]), json.loads(sys.argv[7]), sys.argv[8]
+mib = lambda kib: kib / 1024
+print("# Large responses through the proxy: stream while filling\n")
+print(f"Written by `scripts/fill-report.sh`. Origin: `scripts/lib/fill.py`, 64 KiB chunks {delay} ms apart,")
+print("`Content-Length` and `Cache-Control: public, max-age=600`. Proxy: memory backend,")
+print("`CACHE_MAX_BODY_SIZE` 64 MiB, one runtime worker pinned to core 0; origin and clients on core 1.\n")
+print("## Time to first body byte, cold 8 MiB object\n")
+print(f"{ttfb['rounds']} rounds, each a new object straight from the origin then through the proxy.\n")
+print("| | median |\n|---|---|")
+print(f"| origin | {ttfb['origin_ms_median']:.2f} ms |")
+print(f"| proxy (miss) | {ttfb['proxy_ms_median']:.2f} ms |")
+print(f"| proxy - origin, per round | median {ttfb['difference_ms_median']:.2f} ms, p90 {ttfb['difference_ms_p90']:.2f} ms, range {ttfb['difference_ms_min']:.2f} to {ttfb['difference_ms_max']:.2f} ms |\n")
+print(f"## {crowd['clients']} concurrent clients on one cold {crowd['size'] // (1024 * 1024)} MiB object\n")
+print(f"- origin fetches: {crowd['origin_fetches']}")
+print(f"- exact bodies (length and SHA-256): {crowd['exact_bodies']} of {crowd['clients']}")
+print(f"- `X-Cache`: {', '.join(f'{k} {v}' for k, v in sorted(crowd['x_cache'].items()))}")
+print(f"- wall time: {crowd['seconds']:.1f} s")
+print(f"- proxy resident memory: {mib(before):.1f} MiB before, peak {mib(peak):.1f} MiB, {mib(after):.1f} MiB after")
+print(f"  (peak over the object: {mib(peak - before):.1f} MiB for a {crowd['size'] // (1024 * 1024)} MiB body, which stays stored)\n")
+print("## A client that leaves after 1 MiB of a cold 8 MiB object\n")
+print(f"- the next request: status {dropped['after_drop_status']}, `X-Cache: {dropped['after_drop_x_cache']}`, exact body: {dropped['after_drop_exact']}")
+print(f"- origin fetches: {dropped['origin_fetches']}\n")
+print("## Ranges of the stored 8 MiB object\n")
+print("| Range | status | Content-Range | bytes exact |\n|---|---|---|---|")
+for name, check in ranges.items():
+    print(f"| {name} | {check['status']} | {check.get('content_range')} | {check.get('exact', '-')} |")
+PY

@@ -1,0 +1,265 @@
+//! A response being received from the origin while clients read it ("stream while filling", "read
+//! while writing").
+//!
+//! A task of its own reads the origin's body into a [`Fill`]: each chunk is copied once, into the
+//! buffer that becomes the stored entry (its encoded head first, then the body), and every reader
+//! gets views of that buffer (no further copy), so the first client gets each byte as it arrives
+//! and a request that joins later reads from the start, then keeps pace. When the body is
+//! complete, the buffer is the entry as stored, whole: one allocation of the body's size, shared
+//! by the readers, the backend's copy in memory and the requests served from it. The task does not
+//! depend on any client: the fill goes on when they all leave (bounded by the announced length and
+//! by time). A fill that fails ends every reader with an error, never with a body presented as
+//! complete.
+
+use crate::service::SendBody;
+use append_only_bytes::{AppendOnlyBytes, BytesSlice};
+use bytes::{Bytes, BytesMut};
+use http_body::SizeHint;
+use http_body_util::BodyExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// A fill fails when the origin sends nothing for this long.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// ... or when the whole body takes longer than this.
+const TOTAL_LIMIT: Duration = Duration::from_secs(600);
+
+/// Why a reader of a fill got no complete body.
+#[derive(Debug, thiserror::Error)]
+#[error("the response failed while it was received from the origin")]
+pub struct FillFailed;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Open,
+    Complete,
+    Failed,
+}
+
+struct State {
+    chunks: Vec<Bytes>,
+    received: u64,
+    end: End,
+    readers_waiting: Vec<Waker>,
+}
+
+/// The bytes that fills in progress may hold at once: each reserves its body's length until it
+/// is dropped with its last reader.
+pub(crate) struct FillBudget {
+    max: u64,
+    held: Arc<AtomicU64>,
+}
+
+/// A fill's share of the budget, given back when the fill is dropped.
+pub(crate) struct FillPermit {
+    bytes: u64,
+    held: Arc<AtomicU64>,
+}
+
+impl FillBudget {
+    pub(crate) fn new(max: u64) -> Self {
+        FillBudget {
+            max,
+            held: Arc::default(),
+        }
+    }
+
+    /// A permit for `bytes`, unless the fills in progress already hold too much.
+    pub(crate) fn reserve(&self, bytes: u64) -> Option<FillPermit> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&after| after <= self.max)
+            })
+            .ok()?;
+        Some(FillPermit {
+            bytes,
+            held: Arc::clone(&self.held),
+        })
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for FillPermit {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// The body of one response as it arrives, shared by its readers and the task that stores it.
+pub(crate) struct Fill {
+    /// The length the origin announced.
+    length: u64,
+    /// Its share of the fill budget, held while the fill or a reader of it lives.
+    _permit: FillPermit,
+    /// The stored entry's encoding up to the body, taken by the receiving task.
+    before_body: Mutex<Option<BytesMut>>,
+    state: Mutex<State>,
+}
+
+/// A view of the fill's buffer, as the bytes of a `Bytes`.
+struct Piece(BytesSlice);
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Fill {
+    /// A fill of a body of `length` bytes, stored after `before_body` (the entry's encoding up to
+    /// its body).
+    pub(crate) fn new(length: u32, before_body: BytesMut, permit: FillPermit) -> Arc<Self> {
+        Arc::new(Fill {
+            length: u64::from(length),
+            _permit: permit,
+            before_body: Mutex::new(Some(before_body)),
+            state: Mutex::new(State {
+                chunks: Vec::new(),
+                received: 0,
+                end: End::Open,
+                readers_waiting: Vec::new(),
+            }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A reader from the first byte.
+    pub(crate) fn reader(self: &Arc<Self>) -> FillReader {
+        FillReader {
+            fill: Arc::clone(self),
+            next: 0,
+            read: 0,
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        let waiting = {
+            let mut state = self.state();
+            change(&mut state);
+            std::mem::take(&mut state.readers_waiting)
+        };
+        for reader in waiting {
+            reader.wake();
+        }
+    }
+
+    /// Reads `body` to its end, at most the announced length, within the time limits; `Some`
+    /// with the stored entry's whole encoding when the body arrived complete.
+    pub(crate) async fn receive<B: SendBody>(&self, body: B) -> Option<Bytes> {
+        let before_body = self
+            .before_body
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        let mut buffer = AppendOnlyBytes::with_capacity(before_body.len() + self.length as usize);
+        buffer.push_slice(&before_body);
+        drop(before_body);
+        let complete = tokio::time::timeout(TOTAL_LIMIT, self.read_all(&mut buffer, body))
+            .await
+            .unwrap_or(false);
+        let complete = complete && self.state().received == self.length;
+        self.update(|state| {
+            state.end = if complete { End::Complete } else { End::Failed };
+        });
+        complete.then(|| Bytes::from_owner(Piece(buffer.to_slice())))
+    }
+
+    async fn read_all<B: SendBody>(&self, buffer: &mut AppendOnlyBytes, mut body: B) -> bool {
+        loop {
+            match tokio::time::timeout(STALL_LIMIT, body.frame()).await {
+                Ok(None) => return true,
+                Ok(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers are not stored
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if self.state().received + data.len() as u64 > self.length {
+                        return false; // more than announced: not this response
+                    }
+                    let start = buffer.len();
+                    buffer.push_slice(&data);
+                    let piece = Bytes::from_owner(Piece(buffer.slice(start..)));
+                    self.update(|state| {
+                        state.received += piece.len() as u64;
+                        state.chunks.push(piece);
+                    });
+                }
+                Ok(Some(Err(_))) | Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// One client's read of a fill.
+pub struct FillReader {
+    fill: Arc<Fill>,
+    next: usize,
+    read: u64,
+}
+
+impl FillReader {
+    pub(crate) fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, FillFailed>>> {
+        let mut state = self.fill.state();
+        if let Some(chunk) = state.chunks.get(self.next) {
+            self.next += 1;
+            self.read += chunk.len() as u64;
+            return Poll::Ready(Some(Ok(chunk.clone())));
+        }
+        match state.end {
+            End::Complete => Poll::Ready(None),
+            End::Failed => Poll::Ready(Some(Err(FillFailed))),
+            End::Open => {
+                if !state
+                    .readers_waiting
+                    .iter()
+                    .any(|w| w.will_wake(cx.waker()))
+                {
+                    state.readers_waiting.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.read == self.fill.length
+    }
+
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.fill.length - self.read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_refuses_what_would_pass_it_and_takes_back_what_is_dropped() {
+        let budget = FillBudget::new(100);
+        let first = budget.reserve(60).expect("within the budget");
+        assert!(budget.reserve(41).is_none(), "60 + 41 would pass 100");
+        let second = budget.reserve(40).expect("60 + 40 fits exactly");
+        assert_eq!(budget.held(), 100);
+        drop(first);
+        assert_eq!(budget.held(), 40);
+        assert!(budget.reserve(u64::MAX).is_none(), "no overflow");
+        drop(second);
+        assert_eq!(budget.held(), 0);
+        assert!(FillBudget::new(0).reserve(1).is_none(), "0: no fills");
+    }
+}

@@ -1,0 +1,320 @@
+//! A cacheable response streams to its first client while it is stored, later clients read it as
+//! it is being written, the fill outlives its first client, and a failed fill never passes for a
+//! complete body: the proxy in front of a real origin whose body the test releases chunk by
+//! chunk, both on loopback.
+
+mod support;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use cache_middleware::backends::MemoryBackend;
+use cache_middleware::proxy::{router, ProxyConfig};
+use cache_middleware::CacheMiddleware;
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use support::{serve, Counter};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+const CHUNK: usize = 64 * 1024;
+const CHUNKS: usize = 4;
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The bytes of chunk `n`: each chunk different, so that order and gaps show.
+fn chunk(n: usize) -> Bytes {
+    Bytes::from(vec![b'a' + n as u8; CHUNK])
+}
+
+fn whole() -> Vec<u8> {
+    (0..CHUNKS).flat_map(|n| chunk(n).to_vec()).collect()
+}
+
+/// A body of announced length whose chunks (or failure) the test sends.
+struct Fed {
+    chunks: UnboundedReceiver<Result<Bytes, std::io::Error>>,
+    left: u64,
+}
+
+impl http_body::Body for Fed {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(match ready!(self.chunks.poll_recv(cx)) {
+            Some(Ok(data)) => {
+                self.left -= data.len() as u64;
+                Some(Ok(Frame::data(data)))
+            }
+            Some(Err(error)) => Some(Err(error)),
+            None => None,
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
+/// Where the test sends one origin response's chunks.
+type Feed = UnboundedSender<Result<Bytes, std::io::Error>>;
+
+/// The origin: `/big` is cacheable and its body comes as the test feeds it.
+#[derive(Clone, Default)]
+struct Origin {
+    runs: Counter,
+    feeds: Arc<Mutex<Vec<Feed>>>,
+}
+
+impl Origin {
+    /// Sends chunks `from..to` of the latest request's body.
+    fn feed(&self, from: usize, to: usize) {
+        let latest = self.feeds.lock().unwrap().len() - 1;
+        self.feed_nth(latest, from, to);
+    }
+
+    /// Sends chunks `from..to` of the body of the origin's `nth` request (from 0).
+    fn feed_nth(&self, nth: usize, from: usize, to: usize) {
+        let feeds = self.feeds.lock().unwrap();
+        for n in from..to {
+            feeds[nth].send(Ok(chunk(n))).unwrap();
+        }
+    }
+
+    fn fail(&self) {
+        let feeds = self.feeds.lock().unwrap();
+        let error = std::io::Error::other("the origin's disk failed");
+        feeds.last().unwrap().send(Err(error)).unwrap();
+    }
+}
+
+async fn big(State(origin): State<Origin>) -> Response {
+    origin.runs.bump();
+    let (feed, chunks) = unbounded_channel();
+    origin.feeds.lock().unwrap().push(feed);
+    let body = Fed {
+        chunks,
+        left: (CHUNK * CHUNKS) as u64,
+    };
+    Response::builder()
+        .header("cache-control", "public, max-age=60")
+        .body(Body::new(body))
+        .unwrap()
+}
+
+async fn setup() -> (Origin, SocketAddr) {
+    setup_with(CacheMiddleware::new(MemoryBackend::new(100))).await
+}
+
+async fn setup_with(middleware: CacheMiddleware) -> (Origin, SocketAddr) {
+    let origin = Origin::default();
+    let app = Router::new()
+        .route("/big", get(big))
+        .route("/other", get(big))
+        .with_state(origin.clone());
+    let upstream = serve(app).await;
+    let config = ProxyConfig::from_toml("").unwrap();
+    let proxy = router(
+        format!("http://{upstream}").parse().unwrap(),
+        &config,
+        middleware,
+    )
+    .unwrap();
+    (origin, serve(proxy).await)
+}
+
+type Reply = http::Response<hyper::body::Incoming>;
+
+async fn until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ready() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {WAIT:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn get_big(proxy: SocketAddr) -> Reply {
+    get_path(proxy, "/big").await
+}
+
+async fn get_path(proxy: SocketAddr, path: &str) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri = format!("http://{proxy}{path}").parse().unwrap();
+    tokio::time::timeout(WAIT, client.get(uri))
+        .await
+        .expect("the response head arrives while the origin holds the body")
+        .unwrap()
+}
+
+fn x_cache(reply: &Reply) -> &str {
+    reply.headers()["x-cache"].to_str().unwrap()
+}
+
+/// Reads until at least `n` bytes arrived; fails if they do not within the wait.
+async fn read_at_least(reply: &mut Reply, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = tokio::time::timeout(WAIT, reply.body_mut().frame())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} bytes arrived", got.len()))
+            .expect("the body goes on")
+            .expect("the body does not fail");
+        got.extend_from_slice(&frame.into_data().unwrap_or_default());
+    }
+    got
+}
+
+/// A request for `path` that reaches the origin, answered while the origin has sent `chunks`
+/// chunks: its reply and those bytes.
+async fn reader_of_new_fetch(
+    origin: &Origin,
+    proxy: SocketAddr,
+    path: &'static str,
+    chunks: usize,
+) -> (Reply, Vec<u8>) {
+    let asked = origin.runs.get() + 1;
+    let reply = tokio::spawn(get_path(proxy, path));
+    until("the origin is asked", || origin.runs.get() == asked).await;
+    origin.feed(0, chunks);
+    let mut reply = reply.await.unwrap();
+    let got = read_at_least(&mut reply, chunks * CHUNK).await;
+    (reply, got)
+}
+
+/// The rest of the body, or the error that ended it.
+async fn read_rest(reply: Reply) -> Result<Vec<u8>, String> {
+    let collected = tokio::time::timeout(WAIT, reply.into_body().collect())
+        .await
+        .expect("the body ends");
+    collected
+        .map(|c| c.to_bytes().to_vec())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_client_gets_each_chunk_as_the_origin_sends_it_and_the_whole_is_stored() {
+    let (origin, proxy) = setup().await;
+    // The origin holds the other chunks: a proxy that read the body first would send nothing.
+    let (reply, mut got) = reader_of_new_fetch(&origin, proxy, "/big", 1).await;
+    assert_eq!(x_cache(&reply), "MISS");
+    assert_eq!(
+        reply.headers()["content-length"],
+        (CHUNK * CHUNKS).to_string()
+    );
+    assert_eq!(got, chunk(0).to_vec());
+    origin.feed(1, CHUNKS);
+    got.extend(read_rest(reply).await.unwrap());
+    assert!(got == whole(), "the first client got the exact bytes");
+
+    let again = get_big(proxy).await;
+    assert_eq!(x_cache(&again), "HIT");
+    assert!(read_rest(again).await.unwrap() == whole());
+    assert_eq!(origin.runs.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_join_a_fill_read_what_arrived_then_the_rest_with_one_origin_fetch() {
+    let (origin, proxy) = setup().await;
+    let (first, mut got_first) = reader_of_new_fetch(&origin, proxy, "/big", 2).await;
+    // Arriving mid-fill: the two chunks already received come at once, before any more exist.
+    let mut joined = Vec::new();
+    for _ in 0..3 {
+        let mut reply = get_big(proxy).await;
+        assert_eq!(x_cache(&reply), "HIT");
+        let start = read_at_least(&mut reply, 2 * CHUNK).await;
+        assert!(start[..2 * CHUNK] == whole()[..2 * CHUNK]);
+        joined.push((start, reply));
+    }
+    assert_eq!(origin.runs.get(), 1, "no request went to the origin again");
+    origin.feed(2, CHUNKS);
+    got_first.extend(read_rest(first).await.unwrap());
+    assert!(got_first == whole());
+    for (mut start, reply) in joined {
+        start.extend(read_rest(reply).await.unwrap());
+        assert!(start == whole(), "every reader got the exact bytes");
+    }
+    assert_eq!(origin.runs.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fill_goes_on_when_its_first_client_leaves() {
+    let (origin, proxy) = setup().await;
+    let (first, _) = reader_of_new_fetch(&origin, proxy, "/big", 1).await;
+    drop(first); // the client hangs up mid-body
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    origin.feed(1, CHUNKS);
+    let later = get_big(proxy).await;
+    assert_eq!(x_cache(&later), "HIT");
+    assert!(read_rest(later).await.unwrap() == whole());
+    assert_eq!(
+        origin.runs.get(),
+        1,
+        "the fill was not abandoned with its client"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fill_ends_every_reader_with_an_error_and_stores_nothing() {
+    let (origin, proxy) = setup().await;
+    let (first, _) = reader_of_new_fetch(&origin, proxy, "/big", 1).await;
+    let mut joined = get_big(proxy).await;
+    read_at_least(&mut joined, CHUNK).await;
+    origin.fail();
+    for reply in [first, joined] {
+        assert!(
+            read_rest(reply).await.is_err(),
+            "a body cut short is an error, never a complete response"
+        );
+    }
+    let after = get_big(proxy).await;
+    assert_eq!(x_cache(&after), "MISS", "nothing was stored");
+    assert_eq!(origin.runs.get(), 2);
+    origin.feed(0, CHUNKS);
+    assert!(read_rest(after).await.unwrap() == whole());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_fill_budget_a_response_streams_through_unstored() {
+    let budget = (CHUNK * CHUNKS) as u64; // room for one fill
+    let middleware = CacheMiddleware::new(MemoryBackend::new(100)).fill_max_bytes(budget);
+    let (origin, proxy) = setup_with(middleware).await;
+    let (first, _) = reader_of_new_fetch(&origin, proxy, "/big", 1).await;
+    // The first fill holds the whole budget: the other object streams, and is not stored.
+    let (other, mut got_other) = reader_of_new_fetch(&origin, proxy, "/other", 1).await;
+    assert_eq!(x_cache(&other), "MISS");
+    origin.feed_nth(1, 1, CHUNKS);
+    got_other.extend(read_rest(other).await.unwrap());
+    assert!(got_other == whole());
+    origin.feed_nth(0, 1, CHUNKS);
+    read_rest(first).await.unwrap();
+
+    let again = get_path(proxy, "/other").await;
+    assert_eq!(x_cache(&again), "MISS", "it was not stored");
+    origin.feed_nth(2, 0, CHUNKS);
+    assert!(read_rest(again).await.unwrap() == whole());
+    // The budget came back with the first fill: this one is stored.
+    assert_eq!(x_cache(&get_path(proxy, "/other").await), "HIT");
+    assert_eq!(x_cache(&get_big(proxy).await), "HIT");
+}
