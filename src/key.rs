@@ -157,6 +157,13 @@ pub fn primary_key_from(
     CacheKey::from_digest(namespace, digest)
 }
 
+/// Where a part of the response for `primary` is kept (a stored `206`): apart from the complete
+/// response, which it never replaces and which a request for the whole never finds in its place.
+pub fn partial_key(namespace: &str, primary: &CacheKey) -> CacheKey {
+    let digest = digest_of(b"partial", |m| m.field(primary.digest()));
+    CacheKey::from_digest(namespace, digest)
+}
+
 /// The key of one variant below `primary`: the request's values of the header fields in `names`.
 /// `names` must be lower-case and sorted so that equal sets produce equal keys.
 pub fn variant_key(

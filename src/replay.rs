@@ -6,7 +6,7 @@ use crate::body::CacheBody;
 use crate::entry::StoredResponse;
 use crate::fill::FillReader;
 use crate::policy::{http_date, is_hop_by_hop};
-use crate::ranges::{range_answer, RangeAnswer};
+use crate::ranges::{held_range, part_of_partial, range_answer, RangeAnswer};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, Method, Response, StatusCode};
@@ -165,19 +165,46 @@ fn full<B: Body>(stored: StoredResponse, method: &Method) -> Response<CacheBody<
 
 /// `206`: bytes `first..=last` of the stored body, a slice of it (no copy).
 fn partial<B: Body>(stored: StoredResponse, first: usize, last: usize) -> Response<CacheBody<B>> {
+    let length = stored.body.len() as u64;
+    part(stored, (first as u64, last as u64), 0, length)
+}
+
+/// `206`: bytes `first..=last` of a representation of `length` bytes, from a stored body that
+/// begins at byte `held_first` of it (0 for a complete one).
+fn part<B: Body>(
+    stored: StoredResponse,
+    (first, last): (u64, u64),
+    held_first: u64,
+    length: u64,
+) -> Response<CacheBody<B>> {
     let StoredResponse {
         mut headers, body, ..
     } = stored;
-    let range = format!("bytes {first}-{last}/{}", body.len());
+    let range = format!("bytes {first}-{last}/{length}");
     headers.insert(
         header::CONTENT_RANGE,
         HeaderValue::from_str(&range).expect("digits and a dash are a valid field value"),
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
-    let mut response = Response::new(CacheBody::full(body.slice(first..=last)));
+    let slice = (first - held_first) as usize..=(last - held_first) as usize;
+    let mut response = Response::new(CacheBody::full(body.slice(slice)));
     *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     *response.headers_mut() = headers;
     response
+}
+
+/// The answer to a `Range` request from a stored `206` that holds all of the bytes asked
+/// (`part_of_partial` decides); `None` when it does not, and the origin must answer.
+pub(crate) fn replay_from_partial<B: Body>(
+    stored: StoredResponse,
+    request_headers: &HeaderMap,
+    age: Duration,
+) -> Option<Response<CacheBody<B>>> {
+    let asked = part_of_partial(request_headers, &stored)?;
+    let held = held_range(&stored.headers)?;
+    let mut response = part(stored, asked, held.first, held.length);
+    stamp(&mut response, CacheStatus::Hit, Some(age));
+    Some(response)
 }
 
 /// `416`: the range names no byte of the stored body; says how long it is.

@@ -475,18 +475,89 @@ async fn heuristic_freshness_comes_from_last_modified() {
     assert_eq!(s.get("/h302").await.body, "GET /h302 #2");
 }
 
+/// With nothing stored, a range goes to the origin with its `Range`; an origin that answers with
+/// the whole response gets it stored, and the client its range of it.
 #[tokio::test]
-async fn range_requests_go_to_the_origin_and_are_not_stored() {
+async fn a_range_with_nothing_stored_goes_to_the_origin_and_a_whole_answer_is_kept() {
     let s = setup("").await;
     s.origin.set("/big", &[("cache-control", "max-age=60")]);
     let partial = s.call("GET", "/big", &[("range", "bytes=0-3")]).await;
     assert_eq!(s.origin.last_request("/big")["range"], "bytes=0-3");
-    assert!(partial.header("cache-status").contains("fwd=bypass"));
     assert_eq!(
-        s.get("/big").await.body,
-        "GET /big #2",
-        "the range answer was not stored"
+        (partial.status, partial.body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "GET ")
     );
+    assert_eq!(partial.header("content-range"), "bytes 0-3/11");
+    let whole = s.get("/big").await;
+    assert_eq!(
+        (whole.header("x-cache"), whole.body.as_str()),
+        ("HIT", "GET /big #1")
+    );
+    assert_eq!(s.origin.count("/big"), 1);
+}
+
+/// A `206` the origin sent is kept apart from the whole (RFC 9111 §3.3): ranges within the part
+/// it holds are answered from it; others, and requests for the whole, go to the origin.
+#[tokio::test]
+async fn a_stored_part_answers_the_ranges_it_holds_and_nothing_else() {
+    let s = setup("").await;
+    // The origin's body is "GET /part #1" (12 bytes): bytes 10-21 of a 100-byte representation.
+    s.origin.script("/part", |script| {
+        script.status = Some(StatusCode::PARTIAL_CONTENT);
+        script.headers = vec![
+            ("cache-control", "max-age=60".to_owned()),
+            ("content-range", "bytes 10-21/100".to_owned()),
+        ];
+    });
+    let first = s.call("GET", "/part", &[("range", "bytes=10-21")]).await;
+    assert_eq!(
+        (first.status, first.body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "GET /part #1")
+    );
+    for (asked, body, range) in [
+        ("bytes=12-15", "T /p", "bytes 12-15/100"),
+        ("bytes=10-21", "GET /part #1", "bytes 10-21/100"),
+        ("bytes=20-21", "#1", "bytes 20-21/100"),
+    ] {
+        let reused = s.call("GET", "/part", &[("range", asked)]).await;
+        assert_eq!(reused.status, StatusCode::PARTIAL_CONTENT, "{asked}");
+        assert_eq!(
+            (reused.header("x-cache"), reused.body.as_str()),
+            ("HIT", body),
+            "{asked}"
+        );
+        assert_eq!(reused.header("content-range"), range, "{asked}");
+    }
+    assert_eq!(s.origin.count("/part"), 1);
+    // Bytes it does not hold, and the whole, are the origin's to send.
+    s.call("GET", "/part", &[("range", "bytes=0-5")]).await;
+    assert_eq!(s.origin.count("/part"), 2);
+    let whole = s.get("/part").await;
+    assert_ne!(
+        whole.header("x-cache"),
+        "HIT",
+        "a part never answers for the whole"
+    );
+    assert_eq!(s.origin.count("/part"), 3);
+}
+
+/// A `206` that does not say what it holds (no length, or several ranges) is not kept.
+#[tokio::test]
+async fn a_part_that_does_not_say_what_it_holds_is_not_kept() {
+    let s = setup("").await;
+    for (path, range) in [("/unknown-length", "bytes 0-11/*"), ("/no-range", "")] {
+        s.origin.script(path, |script| {
+            script.status = Some(StatusCode::PARTIAL_CONTENT);
+            script.headers = vec![("cache-control", "max-age=60".to_owned())];
+            if !range.is_empty() {
+                script.headers.push(("content-range", range.to_owned()));
+            }
+        });
+        for _ in 0..2 {
+            s.call("GET", path, &[("range", "bytes=0-3")]).await;
+        }
+        assert_eq!(s.origin.count(path), 2, "{path}");
+    }
 }
 
 /// A stored complete response answers a single byte range itself (206), says 416 for one past

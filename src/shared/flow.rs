@@ -18,9 +18,9 @@ use crate::coalesce::{Join, Leader};
 use crate::engine::{Engine, Found, Shared};
 use crate::entry::{Entry, StoredResponse};
 use crate::fleet::{self, Turn};
-use crate::key::{primary_key, CacheKey};
+use crate::key::{partial_key, primary_key, CacheKey};
 use crate::policy::{refresh_early_now, safe_method_with_content, BypassReason, CacheControl};
-use crate::replay::{mark, replay, replay_filling, CacheStatus};
+use crate::replay::{mark, replay, replay_filling, replay_from_partial, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::SharedRules;
@@ -160,15 +160,22 @@ impl Cache {
             }
         }
         let outgoing = Outgoing::new(&parts, cc, key);
+        if ranged {
+            if let Some(response) = Box::pin(self.answer_from_stored_part(&outgoing, now_ms)).await
+            {
+                return Ok(response);
+            }
+        }
         if outgoing.cc.only_if_cached {
             return Ok(only_if_cached());
         }
         if ranged {
-            self.engine
-                .counters
-                .record(Event::Bypass(BypassReason::Range));
-            let status = Status::forward(Forward::Bypass).detail(BypassReason::Range.as_str());
-            return Box::pin(self.pass(inner, parts, body, status)).await;
+            // Nothing stored holds it: the origin answers, alone, and what it sends may be stored
+            // (a complete response under the URL's key, a part under a key of its own).
+            self.engine.counters.record(Event::Miss);
+            let status = Status::forward(Forward::UriMiss);
+            let fetch = self.fetch(&mut inner, parts, body, outgoing, None, status, None);
+            return Box::pin(fetch).await;
         }
         tracing::debug!(key = %outgoing.key, "cache miss");
 
@@ -227,6 +234,34 @@ impl Cache {
         status.detail = detail;
         let (method, headers) = (&parts.method, &parts.headers);
         self.answer(entry, method, headers, x_cache, status, now_ms)
+    }
+
+    /// A `Range` request answered from a stored part (a `206` kept earlier) that holds all of
+    /// the bytes asked, and that the request may reuse as it is.
+    async fn answer_from_stored_part<B: http_body::Body>(
+        &self,
+        outgoing: &Outgoing,
+        now_ms: u64,
+    ) -> Option<Response<CacheBody<B>>> {
+        let key = partial_key(&self.engine.config.namespace, &outgoing.key);
+        let (Found::Fresh(entry) | Found::Stale(entry)) = self
+            .engine
+            .lookup(&key, &outgoing.headers, Duration::MAX, now_ms)
+            .await
+        else {
+            return None;
+        };
+        let (age, ttl) = (entry.age(now_ms), entry.ttl);
+        let response_cc = self.response_cc(&entry_response(&entry).headers);
+        if reuse(&outgoing.cc, &response_cc, age, ttl) != Use::Fresh {
+            return None;
+        }
+        let stored = entry.into_response()?;
+        let response = replay_from_partial(stored, &outgoing.headers, age)?;
+        tracing::debug!(key = %outgoing.key, "range answered from a stored part");
+        self.engine.counters.record(Event::Hit);
+        let status = Status::hit(Some(ttl_left(ttl, age))).detail("partial");
+        Some(self.with_status(response, &status))
     }
 
     /// Joins the single flight for the key (GET only): `Ok(Some)` leads it, `Ok(None)` goes to

@@ -15,6 +15,7 @@ use crate::engine::Shared;
 use crate::entry::Entry;
 use crate::fill::FillPermit;
 use crate::fleet;
+use crate::key::partial_key;
 use crate::policy::sorted_vary;
 use crate::policy::CacheControl;
 use crate::replay::{end_to_end, replay, replay_filling, CacheStatus};
@@ -134,7 +135,8 @@ impl Cache {
             let response = Response::from_parts(parts, CacheBody::stream(body));
             return self.passed_on(response, status.detail(reason));
         }
-        if let Some(length) = self.fill_length(&outgoing, &body) {
+        let part = parts.status == StatusCode::PARTIAL_CONTENT;
+        if let Some(length) = self.fill_length(&outgoing, &body).filter(|_| !part) {
             let Some(permit) = self.engine.fill_budget.reserve(u64::from(length)) else {
                 // Other fills hold the budget: this one streams through, not stored.
                 self.engine.counters.record(Event::NotStored("fill-budget"));
@@ -183,10 +185,16 @@ impl Cache {
                 return self.with_status(response, &status.detail(reason));
             }
         };
-        // Keyed on the Vary the origin sent, whatever fields the directives named to drop.
+        // Keyed on the Vary the origin sent, whatever fields the directives named to drop; a part
+        // apart from the whole.
+        let key = if part {
+            partial_key(&self.engine.config.namespace, &outgoing.key)
+        } else {
+            outgoing.key.clone()
+        };
         let shared = self
             .engine
-            .store_with(&outgoing.key, vary, &outgoing.headers, storable, kept, tags)
+            .store_with(&key, vary, &outgoing.headers, storable, kept, tags)
             .await;
         self.engine
             .flights
@@ -194,7 +202,8 @@ impl Cache {
         status.stored = true;
         let entry = shared.entry.clone();
         if let Some(leader) = leader {
-            leader.finish(Some(Arc::new(shared)));
+            // A part is no answer for requests that waited for the whole.
+            leader.finish((!part).then(|| Arc::new(shared)));
         }
         // A response fresh from the origin carries an Age only when a cache behind us gave one.
         let age = origin_age.then(|| entry.age(exchange.response_ms));

@@ -3,6 +3,7 @@
 use super::freshness::{has_explicit_freshness, heuristically_cacheable};
 use crate::entry::StoredResponse;
 use crate::policy::CacheControl;
+use crate::ranges::held_range;
 use http::header::{HeaderMap, AUTHORIZATION, ETAG, LAST_MODIFIED, SET_COOKIE};
 use http::{Method, StatusCode};
 
@@ -52,9 +53,11 @@ pub(crate) fn may_store(x: &Exchanged<'_>, store_set_cookie: bool) -> Result<(),
     if x.method != Method::GET {
         return Err(NotStored::Method);
     }
-    // 206 and 304 are not complete responses; informational ones are not final.
+    // 304 is not a complete response; informational ones are not final. A 206 is stored only
+    // when it says which part it holds of how much (§3.3), under a key of its own (`partial_key`).
     let status = x.status.as_u16();
-    if status < 200 || status == 206 || status == 304 {
+    let usable_part = status != 206 || held_range(x.headers).is_some();
+    if status < 200 || status == 304 || !usable_part {
         return Err(NotStored::Status);
     }
     if x.request_cc.no_store {
