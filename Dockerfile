@@ -7,11 +7,14 @@ FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, so that a change of the project's own code does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-# Declared bench targets must exist for cargo to read the manifest.
+# Declared bench targets must exist for cargo to read the manifest, and so must the workspace's
+# Python member (a stub: it is not built here).
 COPY benches ./benches
-RUN mkdir -p src/demo \
+COPY python/Cargo.toml ./python/Cargo.toml
+RUN mkdir -p src/demo python/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo '' > src/lib.rs \
+    && echo '' > python/src/lib.rs \
     && cargo build --release --locked --bin cache-middleware \
     && rm -rf src
 COPY src ./src

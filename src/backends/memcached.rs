@@ -10,6 +10,7 @@
 //!   Memcached requires.
 //! - Keys longer than Memcached's 250 bytes, or with anything but printable ASCII, are hashed.
 
+use super::memcached_parts::{Manifest, MANIFEST_FLAG, MAX_VALUE, PART_SIZE};
 use super::pool::{check_options, Pool};
 use super::{Backend, BackendError, BuildError};
 use crate::redact::redact_url;
@@ -350,20 +351,60 @@ fn map_error(error: McError, address: &str) -> BackendError {
 impl Backend for MemcachedBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
         let key = self.data_key(key).await?;
-        let value = self
-            .on_server(key.as_bytes(), async |c| c.get(&key).await)
-            .await?;
-        Ok(value.and_then(|v| v.data).map(Bytes::from))
+        // The parts of a large value live on the server of its key: one connection reads all.
+        self.on_server(key.as_bytes(), async |c| {
+            let Some(value) = c.get(&key).await? else {
+                return Ok(None);
+            };
+            let data = value.data.unwrap_or_default();
+            if value.flags != Some(MANIFEST_FLAG) {
+                return Ok(Some(Bytes::from(data)));
+            }
+            let Some(manifest) = Manifest::decode(&data) else {
+                return Ok(None);
+            };
+            let keys = manifest.part_keys(&key);
+            let found = match c.get_multi(&keys).await {
+                Ok(found) => found,
+                Err(McError::Protocol(Status::NotFound)) => Vec::new(),
+                Err(error) => return Err(error),
+            };
+            let parts: Vec<Option<&[u8]>> = keys
+                .iter()
+                .map(|k| {
+                    let part = found.iter().find(|v| v.key == k.as_bytes());
+                    part.and_then(|v| v.data.as_deref())
+                })
+                .collect();
+            Ok(manifest.join(&parts))
+        })
+        .await
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
         if ttl.is_zero() {
             return self.delete(key).await;
         }
+        if value.len() > MAX_VALUE {
+            return Err(BackendError::Rejected(format!(
+                "a value of {} bytes is over the {MAX_VALUE} bytes stored in parts",
+                value.len()
+            )));
+        }
         let key = self.data_key(key).await?;
         let exptime = expiration(ttl);
         self.on_server(key.as_bytes(), async |c| {
-            c.set(&key, value.as_ref(), Some(exptime), None).await
+            if value.len() <= PART_SIZE {
+                return c.set(&key, value.as_ref(), Some(exptime), None).await;
+            }
+            // The parts first: a reader finds the manifest only once they are all there.
+            let manifest = Manifest::for_length(value.len());
+            for (part_key, part) in manifest.part_keys(&key).iter().zip(manifest.split(&value)) {
+                c.set(part_key, part.as_ref(), Some(exptime), None).await?;
+            }
+            let encoded = manifest.encode();
+            c.set(&key, &encoded[..], Some(exptime), Some(MANIFEST_FLAG))
+                .await
         })
         .await
     }

@@ -6,6 +6,8 @@
 
 #[cfg(feature = "memcached")]
 mod memcached;
+#[cfg(feature = "memcached")]
+mod memcached_parts;
 mod memory;
 #[cfg(any(feature = "redis", feature = "memcached"))]
 mod pool;

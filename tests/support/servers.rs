@@ -486,6 +486,28 @@ impl Memcached {
         format!("memcached://127.0.0.1:{}", self.port)
     }
 
+    /// One command over the text protocol, and the reply up to its last line (`END`, `DELETED`,
+    /// `NOT_FOUND`, ...), lines joined by `\n`.
+    pub fn command(&self, command: &str) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.write_all(command.as_bytes()).unwrap();
+        let mut reply = Vec::new();
+        for line in BufReader::new(stream).split(b'\n') {
+            // Values may be binary: shown lossily.
+            let line = String::from_utf8_lossy(&line.unwrap())
+                .trim_end()
+                .to_owned();
+            let last = !line.starts_with("VALUE")
+                && (line.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+            reply.push(line);
+            if last {
+                break;
+            }
+        }
+        reply.join("\n")
+    }
+
     /// `stats` as seen over the text protocol: the value of one statistic.
     pub fn stat(&self, name: &str) -> Option<u64> {
         use std::io::{BufRead, BufReader, Write};
