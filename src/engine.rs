@@ -4,7 +4,7 @@
 //! failure (error, time-out, open breaker, undecodable or foreign entry) becomes a miss or a dropped
 //! store: the cache is never the reason a request fails.
 
-use crate::backends::{Backend, BackendError, Lease};
+use crate::backends::{transfer_allowance, Backend, BackendError, Lease};
 use crate::breaker::Breaker;
 use crate::coalesce::Flights;
 use crate::entry::{Content, Entry, StoredResponse};
@@ -523,8 +523,9 @@ impl Engine {
     }
 
     async fn put_encoded(&self, key: &CacheKey, encoded: Bytes, ttl: Duration, keep: Duration) {
+        let extra = transfer_allowance(encoded.len());
         match self
-            .call("set", self.backend.set(key.as_str(), encoded, keep))
+            .call_within("set", extra, self.backend.set(key.as_str(), encoded, keep))
             .await
         {
             Some(Ok(())) => {
@@ -558,10 +559,20 @@ impl Engine {
         op: &'static str,
         call: impl Future<Output = Result<T, BackendError>>,
     ) -> Option<Result<T, BackendError>> {
+        self.call_within(op, Duration::ZERO, call).await
+    }
+
+    /// [`call`](Self::call), with `extra` time on top of the latency budget (a large value).
+    async fn call_within<T>(
+        &self,
+        op: &'static str,
+        extra: Duration,
+        call: impl Future<Output = Result<T, BackendError>>,
+    ) -> Option<Result<T, BackendError>> {
         if !self.breaker.allow() {
             return None;
         }
-        let limit = self.config.backend_timeout;
+        let limit = self.config.backend_timeout + extra;
         #[cfg(feature = "metrics")]
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(limit, call).await {

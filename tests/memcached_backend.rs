@@ -114,7 +114,7 @@ async fn a_large_value_whose_parts_are_gone_is_a_miss_not_a_short_value() {
 async fn values_over_the_parts_limit_are_rejected_and_the_backend_keeps_working() {
     let memcached = Memcached::start();
     let backend = MemcachedBackend::new(memcached.url()).unwrap();
-    let too_big = Bytes::from(vec![0u8; 64 * 1024 * 1024 + 1]);
+    let too_big = Bytes::from(vec![0u8; 128 * 1024 * 1024 + 1]);
     let error = backend
         .set("big", too_big, Duration::from_secs(60))
         .await

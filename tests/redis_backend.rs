@@ -774,3 +774,24 @@ async fn a_backend_built_while_redis_is_down_works_once_it_is_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Writing a large value takes time that says nothing of the server's health: it gets an
+/// allowance on top of the command time-out (here 1 ms, which no 32 MiB write could meet).
+#[tokio::test]
+async fn a_large_value_gets_time_to_be_written_on_top_of_the_command_timeout() {
+    let redis = Redis::start();
+    let backend = RedisBackend::builder(redis.url())
+        .timeout(Duration::from_millis(1))
+        .local_tier(0)
+        .build()
+        .unwrap();
+    let value = Bytes::from(vec![7u8; 32 * 1024 * 1024]);
+    backend
+        .set("large", value, Duration::from_secs(60))
+        .await
+        .expect("written within the allowance for its size");
+    assert_eq!(
+        redis.cli(&["STRLEN", "cache-middleware:large"]).trim(),
+        (32 * 1024 * 1024).to_string()
+    );
+}

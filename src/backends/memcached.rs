@@ -12,7 +12,7 @@
 
 use super::memcached_parts::{Manifest, MANIFEST_FLAG, MAX_VALUE, PART_SIZE};
 use super::pool::{check_options, Pool};
-use super::{Backend, BackendError, BuildError};
+use super::{transfer_allowance, Backend, BackendError, BuildError};
 use crate::redact::redact_url;
 use async_memcached::{AsciiProtocol, Client, Error as McError, Status};
 use async_trait::async_trait;
@@ -120,9 +120,20 @@ impl MemcachedBackend {
         key: &[u8],
         op: impl AsyncFnOnce(&mut Client) -> Result<T, McError>,
     ) -> Result<T, BackendError> {
+        self.on_server_within(key, Duration::ZERO, op).await
+    }
+
+    /// [`on_server`](Self::on_server), with `extra` time on top of the time limit (a large value).
+    async fn on_server_within<T>(
+        &self,
+        key: &[u8],
+        extra: Duration,
+        op: impl AsyncFnOnce(&mut Client) -> Result<T, McError>,
+    ) -> Result<T, BackendError> {
         let server = self.server_for(key);
         let mut lease = server.pool.lease().await?;
-        match tokio::time::timeout(self.inner.timeout, op(lease.conn())).await {
+        let limit = self.inner.timeout + extra;
+        match tokio::time::timeout(limit, op(lease.conn())).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
                 let broken = !matches!(error, McError::Protocol(_));
@@ -134,7 +145,7 @@ impl MemcachedBackend {
             Err(_) => {
                 // The reply may still arrive: the connection cannot be trusted for the next request.
                 lease.discard();
-                Err(BackendError::Timeout(self.inner.timeout))
+                Err(BackendError::Timeout(limit))
             }
         }
     }
@@ -351,34 +362,39 @@ fn map_error(error: McError, address: &str) -> BackendError {
 impl Backend for MemcachedBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
         let key = self.data_key(key).await?;
-        // The parts of a large value live on the server of its key: one connection reads all.
-        self.on_server(key.as_bytes(), async |c| {
-            let Some(value) = c.get(&key).await? else {
-                return Ok(None);
-            };
-            let data = value.data.unwrap_or_default();
-            if value.flags != Some(MANIFEST_FLAG) {
-                return Ok(Some(Bytes::from(data)));
-            }
-            let Some(manifest) = Manifest::decode(&data) else {
-                return Ok(None);
-            };
-            let keys = manifest.part_keys(&key);
-            let found = match c.get_multi(&keys).await {
-                Ok(found) => found,
-                Err(McError::Protocol(Status::NotFound)) => Vec::new(),
-                Err(error) => return Err(error),
-            };
-            let parts: Vec<Option<&[u8]>> = keys
-                .iter()
-                .map(|k| {
-                    let part = found.iter().find(|v| v.key == k.as_bytes());
-                    part.and_then(|v| v.data.as_deref())
-                })
-                .collect();
-            Ok(manifest.join(&parts))
-        })
-        .await
+        let Some(value) = self
+            .on_server(key.as_bytes(), async |c| c.get(&key).await)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let data = value.data.unwrap_or_default();
+        if value.flags != Some(MANIFEST_FLAG) {
+            return Ok(Some(Bytes::from(data)));
+        }
+        let Some(manifest) = Manifest::decode(&data) else {
+            return Ok(None);
+        };
+        // The parts live on the server of the value's key; their size is known now, and so is the
+        // time they may take.
+        let keys = manifest.part_keys(&key);
+        let extra = transfer_allowance(manifest.length());
+        let found = self
+            .on_server_within(key.as_bytes(), extra, async |c| {
+                match c.get_multi(&keys).await {
+                    Err(McError::Protocol(Status::NotFound)) => Ok(Vec::new()),
+                    found => found,
+                }
+            })
+            .await?;
+        let parts: Vec<Option<&[u8]>> = keys
+            .iter()
+            .map(|k| {
+                let part = found.iter().find(|v| v.key == k.as_bytes());
+                part.and_then(|v| v.data.as_deref())
+            })
+            .collect();
+        Ok(manifest.join(&parts))
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
@@ -393,7 +409,8 @@ impl Backend for MemcachedBackend {
         }
         let key = self.data_key(key).await?;
         let exptime = expiration(ttl);
-        self.on_server(key.as_bytes(), async |c| {
+        let extra = transfer_allowance(value.len());
+        self.on_server_within(key.as_bytes(), extra, async |c| {
             if value.len() <= PART_SIZE {
                 return c.set(&key, value.as_ref(), Some(exptime), None).await;
             }

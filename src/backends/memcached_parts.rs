@@ -10,7 +10,7 @@ use std::hash::{BuildHasher, Hasher};
 /// The most bytes one item holds here, well under Memcached's default item size.
 pub(super) const PART_SIZE: usize = 512 * 1024;
 /// The largest value stored in parts.
-pub(super) const MAX_VALUE: usize = 64 * 1024 * 1024;
+pub(super) const MAX_VALUE: usize = 128 * 1024 * 1024;
 /// The item flags that mark a manifest.
 pub(super) const MANIFEST_FLAG: u32 = 0x6d70; // "mp"
 
@@ -35,6 +35,11 @@ impl Manifest {
             parts: length.div_ceil(PART_SIZE) as u32,
             length: length as u64,
         }
+    }
+
+    /// The value's length in bytes.
+    pub(super) fn length(&self) -> usize {
+        self.length as usize
     }
 
     pub(super) fn encode(&self) -> [u8; MANIFEST_LEN] {

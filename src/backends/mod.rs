@@ -175,3 +175,10 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
         (**self).release_lease(key, token).await
     }
 }
+
+/// On top of a backend call's time limit, the time a value of `bytes` may take to cross to the
+/// backend, at a floor of 50 MB/s (a 64 MiB value gets 1.3 s more): a large value is slow to
+/// write, which says nothing of the backend's health.
+pub(crate) fn transfer_allowance(bytes: usize) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(bytes as f64 / 50_000_000.0)
+}

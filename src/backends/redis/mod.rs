@@ -12,6 +12,7 @@ mod tracking;
 pub use builder::{CertReqs, KeepaliveOptions, RedisBackendBuilder, DEFAULT_LOCAL_TIER_BYTES};
 
 use super::pool::{Pool, Ticket};
+use super::transfer_allowance;
 use super::{Backend, BackendError, BuildError, Lease};
 use async_trait::async_trait;
 use builder::Topology;
@@ -152,6 +153,16 @@ impl RedisBackend {
     /// Runs `cmd` (a command or a pipeline); a time-out or a dropped connection discards the
     /// connection and, with `retry_on_timeout`, tries once more on a fresh one.
     async fn run<T: FromRedisValue + Send, Q: Query>(&self, cmd: &Q) -> Result<T, BackendError> {
+        self.run_within(cmd, Duration::ZERO).await
+    }
+
+    /// [`run`](Self::run), with `extra` time on top of the command time-out (a large value).
+    async fn run_within<T: FromRedisValue + Send, Q: Query>(
+        &self,
+        cmd: &Q,
+        extra: Duration,
+    ) -> Result<T, BackendError> {
+        let limit = self.inner.timeout + extra;
         self.start_health_checks();
         self.start_tracking();
         let attempts = if self.inner.retry_on_timeout { 2 } else { 1 };
@@ -161,7 +172,7 @@ impl RedisBackend {
                 Ok(checked_out) => checked_out,
                 Err(error) => return Err(last_error.unwrap_or(error)),
             };
-            match tokio::time::timeout(self.inner.timeout, cmd.query::<T>(&mut conn)).await {
+            match tokio::time::timeout(limit, cmd.query::<T>(&mut conn)).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) if !is_connection_failure(&error) => {
                     return Err(server_error(error))
@@ -172,7 +183,7 @@ impl RedisBackend {
                 }
                 Err(_) => {
                     self.inner.pool.discard(ticket).await;
-                    last_error = Some(BackendError::Timeout(self.inner.timeout));
+                    last_error = Some(BackendError::Timeout(limit));
                 }
             }
         }
@@ -450,7 +461,9 @@ impl Backend for RedisBackend {
         let mut cmd = redis::cmd("SET");
         let full = self.key(key);
         cmd.arg(&full).arg(value.as_ref()).arg("PX").arg(px(ttl));
-        let written = self.run::<(), _>(&cmd).await;
+        let written = self
+            .run_within::<(), _>(&cmd, transfer_allowance(value.len()))
+            .await;
         // Read-your-writes here, before Redis's report of this change arrives.
         self.forget_in_tier(&full);
         written
