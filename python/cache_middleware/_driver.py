@@ -21,8 +21,6 @@ class _Wakeups:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.waiting: Dict[int, asyncio.Future[None]] = {}
-        # Ids that stay: called at each wake-up (an engine's queue of background runs).
-        self.handlers: Dict[int, Callable[[], None]] = {}
         loop.add_reader(_engine.signal_fd(), self._on_signal)
 
     def _on_signal(self) -> None:
@@ -32,9 +30,13 @@ class _Wakeups:
                 if not future.done():
                     future.set_result(None)
                 continue
-            handler = self.handlers.get(woken)
+            handler = background_handlers.get(woken)
             if handler is not None:
-                handler()
+                start = handler()
+                if start is None:
+                    del background_handlers[woken]  # its middleware is gone
+                else:
+                    start()
         _engine.flush_logs()
 
     async def wait(self, task_id: int) -> None:
@@ -45,6 +47,10 @@ class _Wakeups:
         finally:
             self.waiting.pop(task_id, None)
 
+
+# Ids that stay, whatever the loop: an engine's queue of background runs, and what starts them
+# (held weakly: a middleware that is gone is forgotten).
+background_handlers: "Dict[int, weakref.WeakMethod[Callable[[], None]]]" = {}
 
 _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Wakeups]" = weakref.WeakKeyDictionary()
 _current: Optional[Tuple[asyncio.AbstractEventLoop, _Wakeups]] = None

@@ -15,12 +15,13 @@ task of its own, on the same event loop.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Set, Tuple, Union
 from urllib.parse import unquote
 
 from cache_middleware import _engine
-from cache_middleware._driver import run, wakeups
+from cache_middleware._driver import background_handlers, run, wakeups
 from cache_middleware.backends.base import CacheBackend
 from cache_middleware.decorators import RouteCache, route_cache_of
 from cache_middleware import logger_config
@@ -80,14 +81,15 @@ class CacheMiddleware:
         self._routes: Dict[Tuple[str, str], Optional[_engine.Route]] = {}
         self._layers: Dict[RouteCache, _engine.Route] = {}
         self._state_set = False
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._attached = False
         self._server_scope: Optional[Scope] = None
         self._background: Set["asyncio.Task[None]"] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._attach(loop, scope)
+        # One attribute test per request: asking for the running loop each time would cost more
+        # than a tenth of a hit.
+        if not self._attached:
+            self._attach(scope)
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -138,18 +140,20 @@ class CacheMiddleware:
         refreshed). A response that varies is removed either way."""
         await run(self.engine.invalidate(url, host, soft))
 
-    def _attach(self, loop: asyncio.AbstractEventLoop, scope: Scope) -> None:
-        """Set up on the first request of an event loop: `app.state`, and the loop's wake-ups
-        for the engine's background runs (taking any queued while no loop watched)."""
+    def _attach(self, scope: Scope) -> None:
+        """Set up at the first request: `app.state`, and the wake-ups that start the engine's
+        background runs. The wake socket is watched by the loop that last waited on the engine
+        (every request that does not complete at once waits): under a server, the one loop."""
         self._set_app_state(scope)
-        wakeups().handlers[self.engine.background_id] = self._start_background
-        self._loop = loop
+        background_handlers[self.engine.background_id] = weakref.WeakMethod(self._start_background)
+        wakeups()
+        self._attached = True
         self._start_background()
 
     def _start_background(self) -> None:
-        """Starts a task for each background run the engine queued."""
-        loop = self._loop
-        while loop is not None:
+        """Starts a task, on the running loop, for each background run the engine queued."""
+        loop = asyncio.get_running_loop()
+        while True:
             run = self.engine.take_background()
             if run is None:
                 return
@@ -213,6 +217,8 @@ class CacheMiddleware:
 
     def _remember(self, scope: Scope) -> Optional[_engine.Route]:
         """The route's engine layer, found once per method and path (one per `@cache`)."""
+        if not self._state_set:
+            self._set_app_state(scope)
         spec = _route_cache(scope)
         route = None
         if spec is not None:

@@ -85,11 +85,13 @@ impl<T> Driven<T> {
         }
     }
 
-    /// Drops the future, unfinished or not.
+    /// Drops the future if it is unfinished (inside the runtime, for its timers and sockets).
     pub fn stop(&mut self) {
         let slot = self.future.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _runtime = runtime().enter();
-        *slot = None;
+        if let Some(future) = slot.take() {
+            let _runtime = runtime().enter();
+            drop(future);
+        }
     }
 
     /// Polls something else on behalf of this task (its response body), with its waker.
