@@ -136,6 +136,16 @@ pub(crate) enum Found {
     Nothing,
 }
 
+impl Found {
+    fn of(found: Option<Shared>, now_ms: u64) -> Found {
+        match found {
+            Some(found) if found.entry.is_fresh(now_ms) => Found::Fresh(found.entry),
+            Some(found) => Found::Stale(found.entry),
+            None => Found::Nothing,
+        }
+    }
+}
+
 pub(crate) struct Engine {
     pub backend: Arc<dyn Backend>,
     pub config: EngineConfig,
@@ -179,11 +189,21 @@ impl Engine {
         grace: Duration,
         now_ms: u64,
     ) -> Found {
-        match self.find(primary, headers, grace, now_ms).await {
-            Some(found) if found.entry.is_fresh(now_ms) => Found::Fresh(found.entry),
-            Some(found) => Found::Stale(found.entry),
-            None => Found::Nothing,
-        }
+        Found::of(self.find(primary, headers, grace, now_ms).await, now_ms)
+    }
+
+    /// [`lookup`](Self::lookup) when the backend answers at once (an in-process store, or a tier
+    /// that holds what is asked): no future to build, poll or box on the hit path. `None` when the
+    /// backend would have to be waited for.
+    pub(crate) fn lookup_now(
+        &self,
+        primary: &CacheKey,
+        headers: &HeaderMap,
+        grace: Duration,
+        now_ms: u64,
+    ) -> Option<Found> {
+        let found = self.find_now(primary, headers, grace, now_ms)?;
+        Some(Found::of(found, now_ms))
     }
 
     /// The fresh response stored for `primary`, as a leader would share it (with the fields it
@@ -217,6 +237,29 @@ impl Engine {
                 Some(Shared::stored(found, names.clone(), Some(variant)))
             }
         }
+    }
+
+    /// [`find`](Self::find) when every read answers at once; `None` when one would wait.
+    fn find_now(
+        &self,
+        primary: &CacheKey,
+        headers: &HeaderMap,
+        grace: Duration,
+        now_ms: u64,
+    ) -> Option<Option<Shared>> {
+        let Some(entry) = self.fetch_now(primary, grace, now_ms)? else {
+            return Some(None);
+        };
+        Some(match &entry.content {
+            Content::Response(_) => Some(Shared::stored(entry, Vec::new(), None)),
+            Content::Variants(names) => {
+                let variant = variant_key(&self.config.namespace, primary, names, headers);
+                let found = self.fetch_now(&variant, grace, now_ms)?;
+                found
+                    .filter(|found| found.response().is_some())
+                    .map(|found| Shared::stored(found, names.clone(), Some(variant)))
+            }
+        })
     }
 
     /// Whether a response shared by a leader fits this request: same values of every varying field.
@@ -405,11 +448,43 @@ impl Engine {
     /// What the purges of its tags say about `entry`. Markers that cannot be read make it a miss:
     /// an entry that may have been purged is not served.
     async fn purge_verdict(&self, entry: &Entry) -> Verdict {
-        let wanted: Vec<(PurgeKind, &String)> = entry
+        if let Some(verdict) = self.purge_verdict_now(entry) {
+            return verdict;
+        }
+        let keys = self.marker_keys(entry);
+        match self.call("get", self.backend.get_many(&keys)).await {
+            Some(Ok(stored)) => self.verdict_from(entry, stored),
+            _ => Verdict::Gone,
+        }
+    }
+
+    /// [`purge_verdict`](Self::purge_verdict) when the markers answer at once (an in-process
+    /// store, with no budget or timer); `None` when they would be waited for.
+    fn purge_verdict_now(&self, entry: &Entry) -> Option<Verdict> {
+        let keys = self.marker_keys(entry);
+        let ready: Result<Vec<_>, _> = keys
+            .iter()
+            .map(|key| self.backend.get_ready(key))
+            .collect::<Option<_>>()?;
+        Some(match ready {
+            Ok(stored) => self.verdict_from(entry, stored),
+            Err(_) => Verdict::Gone,
+        })
+    }
+
+    /// The keys of the soft and hard purge markers of each of `entry`'s tags, in that order.
+    fn marker_keys(&self, entry: &Entry) -> Vec<String> {
+        entry
             .tags
             .iter()
-            .flat_map(|tag| [(PurgeKind::Soft, tag), (PurgeKind::Hard, tag)])
-            .collect();
+            .flat_map(|tag| [PurgeKind::Soft, PurgeKind::Hard].map(|kind| (kind, tag)))
+            .map(|(kind, tag)| marker_key(&self.config.namespace, kind, tag))
+            .collect()
+    }
+
+    /// The verdict of this instance's purges and of the `stored` markers (as `marker_keys` lists
+    /// them) on `entry`.
+    fn verdict_from(&self, entry: &Entry, stored: Vec<Option<Bytes>>) -> Verdict {
         let local: Vec<(PurgeKind, u64)> = {
             let purges = self.purges.lock().unwrap_or_else(PoisonError::into_inner);
             entry
@@ -419,25 +494,13 @@ impl Engine {
                 .flat_map(|marks| marks.marks())
                 .collect()
         };
-        let keys: Vec<String> = wanted
+        let kinds = entry
+            .tags
             .iter()
-            .map(|(kind, tag)| marker_key(&self.config.namespace, *kind, tag))
-            .collect();
-        // An in-process store answers at once (no budget or timer), as for entries.
-        let ready: Option<Result<Vec<_>, _>> =
-            keys.iter().map(|key| self.backend.get_ready(key)).collect();
-        let stored = match ready {
-            Some(Ok(values)) => values,
-            Some(Err(_)) => return Verdict::Gone,
-            None => match self.call("get", self.backend.get_many(&keys)).await {
-                Some(Ok(values)) => values,
-                _ => return Verdict::Gone,
-            },
-        };
-        let shared = wanted
-            .iter()
+            .flat_map(|_| [PurgeKind::Soft, PurgeKind::Hard]);
+        let shared = kinds
             .zip(stored)
-            .filter_map(|((kind, _), value)| Some((*kind, decode_marker(&value?)?)));
+            .filter_map(|(kind, value)| Some((kind, decode_marker(&value?)?)));
         verdict(entry.stored_at_ms, local.into_iter().chain(shared))
     }
 
@@ -474,12 +537,40 @@ impl Engine {
     }
 
     async fn fetch(&self, key: &CacheKey, grace: Duration, now_ms: u64) -> Option<Entry> {
-        // An in-process store answers at once: no budget, breaker or boxing needed.
         let found = match self.backend.get_ready(key.as_str()) {
             Some(found) => found,
             // Boxed: the timer and the backend's future stay out of the request's own future.
             None => Box::pin(self.call("get", self.backend.get(key.as_str()))).await?,
         };
+        let entry = self.entry_from(key, found)?;
+        let verdict = if entry.tags.is_empty() {
+            Verdict::Valid
+        } else {
+            Box::pin(self.purge_verdict(&entry)).await
+        };
+        self.judged(key, entry, verdict, grace, now_ms)
+    }
+
+    /// [`fetch`](Self::fetch) when the backend answers at once; `None` when it would wait.
+    fn fetch_now(&self, key: &CacheKey, grace: Duration, now_ms: u64) -> Option<Option<Entry>> {
+        let found = self.backend.get_ready(key.as_str())?;
+        let Some(entry) = self.entry_from(key, found) else {
+            return Some(None);
+        };
+        let verdict = if entry.tags.is_empty() {
+            Verdict::Valid
+        } else {
+            self.purge_verdict_now(&entry)?
+        };
+        Some(self.judged(key, entry, verdict, grace, now_ms))
+    }
+
+    /// The entry the backend gave for `key`, when it is readable and `key`'s own.
+    fn entry_from(
+        &self,
+        key: &CacheKey,
+        found: Result<Option<Bytes>, BackendError>,
+    ) -> Option<Entry> {
         let bytes: Bytes = match found {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return None,
@@ -500,15 +591,24 @@ impl Engine {
             tracing::warn!(key = %key, "stored entry belongs to other key material; serving as a miss");
             return None;
         }
-        let mut entry = entry;
-        if !entry.tags.is_empty() {
-            match Box::pin(self.purge_verdict(&entry)).await {
-                Verdict::Valid => {}
-                Verdict::Stale => entry.ttl = entry.ttl.min(entry.age(now_ms)),
-                Verdict::Gone => {
-                    tracing::debug!(key = %key, "stored entry was purged; serving as a miss");
-                    return None;
-                }
+        Some(entry)
+    }
+
+    /// `entry` as its purges leave it, unless purged or kept past `grace` after its lifetime.
+    fn judged(
+        &self,
+        key: &CacheKey,
+        mut entry: Entry,
+        verdict: Verdict,
+        grace: Duration,
+        now_ms: u64,
+    ) -> Option<Entry> {
+        match verdict {
+            Verdict::Valid => {}
+            Verdict::Stale => entry.ttl = entry.ttl.min(entry.age(now_ms)),
+            Verdict::Gone => {
+                tracing::debug!(key = %key, "stored entry was purged; serving as a miss");
+                return None;
             }
         }
         if entry.age(now_ms) >= entry.ttl.saturating_add(grace) {

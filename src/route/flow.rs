@@ -112,10 +112,13 @@ where
         engine.counters.record(Event::Refresh);
     } else {
         let now_ms = Entry::now_ms();
-        match engine
-            .lookup(&key, &parts.headers, route.grace(), now_ms)
-            .await
-        {
+        // An in-process answer builds no lookup future; waiting for the backend is boxed, so the
+        // request's own future stays small (it is moved into its box on every request).
+        let found = match engine.lookup_now(&key, &parts.headers, route.grace(), now_ms) {
+            Some(found) => found,
+            None => Box::pin(engine.lookup(&key, &parts.headers, route.grace(), now_ms)).await,
+        };
+        match found {
             Found::Fresh(entry) => {
                 tracing::debug!(key = %key, "cache hit");
                 engine.counters.record(Event::Hit);

@@ -105,10 +105,18 @@ impl Cache {
         let key = primary_key(&self.engine.config.namespace, &parts, None);
         tracing::debug!(key = %key, method = %parts.method, path = parts.uri.path(), "cache key generated");
         let now_ms = Entry::now_ms();
-        let found = self
+        let found = match self
             .engine
-            .lookup(&key, &parts.headers, Duration::MAX, now_ms)
-            .await;
+            .lookup_now(&key, &parts.headers, Duration::MAX, now_ms)
+        {
+            Some(found) => found,
+            None => {
+                let lookup = self
+                    .engine
+                    .lookup(&key, &parts.headers, Duration::MAX, now_ms);
+                Box::pin(lookup).await
+            }
+        };
         // A range is answered from a stored complete response; partial content is not stored,
         // so otherwise the origin answers it.
         let ranged = parts.headers.contains_key(RANGE);
