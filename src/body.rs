@@ -85,8 +85,7 @@ impl<B: Body> CacheBody<B> {
 
 impl<B> Body for CacheBody<B>
 where
-    B: Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Unpin,
-    B::Error: Into<BoxError>,
+    B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -166,8 +165,7 @@ pub(crate) enum Collected<B: Body> {
 /// Trailers of a complete body are dropped (such bodies are not worth caching anyway).
 pub(crate) async fn collect_limited<B>(mut body: B, limit: usize) -> Collected<B>
 where
-    B: Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Unpin,
-    B::Error: Into<BoxError>,
+    B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
 {
     if body.size_hint().lower() > limit as u64 {
         return Collected::TooLarge(CacheBody::stream(body));

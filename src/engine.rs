@@ -13,7 +13,7 @@ use crate::key::{variant_key, CacheKey};
 use crate::stats::{CacheStats, Counters, Event};
 use crate::storable::Storable;
 use crate::tags::{decode_marker, encode_marker, marker_key, verdict, PurgeKind, Verdict};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, StatusCode};
 use std::collections::HashMap;
 use std::future::Future;
@@ -88,13 +88,14 @@ impl LocalPurges {
 /// Where a response whose body is arriving will be stored, and how long it is kept.
 pub(crate) struct FillPlan {
     pub fill: Arc<Fill>,
-    /// The key of the response entry (its variant key when it varies).
-    key: CacheKey,
+    /// The stored entry's encoding up to its body, which the fill continues.
+    pub before_body: BytesMut,
     primary: CacheKey,
     /// The variant marker stored at `primary` when the response varies.
     marker: Option<Entry>,
     keep: Duration,
     vary: Vec<String>,
+    /// Where the response entry goes when it varies (otherwise at `primary`).
     variant: Option<CacheKey>,
 }
 
@@ -182,6 +183,10 @@ impl Engine {
 
     /// The response stored for `primary` (following a variant marker with the request's headers):
     /// fresh, or stale within `grace`, as of `now_ms`.
+    ///
+    /// A backend that answers at once (an in-process store, or a tier that holds what is asked)
+    /// is read without building the waiting lookup's future; that one is boxed, so the caller's
+    /// own future (moved into its box on every request) stays small.
     pub(crate) async fn lookup(
         &self,
         primary: &CacheKey,
@@ -189,21 +194,11 @@ impl Engine {
         grace: Duration,
         now_ms: u64,
     ) -> Found {
-        Found::of(self.find(primary, headers, grace, now_ms).await, now_ms)
-    }
-
-    /// [`lookup`](Self::lookup) when the backend answers at once (an in-process store, or a tier
-    /// that holds what is asked): no future to build, poll or box on the hit path. `None` when the
-    /// backend would have to be waited for.
-    pub(crate) fn lookup_now(
-        &self,
-        primary: &CacheKey,
-        headers: &HeaderMap,
-        grace: Duration,
-        now_ms: u64,
-    ) -> Option<Found> {
-        let found = self.find_now(primary, headers, grace, now_ms)?;
-        Some(Found::of(found, now_ms))
+        let found = match self.find_now(primary, headers, grace, now_ms) {
+            Some(found) => found,
+            None => Box::pin(self.find(primary, headers, grace, now_ms)).await,
+        };
+        Found::of(found, now_ms)
     }
 
     /// The fresh response stored for `primary`, as a leader would share it (with the fields it
@@ -327,11 +322,11 @@ impl Engine {
     ) -> (Shared, FillPlan) {
         let (mut shared, marker) =
             self.shared_for(primary, vary, headers, head.into_response(), lifetime, tags);
-        let fill = Fill::new(length, shared.entry.encode_before_body(length), permit);
+        let fill = Fill::new(length, permit);
         shared.fill = Some(Arc::clone(&fill));
         let plan = FillPlan {
             fill,
-            key: shared.variant.clone().unwrap_or_else(|| primary.clone()),
+            before_body: shared.entry.encode_before_body(length),
             primary: primary.clone(),
             marker,
             keep: lifetime.ttl.saturating_add(lifetime.grace),
@@ -349,8 +344,8 @@ impl Engine {
         if let Some(marker) = &plan.marker {
             self.put(&plan.primary, marker, plan.keep).await;
         }
-        self.put_encoded(&plan.key, encoded, entry.ttl, plan.keep)
-            .await;
+        let key = plan.variant.as_ref().unwrap_or(&plan.primary);
+        self.put_encoded(key, encoded, entry.ttl, plan.keep).await;
         Some(Shared::stored(entry, plan.vary, plan.variant))
     }
 
@@ -448,20 +443,20 @@ impl Engine {
     /// What the purges of its tags say about `entry`. Markers that cannot be read make it a miss:
     /// an entry that may have been purged is not served.
     async fn purge_verdict(&self, entry: &Entry) -> Verdict {
-        if let Some(verdict) = self.purge_verdict_now(entry) {
+        let keys = self.marker_keys(entry);
+        if let Some(verdict) = self.purge_verdict_now(entry, &keys) {
             return verdict;
         }
-        let keys = self.marker_keys(entry);
         match self.call("get", self.backend.get_many(&keys)).await {
             Some(Ok(stored)) => self.verdict_from(entry, stored),
             _ => Verdict::Gone,
         }
     }
 
-    /// [`purge_verdict`](Self::purge_verdict) when the markers answer at once (an in-process
-    /// store, with no budget or timer); `None` when they would be waited for.
-    fn purge_verdict_now(&self, entry: &Entry) -> Option<Verdict> {
-        let keys = self.marker_keys(entry);
+    /// [`purge_verdict`](Self::purge_verdict) when the markers (`keys`, from `marker_keys`)
+    /// answer at once (an in-process store, with no budget or timer); `None` when they would be
+    /// waited for.
+    fn purge_verdict_now(&self, entry: &Entry, keys: &[String]) -> Option<Verdict> {
         let ready: Result<Vec<_>, _> = keys
             .iter()
             .map(|key| self.backend.get_ready(key))
@@ -560,7 +555,7 @@ impl Engine {
         let verdict = if entry.tags.is_empty() {
             Verdict::Valid
         } else {
-            self.purge_verdict_now(&entry)?
+            self.purge_verdict_now(&entry, &self.marker_keys(&entry))?
         };
         Some(self.judged(key, entry, verdict, grace, now_ms))
     }
@@ -640,8 +635,6 @@ impl Engine {
         }
     }
 
-    /// Runs a backend call through the breaker and within the latency budget. `None`: the breaker
-    /// is open and the backend was not called.
     /// [`call`](Self::call) for what its caller must hear of (purges, removals): an open breaker
     /// is a failure too.
     async fn call_or_refuse<T>(
@@ -654,6 +647,8 @@ impl Engine {
             .unwrap_or_else(|| Err(BackendError::Connection("circuit open".into())))
     }
 
+    /// Runs a backend call through the breaker and within the latency budget. `None`: the breaker
+    /// is open and the backend was not called.
     async fn call<T>(
         &self,
         op: &'static str,

@@ -13,7 +13,7 @@
 
 use crate::service::SendBody;
 use append_only_bytes::{AppendOnlyBytes, BytesSlice};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::SizeHint;
 use http_body_util::BodyExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +40,6 @@ enum End {
 
 struct State {
     chunks: Vec<Bytes>,
-    received: u64,
     end: End,
     readers_waiting: Vec<Waker>,
 }
@@ -97,8 +96,6 @@ pub(crate) struct Fill {
     length: u64,
     /// Its share of the fill budget, held while the fill or a reader of it lives.
     _permit: FillPermit,
-    /// The stored entry's encoding up to the body, taken by the receiving task.
-    before_body: Mutex<Option<BytesMut>>,
     state: Mutex<State>,
 }
 
@@ -112,16 +109,13 @@ impl AsRef<[u8]> for Piece {
 }
 
 impl Fill {
-    /// A fill of a body of `length` bytes, stored after `before_body` (the entry's encoding up to
-    /// its body).
-    pub(crate) fn new(length: u32, before_body: BytesMut, permit: FillPermit) -> Arc<Self> {
+    /// A fill of a body of `length` bytes.
+    pub(crate) fn new(length: u32, permit: FillPermit) -> Arc<Self> {
         Arc::new(Fill {
             length: u64::from(length),
             _permit: permit,
-            before_body: Mutex::new(Some(before_body)),
             state: Mutex::new(State {
                 chunks: Vec::new(),
-                received: 0,
                 end: End::Open,
                 readers_waiting: Vec::new(),
             }),
@@ -152,31 +146,31 @@ impl Fill {
         }
     }
 
-    /// Reads `body` to its end, at most the announced length, within the time limits; `Some`
-    /// with the stored entry's whole encoding when the body arrived complete.
-    pub(crate) async fn receive<B: SendBody>(&self, body: B) -> Option<Bytes> {
-        let before_body = self
-            .before_body
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
+    /// Reads `body` to its end, at most the announced length, within the time limits, after
+    /// `before_body` (the stored entry's encoding up to its body); `Some` with the entry's whole
+    /// encoding when the body arrived complete.
+    pub(crate) async fn receive<B: SendBody>(&self, before_body: &[u8], body: B) -> Option<Bytes> {
         let mut buffer = AppendOnlyBytes::with_capacity(before_body.len() + self.length as usize);
-        buffer.push_slice(&before_body);
-        drop(before_body);
-        let complete = tokio::time::timeout(TOTAL_LIMIT, self.read_all(&mut buffer, body))
-            .await
-            .unwrap_or(false);
-        let complete = complete && self.state().received == self.length;
+        buffer.push_slice(before_body);
+        let received = tokio::time::timeout(TOTAL_LIMIT, self.read_all(&mut buffer, body)).await;
+        let complete = matches!(received, Ok(Some(length)) if length == self.length);
         self.update(|state| {
             state.end = if complete { End::Complete } else { End::Failed };
         });
         complete.then(|| Bytes::from_owner(Piece(buffer.to_slice())))
     }
 
-    async fn read_all<B: SendBody>(&self, buffer: &mut AppendOnlyBytes, mut body: B) -> bool {
+    /// The body's length once it ended; `None` when it failed, stalled or passed the announced
+    /// length.
+    async fn read_all<B: SendBody>(
+        &self,
+        buffer: &mut AppendOnlyBytes,
+        mut body: B,
+    ) -> Option<u64> {
+        let mut received = 0u64;
         loop {
             match tokio::time::timeout(STALL_LIMIT, body.frame()).await {
-                Ok(None) => return true,
+                Ok(None) => return Some(received),
                 Ok(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers are not stored
@@ -184,18 +178,16 @@ impl Fill {
                     if data.is_empty() {
                         continue;
                     }
-                    if self.state().received + data.len() as u64 > self.length {
-                        return false; // more than announced: not this response
+                    received += data.len() as u64;
+                    if received > self.length {
+                        return None; // more than announced: not this response
                     }
                     let start = buffer.len();
                     buffer.push_slice(&data);
                     let piece = Bytes::from_owner(Piece(buffer.slice(start..)));
-                    self.update(|state| {
-                        state.received += piece.len() as u64;
-                        state.chunks.push(piece);
-                    });
+                    self.update(|state| state.chunks.push(piece));
                 }
-                Ok(Some(Err(_))) | Err(_) => return false,
+                Ok(Some(Err(_))) | Err(_) => return None,
             }
         }
     }

@@ -69,11 +69,11 @@ pub(crate) fn held_range(headers: &HeaderMap) -> Option<Held> {
 }
 
 /// The bytes `first..=last` (of the whole representation) that `request_headers` ask of a stored
-/// `206`, when it holds all of them; `None` when only the origin can answer.
+/// `206`, when it holds all of them, and what it holds; `None` when only the origin can answer.
 pub(crate) fn part_of_partial(
     request_headers: &HeaderMap,
     stored: &StoredResponse,
-) -> Option<(u64, u64)> {
+) -> Option<((u64, u64), Held)> {
     let range = one_range(request_headers)?;
     let held = held_range(&stored.headers)?;
     if stored.status != StatusCode::PARTIAL_CONTENT
@@ -84,7 +84,7 @@ pub(crate) fn part_of_partial(
     }
     match byte_range(range, held.length) {
         Asked::Bytes(first, last) if held.first <= first && last <= held.last => {
-            Some((first, last))
+            Some(((first, last), held))
         }
         _ => None,
     }
@@ -316,7 +316,7 @@ mod tests {
         let ask = |range: &str| {
             let mut headers = HeaderMap::new();
             headers.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
-            part_of_partial(&headers, &part("bytes 4-9/10", "456789"))
+            part_of_partial(&headers, &part("bytes 4-9/10", "456789")).map(|(asked, _)| asked)
         };
         assert_eq!(ask("bytes=-5"), Some((5, 9)));
         assert_eq!(ask("bytes=6-8"), Some((6, 8)));

@@ -6,7 +6,7 @@ use crate::body::CacheBody;
 use crate::entry::StoredResponse;
 use crate::fill::FillReader;
 use crate::policy::{http_date, is_hop_by_hop};
-use crate::ranges::{held_range, part_of_partial, range_answer, RangeAnswer};
+use crate::ranges::{part_of_partial, range_answer, RangeAnswer};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, Method, Response, StatusCode};
@@ -200,8 +200,7 @@ pub(crate) fn replay_from_partial<B: Body>(
     request_headers: &HeaderMap,
     age: Duration,
 ) -> Option<Response<CacheBody<B>>> {
-    let asked = part_of_partial(request_headers, &stored)?;
-    let held = held_range(&stored.headers)?;
+    let (asked, held) = part_of_partial(request_headers, &stored)?;
     let mut response = part(stored, asked, held.first, held.length);
     stamp(&mut response, CacheStatus::Hit, Some(age));
     Some(response)

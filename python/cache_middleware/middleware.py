@@ -198,10 +198,11 @@ class CacheMiddleware:
             return
         finally:
             finished.set()
-        if feed.started:
-            run.app_body(b"", False)
-        else:
+        if not feed.started:
             run.app_failed()
+        elif not feed.ended:
+            # An application that returned without finishing its body has ended it.
+            run.app_body(b"", False)
 
     def _set_app_state(self, scope: Scope) -> None:
         # The guide's warming code reads `app.state.cache_backend` at start-up; purges go through

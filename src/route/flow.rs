@@ -8,7 +8,7 @@
 //!    up to the limit, store it, answer.
 
 use super::RouteConfig;
-use crate::body::{collect_limited, CacheBody, Collected};
+use crate::body::{collect_limited, BoxError, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
 use crate::engine::{Engine, Found, Lifetime, Shared};
 use crate::entry::Entry;
@@ -112,13 +112,10 @@ where
         engine.counters.record(Event::Refresh);
     } else {
         let now_ms = Entry::now_ms();
-        // An in-process answer builds no lookup future; waiting for the backend is boxed, so the
-        // request's own future stays small (it is moved into its box on every request).
-        let found = match engine.lookup_now(&key, &parts.headers, route.grace(), now_ms) {
-            Some(found) => found,
-            None => Box::pin(engine.lookup(&key, &parts.headers, route.grace(), now_ms)).await,
-        };
-        match found {
+        match engine
+            .lookup(&key, &parts.headers, route.grace(), now_ms)
+            .await
+        {
             Found::Fresh(entry) => {
                 tracing::debug!(key = %key, "cache hit");
                 engine.counters.record(Event::Hit);
@@ -264,8 +261,10 @@ impl<'a> Miss<'a> {
         }
     }
 
-    /// The response could not be stored: later requests for the key pass instead of waiting.
-    fn uncacheable(&self, status: http::StatusCode) {
+    /// The response, of `status`, could not be stored, for `reason`: counted, and later requests
+    /// for the key pass instead of waiting (hit-for-miss).
+    fn not_stored(&self, reason: &'static str, status: http::StatusCode) {
+        self.engine.counters.record(Event::NotStored(reason));
         if let Some(flight) = &self.flight {
             self.engine
                 .flights
@@ -284,8 +283,8 @@ impl<'a> Miss<'a> {
     ) -> Reply<ResB, S::Error>
     where
         S: Service<Request<CacheBody<ReqB>>, Response = Response<ResB>>,
-        ReqB: Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Unpin,
-        ResB: Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Unpin,
+        ReqB: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
+        ResB: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
     {
         let Miss {
             engine, route, key, ..
@@ -328,8 +327,7 @@ impl<'a> Miss<'a> {
         );
         if let ResponseDecision::Skip(reason) = decision {
             tracing::debug!(key = %key, %reason, status = %response_parts.status, "response not cached");
-            engine.counters.record(Event::NotStored(reason.as_str()));
-            self.uncacheable(response_parts.status);
+            self.not_stored(reason.as_str(), response_parts.status);
             let response = Response::from_parts(response_parts, CacheBody::stream(response_body));
             return Ok(mark(response, self.status));
         }
@@ -337,10 +335,7 @@ impl<'a> Miss<'a> {
             Collected::Complete(bytes) => bytes,
             Collected::TooLarge(body) | Collected::Failed(body) => {
                 tracing::debug!(key = %key, reason = "response-body-too-large-or-failed", "response not cached");
-                engine
-                    .counters
-                    .record(Event::NotStored(SkipReason::BodyTooLarge.as_str()));
-                self.uncacheable(response_parts.status);
+                self.not_stored(SkipReason::BodyTooLarge.as_str(), response_parts.status);
                 return Ok(mark(
                     Response::from_parts(response_parts, body),
                     self.status,
@@ -350,8 +345,7 @@ impl<'a> Miss<'a> {
         let stored = match Storable::for_route(to_stored(&response_parts, body), &method, policy) {
             Ok(stored) => stored,
             Err((reason, stored)) => {
-                engine.counters.record(Event::NotStored(reason));
-                self.uncacheable(stored.status);
+                self.not_stored(reason, stored.status);
                 return Ok(replay(stored, &method, &request_headers, self.status, None));
             }
         };
@@ -448,8 +442,8 @@ async fn bypass<S, ReqB, ResB>(
 ) -> Reply<ResB, S::Error>
 where
     S: Service<Request<CacheBody<ReqB>>, Response = Response<ResB>>,
-    ReqB: Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Unpin,
-    ResB: Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Unpin,
+    ReqB: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
+    ResB: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
 {
     tracing::debug!(method = %parts.method, path = parts.uri.path(), %reason, "request bypasses the cache");
     engine.counters.record(Event::Bypass(reason));

@@ -105,20 +105,12 @@ impl Cache {
         let key = primary_key(&self.engine.config.namespace, &parts, None);
         tracing::debug!(key = %key, method = %parts.method, path = parts.uri.path(), "cache key generated");
         let now_ms = Entry::now_ms();
-        let found = match self
+        let found = self
             .engine
-            .lookup_now(&key, &parts.headers, Duration::MAX, now_ms)
-        {
-            Some(found) => found,
-            None => {
-                let lookup = self
-                    .engine
-                    .lookup(&key, &parts.headers, Duration::MAX, now_ms);
-                Box::pin(lookup).await
-            }
-        };
-        // A range is answered from a stored complete response; partial content is not stored,
-        // so otherwise the origin answers it.
+            .lookup(&key, &parts.headers, Duration::MAX, now_ms)
+            .await;
+        // A range is answered from a stored complete response, else from a stored part that
+        // holds it, else by the origin.
         let ranged = parts.headers.contains_key(RANGE);
         if let Found::Fresh(entry) | Found::Stale(entry) = found {
             let response_cc = self.response_cc(&entry_response(&entry).headers);

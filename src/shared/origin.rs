@@ -130,13 +130,12 @@ impl Cache {
             .and_then(|()| worth_keeping(&cc, &parts.headers, &kept));
         if let Err(reason) = decision {
             tracing::debug!(key = %outgoing.key, reason, status = %parts.status, "response not stored");
-            self.engine.counters.record(Event::NotStored(reason));
-            self.uncacheable(&outgoing, parts.status);
+            self.not_stored(&outgoing, reason, parts.status);
             let response = Response::from_parts(parts, CacheBody::stream(body));
             return self.passed_on(response, status.detail(reason));
         }
         let part = parts.status == StatusCode::PARTIAL_CONTENT;
-        if let Some(length) = self.fill_length(&outgoing, &body).filter(|_| !part) {
+        if let Some(length) = self.fill_length(&outgoing, parts.status, &body) {
             let Some(permit) = self.engine.fill_budget.reserve(u64::from(length)) else {
                 // Other fills hold the budget: this one streams through, not stored.
                 self.engine.counters.record(Event::NotStored("fill-budget"));
@@ -164,10 +163,7 @@ impl Cache {
             Collected::Complete(bytes) => bytes,
             Collected::TooLarge(body) | Collected::Failed(body) => {
                 tracing::debug!(key = %outgoing.key, "response body too large or failed; not stored");
-                self.engine
-                    .counters
-                    .record(Event::NotStored("response-body-too-large"));
-                self.uncacheable(&outgoing, parts.status);
+                self.not_stored(&outgoing, "response-body-too-large", parts.status);
                 let response = Response::from_parts(parts, body);
                 return self.passed_on(response, status.detail("body-too-large"));
             }
@@ -178,8 +174,7 @@ impl Cache {
         let storable = match Storable::for_shared(stored, &self.rules(&outgoing, &cc)) {
             Ok(storable) => storable,
             Err((reason, stored)) => {
-                self.engine.counters.record(Event::NotStored(reason));
-                self.uncacheable(&outgoing, stored.status);
+                self.not_stored(&outgoing, reason, stored.status);
                 let (method, headers) = (&outgoing.method, &outgoing.headers);
                 let response = replay(stored, method, headers, CacheStatus::Miss, None);
                 return self.with_status(response, &status.detail(reason));
@@ -216,14 +211,22 @@ impl Cache {
     }
 
     /// The announced length of a body to stream while it is stored: a GET's whole response (no
-    /// range asked) of a known length within the storage limit. Other bodies are read first.
-    fn fill_length<B: http_body::Body>(&self, outgoing: &Outgoing, body: &B) -> Option<u32> {
+    /// range asked, not a part) of a known length within the storage limit. Other bodies are
+    /// read first.
+    fn fill_length<B: http_body::Body>(
+        &self,
+        outgoing: &Outgoing,
+        status: StatusCode,
+        body: &B,
+    ) -> Option<u32> {
         let length = u32::try_from(body.size_hint().exact()?).ok()?;
         let fits = length > 0
             && length as usize <= self.engine.config.max_body_size
             && self.engine.config.fill_max_bytes > 0;
-        (fits && outgoing.method == Method::GET && !outgoing.headers.contains_key(RANGE))
-            .then_some(length)
+        let whole = outgoing.method == Method::GET
+            && !outgoing.headers.contains_key(RANGE)
+            && status != StatusCode::PARTIAL_CONTENT;
+        (fits && whole).then_some(length)
     }
 
     /// Answers with the origin's response as its body arrives, while a task of its own receives
@@ -252,8 +255,7 @@ impl Cache {
         let storable = match Storable::for_shared(head, &self.rules(&outgoing, &cc)) {
             Ok(storable) => storable,
             Err((reason, _)) => {
-                self.engine.counters.record(Event::NotStored(reason));
-                self.uncacheable(&outgoing, parts.status);
+                self.not_stored(&outgoing, reason, parts.status);
                 let response = Response::from_parts(parts, CacheBody::stream(body));
                 return self.passed_on(response, status.detail(reason));
             }
@@ -275,7 +277,7 @@ impl Cache {
         let engine = Arc::clone(&self.engine);
         let key = outgoing.key.clone();
         tokio::spawn(async move {
-            let stored = match plan.fill.receive(body).await {
+            let stored = match plan.fill.receive(&plan.before_body, body).await {
                 Some(encoded) => engine.store_filled(plan, encoded).await,
                 None => None,
             };
@@ -396,9 +398,11 @@ impl Cache {
         self.answer(entry, method, headers, CacheStatus::Refresh, status, now_ms)
     }
 
-    /// The origin's response for `outgoing` could not be stored: later requests for the key pass
-    /// instead of waiting (hit-for-miss; only GETs join flights).
-    fn uncacheable(&self, outgoing: &Outgoing, status: StatusCode) {
+    /// The origin's response for `outgoing`, of `status`, could not be stored, for `reason`:
+    /// counted, and later requests for the key pass instead of waiting (hit-for-miss; only GETs
+    /// join flights).
+    fn not_stored(&self, outgoing: &Outgoing, reason: &'static str, status: StatusCode) {
+        self.engine.counters.record(Event::NotStored(reason));
         if outgoing.method == http::Method::GET {
             self.engine
                 .flights
