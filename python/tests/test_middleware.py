@@ -397,3 +397,18 @@ def test_the_stale_windows_are_checked_like_the_timeout() -> None:
             cache(timeout=10, **{name: float("nan")})
         with pytest.raises(TypeError, match=name):
             cache(timeout=10, **{name: "60"})
+
+
+def test_a_background_run_never_runs_in_another_clients_scope(serve, client) -> None:
+    # An outer middleware put alice in the first request's scope; a refresh runs later, for
+    # nobody: it must not carry her identity (or address) into what every client will get.
+    app = serve("apps.scoped:app", env={})
+    first = client.get(f"{app.url}/whoami", headers={"x-user": "alice"})
+    assert (first.json()["user"], first.json()["run"]) == ("alice", 1)
+    time.sleep(1.2)
+    stale = client.get(f"{app.url}/whoami")
+    assert stale.headers["x-cache"] == "STALE"
+    eventually(lambda: client.get(f"{app.url}/runs").json()["runs"] == 2, "the refresh ran")
+    eventually(lambda: client.get(f"{app.url}/whoami").json()["run"] == 2, "the refresh is stored")
+    refreshed = client.get(f"{app.url}/whoami").json()
+    assert (refreshed["user"], refreshed["client"]) == (None, False)
