@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 /// The request or response body produced by the cache layer.
 pub struct CacheBody<B: Body> {
@@ -196,6 +196,46 @@ where
     }
 }
 
+/// What a body holds at once, without waiting.
+pub(crate) enum AtOnce<B: Body> {
+    /// All of it.
+    Whole(Bytes),
+    /// Not all: what came before it had to wait (or failed, or passed `limit`), then the rest.
+    Partly(CacheBody<B>),
+}
+
+/// Reads what `body` has now, up to `limit` bytes, without waiting for more.
+pub(crate) fn read_at_once<B>(mut body: B, limit: usize) -> AtOnce<B>
+where
+    B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut buffer = BytesMut::new();
+    loop {
+        match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(None) => return AtOnce::Whole(buffer.freeze()),
+            Poll::Ready(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                buffer.extend_from_slice(&data);
+                if buffer.len() > limit {
+                    let rest = Tail::Stream(body);
+                    return AtOnce::Partly(CacheBody::prefixed(buffer.freeze(), rest));
+                }
+            }
+            Poll::Ready(Some(Err(error))) => {
+                let rest = Tail::Failed(Some(error.into()));
+                return AtOnce::Partly(CacheBody::prefixed(buffer.freeze(), rest));
+            }
+            Poll::Pending => {
+                let rest = Tail::Stream(body);
+                return AtOnce::Partly(CacheBody::prefixed(buffer.freeze(), rest));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +297,36 @@ mod tests {
             read_all(body).await,
             (b"ab".to_vec(), Some("connection reset".to_owned()))
         );
+    }
+
+    #[tokio::test]
+    async fn what_a_body_holds_at_once_is_read_without_losing_the_rest_or_its_error() {
+        match read_at_once(chunks(&["ab", "cd"], false), 4) {
+            AtOnce::Whole(bytes) => assert_eq!(&bytes[..], b"abcd"),
+            AtOnce::Partly(_) => panic!("all of it was there"),
+        }
+        let AtOnce::Partly(over) = read_at_once(chunks(&["ab", "cd", "ef"], false), 3) else {
+            panic!("past the limit");
+        };
+        assert_eq!(read_all(over).await, (b"abcdef".to_vec(), None));
+        let AtOnce::Partly(failed) = read_at_once(chunks(&["ab"], true), 10) else {
+            panic!("failed");
+        };
+        let error = Some("connection reset".to_owned());
+        assert_eq!(read_all(failed).await, (b"ab".to_vec(), error));
+        // A body that has to wait: what came first, then the rest as it comes.
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        sender.send(Bytes::from_static(b"ab")).unwrap();
+        let frames = stream::poll_fn(move |cx| {
+            let data = ready!(receiver.poll_recv(cx));
+            Poll::Ready(data.map(|data| Ok::<_, &'static str>(Frame::data(data))))
+        });
+        let AtOnce::Partly(waiting) = read_at_once(StreamBody::new(frames), 10) else {
+            panic!("the rest is still to come");
+        };
+        sender.send(Bytes::from_static(b"cd")).unwrap();
+        drop(sender);
+        assert_eq!(read_all(waiting).await, (b"abcd".to_vec(), None));
     }
 
     #[tokio::test]

@@ -6,10 +6,11 @@
 
 use crate::backends::{transfer_allowance, Backend, BackendError, Lease};
 use crate::breaker::Breaker;
-use crate::coalesce::Flights;
+use crate::coalesce::{Flights, Leader};
 use crate::entry::{Content, Entry, StoredResponse};
 use crate::fill::{Fill, FillBudget, FillPermit};
 use crate::key::{variant_key, CacheKey};
+use crate::service::SendBody;
 use crate::stats::{CacheStats, Counters, Event};
 use crate::storable::Storable;
 use crate::tags::{decode_marker, encode_marker, marker_key, verdict, PurgeKind, Verdict};
@@ -336,9 +337,41 @@ impl Engine {
         (shared, plan)
     }
 
+    /// Receives `body` into the fill that `plan` began, in a task of its own (whatever becomes
+    /// of the clients reading it), then stores it and hands it to the requests waiting on
+    /// `leader`. A body that fails or falls short stores nothing. Once stored, `flight` is no
+    /// longer remembered as uncacheable.
+    pub(crate) fn fill_in_background<B: SendBody>(
+        self: &Arc<Self>,
+        plan: FillPlan,
+        body: B,
+        flight: Option<CacheKey>,
+        leader: Option<Leader<Arc<Shared>>>,
+    ) {
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            let key = plan.primary.clone();
+            let stored = match plan.fill.receive(&plan.before_body, body).await {
+                Some(encoded) => engine.store_filled(plan, encoded).await,
+                None => None,
+            };
+            let Some(shared) = stored else {
+                tracing::debug!(key = %key, "response body failed or fell short while received; not stored");
+                engine.counters.record(Event::NotStored("body-failed"));
+                return; // the leader, dropped, releases the flight
+            };
+            if let Some(flight) = flight {
+                engine.flights.forget_uncacheable(flight.as_str());
+            }
+            if let Some(leader) = leader {
+                leader.finish(Some(Arc::new(shared)));
+            }
+        });
+    }
+
     /// Stores a filled response, `encoded` as it arrived (no copy); what it shares with the
     /// requests that wait on the flight. `None` (nothing stored) if it does not decode.
-    pub(crate) async fn store_filled(&self, plan: FillPlan, encoded: Bytes) -> Option<Shared> {
+    async fn store_filled(&self, plan: FillPlan, encoded: Bytes) -> Option<Shared> {
         let entry = Entry::decode(&encoded).ok()?;
         entry.response()?;
         if let Some(marker) = &plan.marker {

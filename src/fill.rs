@@ -14,6 +14,8 @@
 use crate::service::SendBody;
 use append_only_bytes::{AppendOnlyBytes, BytesSlice};
 use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::HeaderMap;
 use http_body::SizeHint;
 use http_body_util::BodyExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -193,6 +195,22 @@ impl Fill {
     }
 }
 
+/// The length a response announces for its body: its one `Content-Length` (digits only), unless
+/// the body says otherwise, or else the body's exact length. `None` when unknown or in conflict.
+pub(crate) fn announced_length(headers: &HeaderMap, hint: &SizeHint) -> Option<u64> {
+    let mut fields = headers.get_all(CONTENT_LENGTH).iter();
+    let Some(field) = fields.next() else {
+        return hint.exact();
+    };
+    let digits = field.as_bytes();
+    if fields.next().is_some() || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let length: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let within = length >= hint.lower() && hint.upper().is_none_or(|upper| length <= upper);
+    within.then_some(length)
+}
+
 /// One client's read of a fill.
 pub struct FillReader {
     fill: Arc<Fill>,
@@ -239,6 +257,37 @@ impl FillReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_announced_length_is_one_plain_content_length_that_the_body_agrees_with() {
+        let headers = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(CONTENT_LENGTH, http::HeaderValue::from_static(value));
+            }
+            headers
+        };
+        let unknown = SizeHint::new();
+        let exact = |n| SizeHint::with_exact(n);
+        assert_eq!(announced_length(&headers(&["300"]), &unknown), Some(300));
+        assert_eq!(announced_length(&headers(&[]), &exact(7)), Some(7));
+        assert_eq!(announced_length(&headers(&[]), &unknown), None);
+        assert_eq!(announced_length(&headers(&["300"]), &exact(300)), Some(300));
+        for (values, hint) in [
+            (&["300"][..], exact(299)),
+            (&["300", "300"][..], unknown),
+            (&["+300"][..], unknown),
+            (&["3 00"][..], unknown),
+            (&[""][..], unknown),
+            (&["99999999999999999999999"][..], unknown),
+        ] {
+            assert_eq!(
+                announced_length(&headers(values), &hint),
+                None,
+                "{values:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_budget_refuses_what_would_pass_it_and_takes_back_what_is_dropped() {

@@ -1,7 +1,7 @@
 //! A cacheable response streams to its first client while it is stored, later clients read it as
 //! it is being written, the fill outlives its first client, and a failed fill never passes for a
-//! complete body: the proxy in front of a real origin whose body the test releases chunk by
-//! chunk, both on loopback.
+//! complete body: in both modes, the proxy in front of a real origin and a cached route of an
+//! application, whose body the test releases chunk by chunk, over loopback.
 
 mod support;
 
@@ -13,7 +13,7 @@ use axum::Router;
 use bytes::Bytes;
 use cache_middleware::backends::MemoryBackend;
 use cache_middleware::proxy::{router, ProxyConfig};
-use cache_middleware::CacheMiddleware;
+use cache_middleware::{cache, CacheMiddleware};
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -121,25 +121,50 @@ async fn big(State(origin): State<Origin>) -> Response {
         .unwrap()
 }
 
-async fn setup() -> (Origin, SocketAddr) {
-    setup_with(CacheMiddleware::new(MemoryBackend::new(100))).await
+/// A large body that is all there at once.
+async fn ready() -> Vec<u8> {
+    whole()
 }
 
-async fn setup_with(middleware: CacheMiddleware) -> (Origin, SocketAddr) {
+/// Where the cache runs: a proxy in front of the origin (shared-cache mode), or the route layer
+/// of the application itself (route mode).
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Proxy,
+    Route,
+}
+
+const MODES: [Mode; 2] = [Mode::Proxy, Mode::Route];
+
+async fn setup(mode: Mode) -> (Origin, SocketAddr) {
+    setup_with(mode, CacheMiddleware::new(MemoryBackend::new(100))).await
+}
+
+async fn setup_with(mode: Mode, middleware: CacheMiddleware) -> (Origin, SocketAddr) {
     let origin = Origin::default();
+    if let Mode::Route = mode {
+        let ttl = Duration::from_secs(60);
+        let app = Router::new()
+            .route("/big", get(big).layer(cache(ttl)))
+            .route("/other", get(big).layer(cache(ttl)))
+            .route("/ready", get(ready).layer(cache(ttl)))
+            .with_state(origin.clone())
+            .layer(middleware);
+        return (origin, serve(app).await);
+    }
     let app = Router::new()
         .route("/big", get(big))
         .route("/other", get(big))
         .with_state(origin.clone());
     let upstream = serve(app).await;
     let config = ProxyConfig::from_toml("").unwrap();
-    let proxy = router(
+    let front = router(
         format!("http://{upstream}").parse().unwrap(),
         &config,
         middleware,
     )
     .unwrap();
-    (origin, serve(proxy).await)
+    (origin, serve(front).await)
 }
 
 type Reply = http::Response<hyper::body::Incoming>;
@@ -155,13 +180,13 @@ async fn until(what: &str, ready: impl Fn() -> bool) {
     }
 }
 
-async fn get_big(proxy: SocketAddr) -> Reply {
-    get_path(proxy, "/big").await
+async fn get_big(front: SocketAddr) -> Reply {
+    get_path(front, "/big").await
 }
 
-async fn get_path(proxy: SocketAddr, path: &str) -> Reply {
+async fn get_path(front: SocketAddr, path: &str) -> Reply {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri = format!("http://{proxy}{path}").parse().unwrap();
+    let uri = format!("http://{front}{path}").parse().unwrap();
     tokio::time::timeout(WAIT, client.get(uri))
         .await
         .expect("the response head arrives while the origin holds the body")
@@ -190,12 +215,12 @@ async fn read_at_least(reply: &mut Reply, n: usize) -> Vec<u8> {
 /// chunks: its reply and those bytes.
 async fn reader_of_new_fetch(
     origin: &Origin,
-    proxy: SocketAddr,
+    front: SocketAddr,
     path: &'static str,
     chunks: usize,
 ) -> (Reply, Vec<u8>) {
     let asked = origin.runs.get() + 1;
-    let reply = tokio::spawn(get_path(proxy, path));
+    let reply = tokio::spawn(get_path(front, path));
     until("the origin is asked", || origin.runs.get() == asked).await;
     origin.feed(0, chunks);
     let mut reply = reply.await.unwrap();
@@ -215,106 +240,164 @@ async fn read_rest(reply: Reply) -> Result<Vec<u8>, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_client_gets_each_chunk_as_the_origin_sends_it_and_the_whole_is_stored() {
-    let (origin, proxy) = setup().await;
-    // The origin holds the other chunks: a proxy that read the body first would send nothing.
-    let (reply, mut got) = reader_of_new_fetch(&origin, proxy, "/big", 1).await;
-    assert_eq!(x_cache(&reply), "MISS");
-    assert_eq!(
-        reply.headers()["content-length"],
-        (CHUNK * CHUNKS).to_string()
-    );
-    assert_eq!(got, chunk(0).to_vec());
-    origin.feed(1, CHUNKS);
-    got.extend(read_rest(reply).await.unwrap());
-    assert!(got == whole(), "the first client got the exact bytes");
+    for mode in MODES {
+        eprintln!("mode: {mode:?}");
+        let (origin, front) = setup(mode).await;
+        // The origin holds the other chunks: a front that read the body first would send nothing.
+        let (reply, mut got) = reader_of_new_fetch(&origin, front, "/big", 1).await;
+        assert_eq!(x_cache(&reply), "MISS");
+        assert_eq!(
+            reply.headers()["content-length"],
+            (CHUNK * CHUNKS).to_string()
+        );
+        assert_eq!(got, chunk(0).to_vec());
+        origin.feed(1, CHUNKS);
+        got.extend(read_rest(reply).await.unwrap());
+        assert!(got == whole(), "the first client got the exact bytes");
 
-    let again = get_big(proxy).await;
-    assert_eq!(x_cache(&again), "HIT");
-    assert!(read_rest(again).await.unwrap() == whole());
-    assert_eq!(origin.runs.get(), 1);
+        let again = get_big(front).await;
+        assert_eq!(x_cache(&again), "HIT");
+        assert!(read_rest(again).await.unwrap() == whole());
+        assert_eq!(origin.runs.get(), 1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_that_join_a_fill_read_what_arrived_then_the_rest_with_one_origin_fetch() {
-    let (origin, proxy) = setup().await;
-    let (first, mut got_first) = reader_of_new_fetch(&origin, proxy, "/big", 2).await;
-    // Arriving mid-fill: the two chunks already received come at once, before any more exist.
-    let mut joined = Vec::new();
-    for _ in 0..3 {
-        let mut reply = get_big(proxy).await;
-        assert_eq!(x_cache(&reply), "HIT");
-        let start = read_at_least(&mut reply, 2 * CHUNK).await;
-        assert!(start[..2 * CHUNK] == whole()[..2 * CHUNK]);
-        joined.push((start, reply));
+    for mode in MODES {
+        eprintln!("mode: {mode:?}");
+        let (origin, front) = setup(mode).await;
+        let (first, mut got_first) = reader_of_new_fetch(&origin, front, "/big", 2).await;
+        // Arriving mid-fill: the two chunks already received come at once, before any more exist.
+        let mut joined = Vec::new();
+        for _ in 0..3 {
+            let mut reply = get_big(front).await;
+            assert_eq!(x_cache(&reply), "HIT");
+            let start = read_at_least(&mut reply, 2 * CHUNK).await;
+            assert!(start[..2 * CHUNK] == whole()[..2 * CHUNK]);
+            joined.push((start, reply));
+        }
+        assert_eq!(origin.runs.get(), 1, "no request went to the origin again");
+        origin.feed(2, CHUNKS);
+        got_first.extend(read_rest(first).await.unwrap());
+        assert!(got_first == whole());
+        for (mut start, reply) in joined {
+            start.extend(read_rest(reply).await.unwrap());
+            assert!(start == whole(), "every reader got the exact bytes");
+        }
+        assert_eq!(origin.runs.get(), 1);
     }
-    assert_eq!(origin.runs.get(), 1, "no request went to the origin again");
-    origin.feed(2, CHUNKS);
-    got_first.extend(read_rest(first).await.unwrap());
-    assert!(got_first == whole());
-    for (mut start, reply) in joined {
-        start.extend(read_rest(reply).await.unwrap());
-        assert!(start == whole(), "every reader got the exact bytes");
-    }
-    assert_eq!(origin.runs.get(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fill_goes_on_when_its_first_client_leaves() {
-    let (origin, proxy) = setup().await;
-    let (first, _) = reader_of_new_fetch(&origin, proxy, "/big", 1).await;
-    drop(first); // the client hangs up mid-body
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    origin.feed(1, CHUNKS);
-    let later = get_big(proxy).await;
-    assert_eq!(x_cache(&later), "HIT");
-    assert!(read_rest(later).await.unwrap() == whole());
-    assert_eq!(
-        origin.runs.get(),
-        1,
-        "the fill was not abandoned with its client"
-    );
+    for mode in MODES {
+        eprintln!("mode: {mode:?}");
+        let (origin, front) = setup(mode).await;
+        let (first, _) = reader_of_new_fetch(&origin, front, "/big", 1).await;
+        drop(first); // the client hangs up mid-body
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        origin.feed(1, CHUNKS);
+        let later = get_big(front).await;
+        assert_eq!(x_cache(&later), "HIT");
+        assert!(read_rest(later).await.unwrap() == whole());
+        assert_eq!(
+            origin.runs.get(),
+            1,
+            "the fill was not abandoned with its client"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fill_ends_every_reader_with_an_error_and_stores_nothing() {
-    let (origin, proxy) = setup().await;
-    let (first, _) = reader_of_new_fetch(&origin, proxy, "/big", 1).await;
-    let mut joined = get_big(proxy).await;
-    read_at_least(&mut joined, CHUNK).await;
-    origin.fail();
-    for reply in [first, joined] {
-        assert!(
-            read_rest(reply).await.is_err(),
-            "a body cut short is an error, never a complete response"
-        );
+    for mode in MODES {
+        eprintln!("mode: {mode:?}");
+        let (origin, front) = setup(mode).await;
+        let (first, _) = reader_of_new_fetch(&origin, front, "/big", 1).await;
+        let mut joined = get_big(front).await;
+        read_at_least(&mut joined, CHUNK).await;
+        origin.fail();
+        for reply in [first, joined] {
+            assert!(
+                read_rest(reply).await.is_err(),
+                "a body cut short is an error, never a complete response"
+            );
+        }
+        let after = get_big(front).await;
+        assert_eq!(x_cache(&after), "MISS", "nothing was stored");
+        assert_eq!(origin.runs.get(), 2);
+        origin.feed(0, CHUNKS);
+        assert!(read_rest(after).await.unwrap() == whole());
     }
-    let after = get_big(proxy).await;
-    assert_eq!(x_cache(&after), "MISS", "nothing was stored");
-    assert_eq!(origin.runs.get(), 2);
-    origin.feed(0, CHUNKS);
-    assert!(read_rest(after).await.unwrap() == whole());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_fill_budget_a_response_streams_through_unstored() {
-    let budget = (CHUNK * CHUNKS) as u64; // room for one fill
-    let middleware = CacheMiddleware::new(MemoryBackend::new(100)).fill_max_bytes(budget);
-    let (origin, proxy) = setup_with(middleware).await;
-    let (first, _) = reader_of_new_fetch(&origin, proxy, "/big", 1).await;
-    // The first fill holds the whole budget: the other object streams, and is not stored.
-    let (other, mut got_other) = reader_of_new_fetch(&origin, proxy, "/other", 1).await;
-    assert_eq!(x_cache(&other), "MISS");
-    origin.feed_nth(1, 1, CHUNKS);
-    got_other.extend(read_rest(other).await.unwrap());
-    assert!(got_other == whole());
-    origin.feed_nth(0, 1, CHUNKS);
-    read_rest(first).await.unwrap();
+    for mode in MODES {
+        eprintln!("mode: {mode:?}");
+        let budget = (CHUNK * CHUNKS) as u64; // room for one fill
+        let middleware = CacheMiddleware::new(MemoryBackend::new(100)).fill_max_bytes(budget);
+        let (origin, front) = setup_with(mode, middleware).await;
+        let (first, _) = reader_of_new_fetch(&origin, front, "/big", 1).await;
+        // The first fill holds the whole budget: the other object streams, and is not stored.
+        let (other, mut got_other) = reader_of_new_fetch(&origin, front, "/other", 1).await;
+        assert_eq!(x_cache(&other), "MISS");
+        origin.feed_nth(1, 1, CHUNKS);
+        got_other.extend(read_rest(other).await.unwrap());
+        assert!(got_other == whole());
+        origin.feed_nth(0, 1, CHUNKS);
+        read_rest(first).await.unwrap();
 
-    let again = get_path(proxy, "/other").await;
-    assert_eq!(x_cache(&again), "MISS", "it was not stored");
-    origin.feed_nth(2, 0, CHUNKS);
-    assert!(read_rest(again).await.unwrap() == whole());
-    // The budget came back with the first fill: this one is stored.
-    assert_eq!(x_cache(&get_path(proxy, "/other").await), "HIT");
-    assert_eq!(x_cache(&get_big(proxy).await), "HIT");
+        let again = get_path(front, "/other").await;
+        assert_eq!(x_cache(&again), "MISS", "it was not stored");
+        origin.feed_nth(2, 0, CHUNKS);
+        assert!(read_rest(again).await.unwrap() == whole());
+        // The budget came back with the first fill: this one is stored.
+        assert_eq!(x_cache(&get_path(front, "/other").await), "HIT");
+        assert_eq!(x_cache(&get_big(front).await), "HIT");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_response_streamed_while_stored_names_one_validator_from_its_head_on() {
+    let (origin, front) = setup(Mode::Route).await;
+    let (reply, _) = reader_of_new_fetch(&origin, front, "/big", 1).await;
+    let etag = reply
+        .headers()
+        .get("etag")
+        .expect("the head, sent before the body exists, names the validator")
+        .clone();
+    origin.feed(1, CHUNKS);
+    read_rest(reply).await.unwrap();
+    let again = get_big(front).await;
+    assert_eq!(x_cache(&again), "HIT");
+    assert_eq!(
+        again.headers()["etag"],
+        etag,
+        "the stored copy is the one named"
+    );
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let request = http::Request::get(format!("http://{front}/big"))
+        .header("if-none-match", etag)
+        .body(Empty::new())
+        .unwrap();
+    let revalidated = client.request(request).await.unwrap();
+    assert_eq!(revalidated.status(), 304);
+    assert_eq!(origin.runs.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_route_body_there_at_once_is_named_by_its_bytes_in_every_instance() {
+    let mut tags = Vec::new();
+    for _instance in 0..2 {
+        let (_, front) = setup(Mode::Route).await;
+        let reply = get_path(front, "/ready").await;
+        tags.push(reply.headers()["etag"].clone());
+        assert!(read_rest(reply).await.unwrap() == whole());
+        let again = get_path(front, "/ready").await;
+        assert_eq!(x_cache(&again), "HIT");
+        assert_eq!(again.headers()["etag"], tags[tags.len() - 1]);
+    }
+    assert_eq!(tags[0], tags[1], "the same bytes, the same validator");
 }

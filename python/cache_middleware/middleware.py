@@ -402,7 +402,9 @@ class _Drive:
         feed = _Feed(exchange)
 
         async def send(message: Message) -> None:
-            if not feed(message):
+            if not feed(message) or message["type"] == "http.response.start":
+                # The flow sees the head with the first body message: a body sent whole at once
+                # is read whole (a large one is named by its bytes, not streamed as it is stored).
                 return
             # The flow may answer before the application is done (a body that is not stored
             # streams through): let it go as far as it can.
@@ -410,6 +412,11 @@ class _Drive:
                 await self._progress()
             if self.head_sent:
                 await self._pump()
+                # A body stored while it streams is taken by the engine's own task, not by the
+                # pump: what the application sent goes out before it goes on.
+                while not self.done and exchange.app_body_waiting():
+                    await wakeups().wait(exchange.id)
+                    await self._pump()
 
         try:
             await self.app(self.scope, receive, send)

@@ -198,6 +198,12 @@ impl AppLink {
         }
     }
 
+    /// Whether the application's body holds chunks the flow has not taken yet.
+    pub fn body_waiting(&self) -> bool {
+        self.answer()
+            .is_some_and(|answer| !lock(&answer.stream).chunks.is_empty())
+    }
+
     pub fn fail(&self) {
         if let Some(call) = lock(&self.slot).call.take() {
             call.answer.fail();

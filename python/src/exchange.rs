@@ -210,6 +210,12 @@ impl Exchange {
         self.link.push(Bytes::copy_from_slice(chunk), more);
     }
 
+    /// Whether the engine has yet to take body chunks the application sent (a body stored while
+    /// it streams is taken by a task of the engine's own, not by `next_chunk`).
+    fn app_body_waiting(&self) -> bool {
+        self.link.body_waiting()
+    }
+
     /// The application raised or returned without completing its response.
     fn app_failed(&self) {
         self.link.fail();

@@ -6,7 +6,7 @@ import concurrent.futures
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterator, Tuple
 
 import httpx
 import pytest
@@ -116,6 +116,50 @@ def test_streams_go_through_as_they_come_and_are_not_stored(serve, client) -> No
     assert "".join(chunks) == "data: 0\n\ndata: 1\n\ndata: 2\n\n"
     client.get(f"{app.url}/events")
     assert runs(client, app.url, "events") == 2
+
+
+def test_a_large_response_streams_while_stored_and_a_joiner_reads_it_as_it_comes(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    chunk = 64 * 1024
+    whole = b"".join(bytes([ord("a") + n]) * chunk for n in range(4))
+
+    def first_chunk(response: httpx.Response) -> Tuple[bytes, Iterator[bytes]]:
+        parts = response.iter_bytes()
+        got = b""
+        while len(got) < chunk:
+            got += next(parts)
+        return got, parts
+
+    with httpx.stream("GET", f"{app.url}/large", timeout=10) as first:
+        # The handler holds the rest of its body: what arrived went out as it came.
+        assert first.headers["x-cache"] == "MISS"
+        assert first.headers["content-length"] == str(len(whole))
+        got, rest = first_chunk(first)
+        with httpx.stream("GET", f"{app.url}/large", timeout=10) as joined:
+            # Joining the response still arriving: its start at once, no second handler run.
+            assert joined.headers["x-cache"] == "HIT"
+            assert joined.headers["etag"] == first.headers["etag"]
+            joined_got, joined_rest = first_chunk(joined)
+            client.post(f"{app.url}/release-large")
+            joined_got += b"".join(joined_rest)
+        got += b"".join(rest)
+    assert got == whole and joined_got == whole
+    again = client.get(f"{app.url}/large")
+    assert again.headers["x-cache"] == "HIT"
+    assert again.content == whole
+    assert runs(client, app.url, "large") == 1
+
+
+def test_a_large_body_sent_at_once_is_named_by_its_bytes_in_every_instance(serve, client) -> None:
+    tags = []
+    for _ in range(2):
+        app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+        first = client.get(f"{app.url}/large-at-once")
+        again = client.get(f"{app.url}/large-at-once")
+        assert again.headers["x-cache"] == "HIT" and again.content == first.content
+        assert again.headers["etag"] == first.headers["etag"]
+        tags.append(first.headers["etag"])
+    assert tags[0] == tags[1], "the same bytes, the same validator"
 
 
 def test_errors_are_not_stored_and_a_failing_handler_fails_only_its_request(serve, client) -> None:

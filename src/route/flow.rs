@@ -8,10 +8,11 @@
 //!    up to the limit, store it, answer.
 
 use super::RouteConfig;
-use crate::body::{collect_limited, BoxError, CacheBody, Collected};
+use crate::body::{collect_limited, read_at_once, AtOnce, BoxError, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
 use crate::engine::{Engine, Found, Lifetime, Shared};
 use crate::entry::Entry;
+use crate::fill::{announced_length, FillPermit};
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::middleware::EngineHandle;
@@ -19,15 +20,16 @@ use crate::policy::{
     classify_request, classify_response, refresh_early_now, safe_method_with_content, BypassReason,
     RequestDecision, RequestPolicy, ResponseDecision, ResponsePolicy, SkipReason,
 };
-use crate::replay::{mark, replay, to_stored, CacheStatus};
+use crate::replay::{copy_etag, end_to_end, mark, replay, replay_filling, to_stored, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::Storable;
 use crate::tags::{entry_tags, take_tags};
 use bytes::Bytes;
+use http::header::{ETAG, RANGE};
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response};
-use http_body::Body;
+use http::{response, HeaderMap, Method, Request, Response, StatusCode};
+use http_body::{Body, SizeHint};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tower_service::Service;
@@ -165,13 +167,12 @@ where
     // Single flight: identical requests (same key and same values of the route's varying fields,
     // credentials included) wait for one handler run. HEAD cannot lead: its response has no body.
     let mut leader = None;
-    let mut _lease = None;
     let flight =
         (parts.method != Method::HEAD).then(|| flight_key(&engine, &route, &key, &parts.headers));
     if let Some(flight) = &flight {
         match engine.flights.join(flight.as_str()) {
             // A refresh runs here: an entry another instance stores may predate the request.
-            Join::Leader(guard) if !refresh => {
+            Join::Leader(mut guard) if !refresh => {
                 // Boxed: only misses wait on the fleet.
                 match Box::pin(fleet::take_turn(&engine, flight, &key, &parts.headers)).await {
                     Turn::Served(shared) => {
@@ -188,7 +189,10 @@ where
                             Entry::now_ms(),
                         ));
                     }
-                    Turn::Run(lease) => _lease = lease,
+                    // The lease goes with the leader: given back once the response is stored,
+                    // which for a body still arriving is after this request is answered.
+                    Turn::Run(Some(lease)) => guard.hold(lease),
+                    Turn::Run(None) => {}
                 }
                 leader = Some(guard);
             }
@@ -201,18 +205,16 @@ where
                             engine.counters.record(Event::Hit);
                         }
                         engine.counters.record(Event::Coalesced);
-                        let entry = shared.entry.clone();
                         let status = if refresh {
                             CacheStatus::Refresh
                         } else {
                             CacheStatus::Hit
                         };
-                        return Ok(replay_entry(
-                            entry,
+                        return Ok(replay_shared(
+                            &shared,
                             &parts.method,
                             &parts.headers,
                             status,
-                            Entry::now_ms(),
                         ));
                     }
                     _ => tracing::debug!(key = %key, "no shared response; running the handler"),
@@ -234,13 +236,12 @@ where
     miss.flight = flight;
     // Boxed: the miss path (with the handler's own future) would otherwise make every request's
     // future, hits included, several kilobytes larger, copied on each request.
-    // The fleet's lease (if taken) is given back once the entry is stored, as `_lease` drops.
     Box::pin(miss.fetch_and_store(&mut inner, parts, body, fallback)).await
 }
 
 /// One handler run whose response may be stored.
 struct Miss<'a> {
-    engine: &'a Engine,
+    engine: &'a Arc<Engine>,
     route: &'a RouteConfig,
     key: CacheKey,
     status: CacheStatus,
@@ -250,7 +251,12 @@ struct Miss<'a> {
 }
 
 impl<'a> Miss<'a> {
-    fn new(engine: &'a Engine, route: &'a RouteConfig, key: CacheKey, status: CacheStatus) -> Self {
+    fn new(
+        engine: &'a Arc<Engine>,
+        route: &'a RouteConfig,
+        key: CacheKey,
+        status: CacheStatus,
+    ) -> Self {
         Miss {
             engine,
             route,
@@ -284,7 +290,7 @@ impl<'a> Miss<'a> {
     where
         S: Service<Request<CacheBody<ReqB>>, Response = Response<ResB>>,
         ReqB: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
-        ResB: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
+        ResB: SendBody,
     {
         let Miss {
             engine, route, key, ..
@@ -331,7 +337,34 @@ impl<'a> Miss<'a> {
             let response = Response::from_parts(response_parts, CacheBody::stream(response_body));
             return Ok(mark(response, self.status));
         }
-        let body = match collect_limited(response_body, engine.config.max_body_size).await {
+        // A large body of announced length streams while it is stored, unless it is all there
+        // at once: then it is read first, like a short one, and named by its bytes.
+        let hint = response_body.size_hint();
+        let collected =
+            match stream_length(engine, &method, &request_headers, &response_parts, &hint) {
+                Some(length) => match read_at_once(response_body, length as usize) {
+                    AtOnce::Whole(bytes) => Collected::Complete(bytes),
+                    AtOnce::Partly(body) => {
+                        let Some(permit) = engine.fill_budget.reserve(u64::from(length)) else {
+                            // Other fills hold the budget: this one streams through, not stored.
+                            engine.counters.record(Event::NotStored("fill-budget"));
+                            return Ok(mark(
+                                Response::from_parts(response_parts, body),
+                                self.status,
+                            ));
+                        };
+                        let streamed = Streamed {
+                            parts: response_parts,
+                            body,
+                            length: (length, permit),
+                            named,
+                        };
+                        return Ok(self.stream_while_filling(streamed, &request_headers, policy));
+                    }
+                },
+                None => collect_limited(response_body, engine.config.max_body_size).await,
+            };
+        let body = match collected {
             Collected::Complete(bytes) => bytes,
             Collected::TooLarge(body) | Collected::Failed(body) => {
                 tracing::debug!(key = %key, reason = "response-body-too-large-or-failed", "response not cached");
@@ -380,6 +413,59 @@ impl<'a> Miss<'a> {
         Ok(response)
     }
 
+    /// Answers with the handler's response as its body arrives, while a task of its own
+    /// receives the body (whatever becomes of this client), then stores it. Requests that join
+    /// the flight meanwhile read the same body from its start. Its bytes are unknown when its
+    /// head goes out, so unless the handler named one, its `ETag` names this stored copy.
+    fn stream_while_filling<ResB: SendBody>(
+        self,
+        Streamed {
+            parts,
+            body,
+            length,
+            named,
+        }: Streamed<CacheBody<ResB>>,
+        request_headers: &HeaderMap,
+        policy: ResponsePolicy<'_>,
+    ) -> Response<CacheBody<ResB>> {
+        let mut head = end_to_end(&parts, Bytes::new());
+        if !head.headers.contains_key(ETAG) {
+            head.headers.insert(ETAG, copy_etag());
+        }
+        let head = match Storable::for_route(head, &Method::GET, policy) {
+            Ok(head) => head,
+            Err((reason, _)) => {
+                self.not_stored(reason, parts.status);
+                return mark(Response::from_parts(parts, body), self.status);
+            }
+        };
+        let Miss {
+            engine,
+            route,
+            key,
+            status,
+            leader,
+            flight,
+        } = self;
+        let lifetime = Lifetime {
+            born_ms: Entry::now_ms(),
+            ttl: route.ttl,
+            grace: route.grace(),
+        };
+        let vary = route.vary_names(&parts.headers);
+        let tags = entry_tags(&route.tags, named);
+        let (shared, plan) =
+            engine.begin_fill(&key, vary, request_headers, head, lifetime, tags, length);
+        let head = shared.entry.clone();
+        let reader = plan.fill.reader();
+        if let Some(leader) = &leader {
+            leader.publish(Arc::new(shared));
+        }
+        engine.fill_in_background(plan, body, flight, leader);
+        let head = head.into_response().expect("stored entries hold responses");
+        replay_filling(head, reader, request_headers, status, None)
+    }
+
     fn serve_stale<ResB: Body>(
         &self,
         stale: Entry,
@@ -391,6 +477,38 @@ impl<'a> Miss<'a> {
         self.engine.counters.record(Event::Stale);
         replay_entry(stale, method, headers, CacheStatus::Stale, Entry::now_ms())
     }
+}
+
+/// A response whose body is received while it streams to its client.
+struct Streamed<B> {
+    parts: response::Parts,
+    body: B,
+    length: (u32, FillPermit),
+    /// The tags the response named.
+    named: Vec<String>,
+}
+
+/// Bodies announced at least this long stream to their client while they are stored; shorter
+/// ones are read first, and their `ETag` is derived from their bytes.
+const STREAM_FROM: u32 = 64 * 1024;
+
+/// The announced length of a body to stream while it is stored: a GET's whole response (no
+/// range asked, not a part) that says its length, from [`STREAM_FROM`] up to the storage limit.
+fn stream_length(
+    engine: &Engine,
+    method: &Method,
+    request_headers: &HeaderMap,
+    parts: &response::Parts,
+    hint: &SizeHint,
+) -> Option<u32> {
+    let length = u32::try_from(announced_length(&parts.headers, hint)?).ok()?;
+    let fits = length >= STREAM_FROM
+        && length as usize <= engine.config.max_body_size
+        && engine.config.fill_max_bytes > 0;
+    let whole = method == Method::GET
+        && !request_headers.contains_key(RANGE)
+        && parts.status != StatusCode::PARTIAL_CONTENT;
+    (fits && whole).then_some(length)
 }
 
 /// Refreshes an entry (stale, or about to expire) with one background handler run per key in
@@ -426,9 +544,11 @@ fn revalidate_in_background<S, ReqB, ResB>(
         }
         let mut miss = Miss::new(&engine, &route, key, CacheStatus::Refresh);
         miss.leader = Some(leader);
-        // Drain the response so that the handler's body runs to completion.
+        // Drain the response so that the handler's body runs to completion (without keeping it:
+        // what is stored was kept as it passed).
         if let Ok(response) = miss.fetch_and_store(&mut inner, parts, body, None).await {
-            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+            let mut body = response.into_body();
+            while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
         }
     });
 }
@@ -465,6 +585,27 @@ fn flight_key(
 
 fn within(entry: &Entry, grace: std::time::Duration, now_ms: u64) -> bool {
     !grace.is_zero() && entry.age(now_ms) < entry.ttl.saturating_add(grace)
+}
+
+/// The response a leader shared: stored, or with its body still arriving (read from its start).
+fn replay_shared<B: Body>(
+    shared: &Shared,
+    method: &Method,
+    headers: &HeaderMap,
+    status: CacheStatus,
+) -> Response<CacheBody<B>> {
+    let now_ms = Entry::now_ms();
+    let entry = shared.entry.clone();
+    match &shared.fill {
+        Some(fill) => {
+            let age = entry.age(now_ms);
+            let head = entry
+                .into_response()
+                .expect("shared entries hold responses");
+            replay_filling(head, fill.reader(), headers, status, Some(age))
+        }
+        None => replay_entry(entry, method, headers, status, now_ms),
+    }
 }
 
 /// The response for a stored entry (never a variant marker), with its age as of `now_ms`.

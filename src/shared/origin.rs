@@ -13,7 +13,7 @@ use crate::coalesce::{Join, Leader};
 use crate::engine::Lifetime;
 use crate::engine::Shared;
 use crate::entry::Entry;
-use crate::fill::FillPermit;
+use crate::fill::{announced_length, FillPermit};
 use crate::fleet;
 use crate::key::partial_key;
 use crate::policy::sorted_vary;
@@ -135,7 +135,7 @@ impl Cache {
             return self.passed_on(response, status.detail(reason));
         }
         let part = parts.status == StatusCode::PARTIAL_CONTENT;
-        if let Some(length) = self.fill_length(&outgoing, parts.status, &body) {
+        if let Some(length) = self.fill_length(&outgoing, (parts.status, &parts.headers), &body) {
             let Some(permit) = self.engine.fill_budget.reserve(u64::from(length)) else {
                 // Other fills hold the budget: this one streams through, not stored.
                 self.engine.counters.record(Event::NotStored("fill-budget"));
@@ -216,10 +216,10 @@ impl Cache {
     fn fill_length<B: http_body::Body>(
         &self,
         outgoing: &Outgoing,
-        status: StatusCode,
+        (status, headers): (StatusCode, &http::HeaderMap),
         body: &B,
     ) -> Option<u32> {
-        let length = u32::try_from(body.size_hint().exact()?).ok()?;
+        let length = u32::try_from(announced_length(headers, &body.size_hint())?).ok()?;
         let fits = length > 0
             && length as usize <= self.engine.config.max_body_size
             && self.engine.config.fill_max_bytes > 0;
@@ -274,23 +274,9 @@ impl Cache {
         if let Some(leader) = &leader {
             leader.publish(Arc::new(shared));
         }
-        let engine = Arc::clone(&self.engine);
-        let key = outgoing.key.clone();
-        tokio::spawn(async move {
-            let stored = match plan.fill.receive(&plan.before_body, body).await {
-                Some(encoded) => engine.store_filled(plan, encoded).await,
-                None => None,
-            };
-            let Some(shared) = stored else {
-                tracing::debug!(key = %key, "response body failed or fell short while received; not stored");
-                engine.counters.record(Event::NotStored("body-failed"));
-                return; // the leader, dropped, releases the flight
-            };
-            engine.flights.forget_uncacheable(key.as_str());
-            if let Some(leader) = leader {
-                leader.finish(Some(Arc::new(shared)));
-            }
-        });
+        let flight = outgoing.key.clone();
+        self.engine
+            .fill_in_background(plan, body, Some(flight), leader);
         status.stored = true;
         let age = origin_age.then(|| head.age(exchange.response_ms));
         let head = head.into_response().expect("stored entries hold responses");

@@ -92,6 +92,45 @@ async def events() -> StreamingResponse:
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
+LARGE_CHUNK = 64 * 1024
+LARGE_CHUNKS = 4
+release_large = asyncio.Event()
+
+
+def large_chunk(n: int) -> bytes:
+    return bytes([ord("a") + n]) * LARGE_CHUNK
+
+
+@app.get("/large")
+@cache(timeout=300)
+async def large() -> StreamingResponse:
+    """A large body of announced length whose first chunk comes at once and the rest once
+    `POST /release-large` is called."""
+    run("large")
+
+    async def body():  # type: ignore[no-untyped-def]
+        yield large_chunk(0)
+        await asyncio.wait_for(release_large.wait(), 10)
+        for n in range(1, LARGE_CHUNKS):
+            yield large_chunk(n)
+
+    length = str(LARGE_CHUNK * LARGE_CHUNKS)
+    return StreamingResponse(body(), media_type="application/octet-stream", headers={"content-length": length})
+
+
+@app.get("/large-at-once")
+@cache(timeout=300)
+async def large_at_once() -> Response:
+    run("large-at-once")
+    return Response(b"".join(large_chunk(n) for n in range(LARGE_CHUNKS)), media_type="application/octet-stream")
+
+
+@app.post("/release-large")
+async def do_release_large() -> Dict[str, bool]:
+    release_large.set()
+    return {"released": True}
+
+
 @app.get("/boom")
 @cache(timeout=300)
 async def boom() -> Dict[str, int]:
