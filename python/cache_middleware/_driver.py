@@ -1,9 +1,10 @@
 """Driving the engine's Rust futures from the asyncio event loop.
 
 A future is polled on the loop's thread. When it has to wait (a Redis reply, another request's
-answer), its waker, on whichever thread it fires, queues the future's id and writes a byte to a
-socket the loop watches; the loop then resolves the asyncio future that the request awaits, and
-the request polls again. No Rust thread ever takes the GIL.
+answer), its waker, on whichever thread it fires, queues the future's id and writes a byte to the
+socket of the thread that polled it, which that thread's loop watches; the loop then resolves the
+asyncio future that the request awaits, and the request polls again. Several loops may run at
+once, one per thread: each hears only of its own futures. No Rust thread ever takes the GIL.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ class _Wakeups:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.waiting: Dict[int, asyncio.Future[None]] = {}
-        loop.add_reader(_engine.signal_fd(), self._on_signal)
+        # This thread's socket (the tasks this loop polls), and the background queues' (shared by
+        # every loop of the process).
+        self.fds = _engine.signal_fds()
+        for fd in self.fds:
+            loop.add_reader(fd, self._on_signal)
 
     def _on_signal(self) -> None:
         for woken in _engine.take_woken():
@@ -64,13 +69,15 @@ def wakeups() -> _Wakeups:
         return _current[1]
     found = _by_loop.get(loop)
     if found is None:
-        # The socket can be watched by one loop at a time: a loop that is gone gives it up.
+        # A loop that is gone gives its sockets up (a thread's socket is watched by the loop
+        # running on that thread; several loops may run at once, each on a thread of its own).
         for old_loop, old in list(_by_loop.items()):
             if old_loop.is_closed() or not old_loop.is_running():
-                try:
-                    old_loop.remove_reader(_engine.signal_fd())
-                except Exception:  # noqa: BLE001 (a closed loop may refuse)
-                    pass
+                for fd in old.fds:
+                    try:
+                        old_loop.remove_reader(fd)
+                    except Exception:  # noqa: BLE001 (a closed loop may refuse)
+                        pass
                 del _by_loop[old_loop]
         found = _Wakeups(loop)
         _by_loop[loop] = found

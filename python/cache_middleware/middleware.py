@@ -142,8 +142,8 @@ class CacheMiddleware:
 
     def _attach(self, scope: Scope) -> None:
         """Set up at the first request: `app.state`, and the wake-ups that start the engine's
-        background runs. The wake socket is watched by the loop that last waited on the engine
-        (every request that does not complete at once waits): under a server, the one loop."""
+        background runs. The background queues' wake socket is watched by every running loop
+        that has waited on the engine (every request that does not complete at once waits)."""
         self._set_app_state(scope)
         background_handlers[self.engine.background_id] = weakref.WeakMethod(self._start_background)
         wakeups()

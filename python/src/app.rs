@@ -246,7 +246,7 @@ impl Background {
         Arc::new(Background {
             id,
             queue: Mutex::default(),
-            waker: crate::wake::waker(id, crate::task::signal()),
+            waker: crate::wake::waker(id, crate::task::background_signal()),
         })
     }
 

@@ -16,10 +16,11 @@ mod wake;
 
 use pyo3::prelude::*;
 
-/// The descriptor the event loop watches for wake-ups (`loop.add_reader`).
+/// The descriptors the calling thread's event loop watches for wake-ups (`loop.add_reader`):
+/// its own tasks', and the engines' background queues'.
 #[pyfunction]
-fn signal_fd() -> i32 {
-    task::signal().fd()
+fn signal_fds() -> (i32, i32) {
+    (task::signal().fd(), task::background_signal().fd())
 }
 
 /// Whether `tag` can tag entries (the engine's rule: visible ASCII without commas, at most 256
@@ -29,10 +30,13 @@ fn is_valid_tag(tag: &str) -> bool {
     cache_middleware::is_valid_tag(tag)
 }
 
-/// The ids of the exchanges and tasks woken since the last call.
+/// The ids of the calling thread's exchanges and tasks, and of the background queues, woken
+/// since the last call.
 #[pyfunction]
 fn take_woken() -> Vec<u64> {
-    task::signal().take()
+    let mut woken = task::signal().take();
+    woken.extend(task::background_signal().take());
+    woken
 }
 
 #[pymodule]
@@ -44,7 +48,7 @@ fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<background::BackgroundRun>()?;
     module.add_class::<backend::Backend>()?;
     module.add_class::<backend::Task>()?;
-    module.add_function(wrap_pyfunction!(signal_fd, module)?)?;
+    module.add_function(wrap_pyfunction!(signal_fds, module)?)?;
     module.add_function(wrap_pyfunction!(take_woken, module)?)?;
     module.add_function(wrap_pyfunction!(is_valid_tag, module)?)?;
     module.add_function(wrap_pyfunction!(log::set_log_sink, module)?)?;

@@ -26,8 +26,20 @@ pub fn runtime() -> &'static Runtime {
     })
 }
 
-/// The process's wake signal (see `wake`).
-pub fn signal() -> &'static Arc<Signal> {
+thread_local! {
+    /// The wake signal of the event loop running on this thread: a process may run several
+    /// loops at once (one per thread), and each hears only of the tasks it polls.
+    static SIGNAL: Arc<Signal> = Signal::new().expect("a socket pair for wake-ups");
+}
+
+/// The wake signal of the calling thread's event loop (see `wake`).
+pub fn signal() -> Arc<Signal> {
+    SIGNAL.with(Arc::clone)
+}
+
+/// The wake signal of the engines' background queues, which every loop watches: whichever loop
+/// takes a queued run starts it.
+pub fn background_signal() -> &'static Arc<Signal> {
     static SIGNAL: OnceLock<Arc<Signal>> = OnceLock::new();
     SIGNAL.get_or_init(|| Signal::new().expect("a socket pair for wake-ups"))
 }
@@ -55,21 +67,32 @@ pub struct Driven<T> {
     /// In a `Mutex` only so that Python may own it from any thread (`Sync`); it is only ever
     /// reached through `&mut self` (`get_mut`), so never locked.
     future: Mutex<Option<Boxed<T>>>,
+    /// The signal of the loop that last polled the future, which its waker wakes.
+    signal: Arc<Signal>,
     waker: Waker,
 }
 
 impl<T> Driven<T> {
     pub fn new(future: impl Future<Output = T> + Send + 'static) -> Self {
         let id = next_id();
+        let signal = signal();
         Driven {
             id,
             future: Mutex::new(Some(Box::pin(future))),
-            waker: waker(id, signal()),
+            waker: waker(id, &signal),
+            signal,
         }
     }
 
-    /// Polls once; `None` while pending, and after completion.
+    /// Polls once; `None` while pending, and after completion. The wake-up goes to the loop
+    /// polling it now.
     pub fn poll(&mut self) -> Option<T> {
+        SIGNAL.with(|here| {
+            if !Arc::ptr_eq(here, &self.signal) {
+                self.signal = Arc::clone(here);
+                self.waker = waker(self.id, here);
+            }
+        });
         let slot = self.future.get_mut().unwrap_or_else(|e| e.into_inner());
         let future = slot.as_mut()?;
         let _runtime = runtime().enter();

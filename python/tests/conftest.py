@@ -13,10 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from cache_middleware.backends.base import CacheBackend
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -127,3 +130,15 @@ def memcached_url(tmp_path: Path) -> Iterator[str]:
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=10) as c:
         yield c
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> "CacheBackend":
+    """The memory backend, or Redis without the local tier: every lookup then waits on Redis, so
+    every request needs its wake-up to reach the loop it runs on."""
+    from cache_middleware.backends.memory_backend import MemoryBackend
+    from cache_middleware.backends.redis_backend import RedisBackend
+
+    if request.param == "memory":
+        return MemoryBackend(max_size=1000)
+    return RedisBackend(url=request.getfixturevalue("redis_url"), local_tier_max_bytes=0)

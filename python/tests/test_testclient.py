@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
-import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cache_middleware.backends.base import CacheBackend
-from cache_middleware.backends.memory_backend import MemoryBackend
-from cache_middleware.backends.redis_backend import RedisBackend
 from cache_middleware.decorators import cache
 from cache_middleware.middleware import CacheMiddleware
 
@@ -29,13 +26,6 @@ def application(backend: CacheBackend) -> Tuple[FastAPI, Dict[str, int]]:
 
     return app, runs
 
-
-@pytest.fixture(params=["memory", "redis"])
-def backend(request: pytest.FixtureRequest) -> CacheBackend:
-    if request.param == "memory":
-        return MemoryBackend(max_size=100)
-    # Without the local tier, every lookup waits on Redis: the wake-ups must reach each loop.
-    return RedisBackend(url=request.getfixturevalue("redis_url"), local_tier_max_bytes=0)
 
 
 def test_a_client_in_a_with_block_gets_misses_then_hits(backend: CacheBackend) -> None:
