@@ -4,10 +4,10 @@
 //! failure (error, time-out, open breaker, undecodable or foreign entry) becomes a miss or a dropped
 //! store: the cache is never the reason a request fails.
 
-use crate::backends::{transfer_allowance, Backend, BackendError, Lease};
+use crate::backends::{transfer_allowance, write_nonce, Backend, BackendError, Lease};
 use crate::breaker::Breaker;
 use crate::coalesce::{Flights, Leader};
-use crate::entry::{Content, Entry, StoredResponse};
+use crate::entry::{Apart, Content, Entry, StoredResponse};
 use crate::fill::{Fill, FillBudget, FillPermit};
 use crate::key::{variant_key, CacheKey};
 use crate::service::SendBody;
@@ -232,6 +232,7 @@ impl Engine {
                 found.response()?;
                 Some(Shared::stored(found, names.clone(), Some(variant)))
             }
+            Content::Apart(_) => None, // `fetch` reads what is stored apart
         }
     }
 
@@ -255,6 +256,7 @@ impl Engine {
                     .filter(|found| found.response().is_some())
                     .map(|found| Shared::stored(found, names.clone(), Some(variant)))
             }
+            Content::Apart(_) => None, // `fetch_now` reads what is stored apart
         })
     }
 
@@ -378,7 +380,7 @@ impl Engine {
             self.put(&plan.primary, marker, plan.keep).await;
         }
         let key = plan.variant.as_ref().unwrap_or(&plan.primary);
-        self.put_encoded(key, encoded, entry.ttl, plan.keep).await;
+        self.put_encoded(key, &entry, encoded, plan.keep).await;
         Some(Shared::stored(entry, plan.vary, plan.variant))
     }
 
@@ -532,10 +534,31 @@ impl Engine {
         verdict(entry.stored_at_ms, local.into_iter().chain(shared))
     }
 
-    /// Removes the entry at `key` (and so every variant below it).
+    /// Removes the entry at `key` (and so every variant below it), and a response it stored
+    /// apart.
     pub(crate) async fn remove(&self, key: &CacheKey) -> Result<(), BackendError> {
+        let apart = match self.backend.store_apart_from() {
+            Some(_) => self.apart_at(key).await,
+            None => None,
+        };
         self.call_or_refuse("delete", self.backend.delete(key.as_str()))
-            .await
+            .await?;
+        if let Some(apart) = apart {
+            // Left behind if this fails: it expires with the entry's lifetime.
+            let _ = self
+                .call("delete", self.backend.delete(&apart.key(key.as_str())))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Where the entry at `key` stored its response apart, if it did.
+    async fn apart_at(&self, key: &CacheKey) -> Option<Apart> {
+        let stored = self.call("get", self.backend.get(key.as_str())).await?;
+        match Entry::decode(&stored.ok()??).ok()?.content {
+            Content::Apart(apart) => Some(apart),
+            _ => None,
+        }
     }
 
     /// Makes the response stored at `key` stale now (a soft purge of one URL), keeping it for its
@@ -576,7 +599,41 @@ impl Engine {
         } else {
             Box::pin(self.purge_verdict(&entry)).await
         };
-        self.judged(key, entry, verdict, grace, now_ms)
+        let entry = self.judged(key, entry, verdict, grace, now_ms)?;
+        match entry.content {
+            Content::Apart(apart) => Box::pin(self.read_apart(key, entry, apart)).await,
+            _ => Some(entry),
+        }
+    }
+
+    /// The response `entry` (at `key`) stored apart, read with time for its length.
+    async fn read_apart(&self, key: &CacheKey, entry: Entry, apart: Apart) -> Option<Entry> {
+        let extra = transfer_allowance(usize::try_from(apart.length).unwrap_or(usize::MAX));
+        let at = apart.key(key.as_str());
+        let found = self
+            .call_within("get", extra, self.backend.get(&at))
+            .await?;
+        self.joined_apart(key, entry, found)
+    }
+
+    /// `entry` with the response it stored apart, `found` there: only that write's response
+    /// (same key, same time of storing), never another's.
+    fn joined_apart(
+        &self,
+        key: &CacheKey,
+        entry: Entry,
+        found: Result<Option<Bytes>, BackendError>,
+    ) -> Option<Entry> {
+        let whole = self.entry_from(key, found)?;
+        if whole.stored_at_ms != entry.stored_at_ms || whole.response().is_none() {
+            tracing::debug!(key = %key, "the response stored apart is another write's or gone; serving as a miss");
+            return None;
+        }
+        // The entry at the key says how long it lives (a soft purge rewrites only that).
+        Some(Entry {
+            content: whole.content,
+            ..entry
+        })
     }
 
     /// [`fetch`](Self::fetch) when the backend answers at once; `None` when it would wait.
@@ -590,7 +647,14 @@ impl Engine {
         } else {
             self.purge_verdict_now(&entry, &self.marker_keys(&entry))?
         };
-        Some(self.judged(key, entry, verdict, grace, now_ms))
+        let Some(entry) = self.judged(key, entry, verdict, grace, now_ms) else {
+            return Some(None);
+        };
+        if let Content::Apart(apart) = entry.content {
+            let found = self.backend.get_ready(&apart.key(key.as_str()))?;
+            return Some(self.joined_apart(key, entry, found));
+        }
+        Some(Some(entry))
     }
 
     /// The entry the backend gave for `key`, when it is readable and `key`'s own.
@@ -647,24 +711,71 @@ impl Engine {
     }
 
     async fn put(&self, key: &CacheKey, entry: &Entry, keep: Duration) {
-        self.put_encoded(key, entry.encode(), entry.ttl, keep).await;
+        self.put_encoded(key, entry, entry.encode(), keep).await;
     }
 
-    async fn put_encoded(&self, key: &CacheKey, encoded: Bytes, ttl: Duration, keep: Duration) {
+    /// Stores `entry`, `encoded`. A response larger than the backend reads within its budget is
+    /// stored apart first, then the entry that says where it is: a read never finds an entry whose
+    /// response is not there yet.
+    async fn put_encoded(&self, key: &CacheKey, entry: &Entry, encoded: Bytes, keep: Duration) {
+        let large = self
+            .backend
+            .store_apart_from()
+            .is_some_and(|from| encoded.len() > from);
+        let stored = if large && entry.response().is_some() {
+            self.put_apart(key, entry, encoded, keep).await
+        } else {
+            self.write(key.as_str(), encoded, keep).await
+        };
+        if stored {
+            self.counters.record(Event::Stored);
+            tracing::debug!(key = %key, ttl_secs = entry.ttl.as_secs(), "response stored");
+        }
+    }
+
+    /// Stores the response apart (its whole encoding), then under `key` the entry that says
+    /// where it is.
+    async fn put_apart(
+        &self,
+        key: &CacheKey,
+        entry: &Entry,
+        encoded: Bytes,
+        keep: Duration,
+    ) -> bool {
+        let apart = Apart {
+            length: encoded.len() as u64,
+            nonce: write_nonce(),
+        };
+        if !self.write(&apart.key(key.as_str()), encoded, keep).await {
+            return false;
+        }
+        let pointer = Entry {
+            fingerprint: entry.fingerprint,
+            stored_at_ms: entry.stored_at_ms,
+            ttl: entry.ttl,
+            tags: entry.tags.clone(),
+            content: Content::Apart(apart),
+        };
+        self.write(key.as_str(), pointer.encode(), keep).await
+    }
+
+    /// Writes one value; whether it was stored (a failure is counted and logged here).
+    async fn write(&self, key: &str, encoded: Bytes, keep: Duration) -> bool {
         let extra = transfer_allowance(encoded.len());
         match self
-            .call_within("set", extra, self.backend.set(key.as_str(), encoded, keep))
+            .call_within("set", extra, self.backend.set(key, encoded, keep))
             .await
         {
-            Some(Ok(())) => {
-                self.counters.record(Event::Stored);
-                tracing::debug!(key = %key, ttl_secs = ttl.as_secs(), "response stored");
-            }
+            Some(Ok(())) => true,
             Some(Err(error)) => {
                 self.counters.record(Event::StoreFailed);
                 tracing::debug!(key = %key, %error, "cache store failed; response served uncached");
+                false
             }
-            None => self.counters.record(Event::StoreFailed),
+            None => {
+                self.counters.record(Event::StoreFailed);
+                false
+            }
         }
     }
 

@@ -15,6 +15,7 @@ const VERSION: u8 = 2;
 const VERSION_WITHOUT_TAGS: u8 = 1;
 const KIND_RESPONSE: u8 = 0;
 const KIND_VARIANTS: u8 = 1;
+const KIND_APART: u8 = 2;
 
 /// A decoded entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +39,25 @@ pub enum Content {
     /// The response varies on these request header fields (lower-case, sorted): the response itself
     /// is stored under the variant key built from them.
     Variants(Vec<String>),
+    /// The response is stored apart, whole (this entry's fields, then the response), under the
+    /// key [`Apart::key`] names: a large one, read with time for its length.
+    Apart(Apart),
+}
+
+/// Where a response stored apart is, and how long its encoding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Apart {
+    /// The length of the stored encoding, in bytes.
+    pub length: u64,
+    /// Unique to the write: another write of the same key goes elsewhere.
+    pub nonce: u64,
+}
+
+impl Apart {
+    /// The key of the response stored apart from the entry at `key`.
+    pub fn key(&self, key: &str) -> String {
+        format!("{key}:apart:{:016x}", self.nonce)
+    }
 }
 
 /// A response as stored: status, end-to-end headers, exact body bytes.
@@ -73,19 +93,19 @@ impl Entry {
         Duration::from_millis(now_ms.saturating_sub(self.stored_at_ms))
     }
 
-    /// The stored response, unless this is a variant marker.
+    /// The stored response, unless this is a variant marker or says where the response is.
     pub fn response(&self) -> Option<&StoredResponse> {
         match &self.content {
             Content::Response(response) => Some(response),
-            Content::Variants(_) => None,
+            Content::Variants(_) | Content::Apart(_) => None,
         }
     }
 
-    /// The stored response, owned, unless this is a variant marker.
+    /// The stored response, owned, unless this is a variant marker or says where the response is.
     pub fn into_response(self) -> Option<StoredResponse> {
         match self.content {
             Content::Response(response) => Some(response),
-            Content::Variants(_) => None,
+            Content::Variants(_) | Content::Apart(_) => None,
         }
     }
 
@@ -139,6 +159,11 @@ impl Entry {
                     put_field(out, name.as_bytes());
                 }
             }
+            Content::Apart(apart) => {
+                out.put_u8(KIND_APART);
+                out.put_u64(apart.length);
+                out.put_u64(apart.nonce);
+            }
         }
     }
 
@@ -152,6 +177,7 @@ impl Entry {
                         .sum::<usize>()
             }
             Content::Variants(names) => names.iter().map(|n| n.len() + 4).sum(),
+            Content::Apart(_) => 16,
         };
         68 + content + self.tags.iter().map(|t| t.len() + 4).sum::<usize>()
     }
@@ -199,6 +225,10 @@ impl Entry {
                 })
             }
             KIND_VARIANTS => Content::Variants(r.strings()?),
+            KIND_APART => Content::Apart(Apart {
+                length: r.u64()?,
+                nonce: r.u64()?,
+            }),
             _ => return Err(DecodeError::Malformed),
         };
         if r.remaining() != 0 {
@@ -338,6 +368,27 @@ mod tests {
             ..sample()
         };
         assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
+    }
+
+    #[test]
+    fn entries_stored_apart_round_trip_and_name_their_own_key() {
+        let apart = Apart {
+            length: 3 << 20,
+            nonce: 0xfeed,
+        };
+        let entry = Entry {
+            content: Content::Apart(apart),
+            ..sample()
+        };
+        let encoded = entry.encode();
+        assert_eq!(Entry::decode(&encoded).unwrap(), entry);
+        for len in 0..encoded.len() {
+            assert!(
+                Entry::decode(&encoded.slice(..len)).is_err(),
+                "prefix {len}"
+            );
+        }
+        assert_eq!(apart.key("ns:k"), "ns:k:apart:000000000000feed");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use super::memcached_parts::{Manifest, MANIFEST_FLAG, MAX_VALUE, PART_SIZE};
 use super::pool::{check_options, Pool};
-use super::{transfer_allowance, Backend, BackendError, BuildError};
+use super::{transfer_allowance, Backend, BackendError, BuildError, STORE_APART_FROM};
 use crate::redact::redact_url;
 use async_memcached::{AsciiProtocol, Client, Error as McError, Status};
 use async_trait::async_trait;
@@ -456,6 +456,10 @@ impl Backend for MemcachedBackend {
 
     fn name(&self) -> &'static str {
         "memcached"
+    }
+
+    fn store_apart_from(&self) -> Option<usize> {
+        Some(STORE_APART_FROM)
     }
 }
 

@@ -5,7 +5,6 @@
 //! the same key, or evicted, make a miss, never a mixed or shortened value.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use std::hash::{BuildHasher, Hasher};
 
 /// The most bytes one item holds here, well under Memcached's default item size.
 pub(super) const PART_SIZE: usize = 512 * 1024;
@@ -28,10 +27,8 @@ const MANIFEST_LEN: usize = 20;
 impl Manifest {
     /// A new write of a value of `length` bytes.
     pub(super) fn for_length(length: usize) -> Self {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_usize(length);
         Manifest {
-            nonce: hasher.finish(),
+            nonce: super::write_nonce(),
             parts: length.div_ceil(PART_SIZE) as u32,
             length: length as u64,
         }

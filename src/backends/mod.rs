@@ -138,7 +138,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         let _ = (key, token);
         Ok(())
     }
+
+    /// The size past which the engine stores a response apart from its key: a small entry under
+    /// the key says where the response is and how long it is, so that every read of the key
+    /// fits the latency budget and the response itself is read with time for its size. A
+    /// backend that moves values over a network says so; the default (`None`, an in-process
+    /// store) never stores apart.
+    fn store_apart_from(&self) -> Option<usize> {
+        None
+    }
 }
+
+/// What [`Backend::store_apart_from`] is for a backend across a network: a value this large
+/// takes a few milliseconds on a fast link, well within the default latency budget.
+pub const STORE_APART_FROM: usize = 512 * 1024;
 
 #[async_trait]
 impl<T: Backend + ?Sized> Backend for Arc<T> {
@@ -163,6 +176,9 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
+    fn store_apart_from(&self) -> Option<usize> {
+        (**self).store_apart_from()
+    }
     async fn acquire_lease(
         &self,
         key: &str,
@@ -179,6 +195,13 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
 /// On top of a backend call's time limit, the time a value of `bytes` may take to cross to the
 /// backend, at a floor of 50 MB/s (a 64 MiB value gets 1.3 s more): a large value is slow to
 /// write, which says nothing of the backend's health.
+/// A number unique to one write (a random start per thread, then a step per call): what tells
+/// one write's pieces from another's.
+pub(crate) fn write_nonce() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(0u8)
+}
+
 pub(crate) fn transfer_allowance(bytes: usize) -> std::time::Duration {
     std::time::Duration::from_secs_f64(bytes as f64 / 50_000_000.0)
 }

@@ -13,7 +13,7 @@ pub use builder::{CertReqs, KeepaliveOptions, RedisBackendBuilder, DEFAULT_LOCAL
 
 use super::pool::{Pool, Ticket};
 use super::transfer_allowance;
-use super::{Backend, BackendError, BuildError, Lease};
+use super::{Backend, BackendError, BuildError, Lease, STORE_APART_FROM};
 use async_trait::async_trait;
 use builder::Topology;
 use bytes::Bytes;
@@ -497,6 +497,10 @@ impl Backend for RedisBackend {
 
     fn name(&self) -> &'static str {
         "redis"
+    }
+
+    fn store_apart_from(&self) -> Option<usize> {
+        Some(STORE_APART_FROM)
     }
 
     async fn acquire_lease(
