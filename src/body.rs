@@ -1,5 +1,6 @@
 //! Bodies that the cache hands on: buffered bytes, a stream, a buffered prefix followed by the rest
-//! of a stream, or a response being received from the origin while it is stored (a [`Fill`]).
+//! of a stream, a response being received from the origin while it is stored (a [`Fill`]), or a
+//! stream handed on as it arrives while a copy is kept for storing (one of unknown length).
 //! Reading a body up to a limit never loses data: what was read comes first, then the rest, then
 //! any error the stream reported.
 
@@ -8,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
 
 /// The request or response body produced by the cache layer.
@@ -25,6 +27,7 @@ impl<B: Body> std::fmt::Debug for CacheBody<B> {
         let tail = match self.tail {
             Tail::Stream(_) => "stream",
             Tail::Fill(_) => "fill",
+            Tail::Kept(_) => "kept",
             Tail::Failed(_) => "failed",
             Tail::End => "end",
         };
@@ -38,6 +41,7 @@ impl<B: Body> std::fmt::Debug for CacheBody<B> {
 enum Tail<B: Body> {
     Stream(B),
     Fill(FillReader),
+    Kept(Kept<B>),
     Failed(Option<BoxError>),
     End,
 }
@@ -115,6 +119,13 @@ where
                 }
                 Poll::Ready(chunk.map(|chunk| chunk.map(Frame::data).map_err(Into::into)))
             }
+            Tail::Kept(kept) => {
+                let frame = ready!(kept.poll_frame(cx));
+                if !matches!(frame, Some(Ok(_))) {
+                    this.tail = Tail::End;
+                }
+                Poll::Ready(frame)
+            }
             Tail::Failed(error) => {
                 let error = error.take();
                 this.tail = Tail::End;
@@ -130,6 +141,8 @@ where
             && match &self.tail {
                 Tail::Stream(body) => body.is_end_stream(),
                 Tail::Fill(reader) => reader.is_end_stream(),
+                // Its end is still to be read: that is when the copy is complete.
+                Tail::Kept(_) => false,
                 Tail::Failed(error) => error.is_none(),
                 Tail::End => true,
             }
@@ -140,6 +153,7 @@ where
         let tail = match &self.tail {
             Tail::Stream(body) => body.size_hint(),
             Tail::Fill(reader) => reader.size_hint(),
+            Tail::Kept(kept) => kept.body.size_hint(),
             _ => SizeHint::with_exact(0),
         };
         let mut hint = SizeHint::new();
@@ -148,6 +162,66 @@ where
         }
         hint.set_lower(tail.lower() + prefix);
         hint
+    }
+}
+
+/// How a body whose copy was kept ended.
+pub(crate) enum KeptEnd {
+    /// It ended within the limit: the whole of it.
+    Complete(Bytes),
+    /// It passed the limit: handed on whole, but no copy kept.
+    TooLarge,
+    /// It failed.
+    Failed,
+}
+
+/// A body handed on as it arrives, with a copy kept up to a limit.
+struct Kept<B> {
+    body: B,
+    copy: Option<BytesMut>,
+    limit: usize,
+    /// In a `Mutex` only so that the body stays `Sync`; reached through `&mut self`, never locked.
+    done: Mutex<Option<WhenKept>>,
+}
+
+/// What hears how a body whose copy was kept ended.
+type WhenKept = Box<dyn FnOnce(KeptEnd) + Send>;
+
+impl<B> Kept<B> {
+    fn end(&mut self, end: KeptEnd) {
+        self.copy = None;
+        let done = self.done.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(done) = done.take() {
+            done(end);
+        }
+    }
+}
+
+impl<B> Kept<B>
+where
+    B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
+{
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(copy)) = (frame.data_ref(), self.copy.as_mut()) {
+                    if copy.len() + data.len() > self.limit {
+                        self.end(KeptEnd::TooLarge);
+                    } else {
+                        copy.extend_from_slice(data);
+                    }
+                }
+            }
+            Some(Err(_)) => self.end(KeptEnd::Failed),
+            None => {
+                let copy = self.copy.take().map(BytesMut::freeze);
+                if let Some(copy) = copy {
+                    self.end(KeptEnd::Complete(copy));
+                }
+            }
+        }
+        Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
     }
 }
 
@@ -200,8 +274,43 @@ where
 pub(crate) enum AtOnce<B: Body> {
     /// All of it.
     Whole(Bytes),
-    /// Not all: what came before it had to wait (or failed, or passed `limit`), then the rest.
-    Partly(CacheBody<B>),
+    /// What came before it had to wait; the rest is to come.
+    Waiting(Waiting<B>),
+    /// It failed, or passed the limit: what came, then the error or the rest.
+    Over(CacheBody<B>),
+}
+
+/// A body read as far as it went without waiting.
+pub(crate) struct Waiting<B> {
+    read: Bytes,
+    rest: B,
+}
+
+impl<B: Body> Waiting<B> {
+    /// The whole body: what was read, then the rest.
+    pub(crate) fn into_body(self) -> CacheBody<B> {
+        CacheBody::prefixed(self.read, Tail::Stream(self.rest))
+    }
+
+    /// The whole body as it arrives, keeping a copy of it (what was read included) up to
+    /// `limit` bytes; `done` hears how it ended: the whole copy, or why there is none. A body
+    /// dropped before its end (its client left) tells nothing and keeps nothing.
+    pub(crate) fn keep_copy(
+        self,
+        limit: usize,
+        done: impl FnOnce(KeptEnd) + Send + 'static,
+    ) -> CacheBody<B> {
+        let mut kept = Kept {
+            body: self.rest,
+            copy: Some(BytesMut::from(&self.read[..])),
+            limit,
+            done: Mutex::new(Some(Box::new(done))),
+        };
+        if self.read.len() > limit {
+            kept.end(KeptEnd::TooLarge);
+        }
+        CacheBody::prefixed(self.read, Tail::Kept(kept))
+    }
 }
 
 /// Reads what `body` has now, up to `limit` bytes, without waiting for more.
@@ -221,16 +330,18 @@ where
                 buffer.extend_from_slice(&data);
                 if buffer.len() > limit {
                     let rest = Tail::Stream(body);
-                    return AtOnce::Partly(CacheBody::prefixed(buffer.freeze(), rest));
+                    return AtOnce::Over(CacheBody::prefixed(buffer.freeze(), rest));
                 }
             }
             Poll::Ready(Some(Err(error))) => {
                 let rest = Tail::Failed(Some(error.into()));
-                return AtOnce::Partly(CacheBody::prefixed(buffer.freeze(), rest));
+                return AtOnce::Over(CacheBody::prefixed(buffer.freeze(), rest));
             }
             Poll::Pending => {
-                let rest = Tail::Stream(body);
-                return AtOnce::Partly(CacheBody::prefixed(buffer.freeze(), rest));
+                return AtOnce::Waiting(Waiting {
+                    read: buffer.freeze(),
+                    rest: body,
+                })
             }
         }
     }
@@ -303,13 +414,13 @@ mod tests {
     async fn what_a_body_holds_at_once_is_read_without_losing_the_rest_or_its_error() {
         match read_at_once(chunks(&["ab", "cd"], false), 4) {
             AtOnce::Whole(bytes) => assert_eq!(&bytes[..], b"abcd"),
-            AtOnce::Partly(_) => panic!("all of it was there"),
+            _ => panic!("all of it was there"),
         }
-        let AtOnce::Partly(over) = read_at_once(chunks(&["ab", "cd", "ef"], false), 3) else {
+        let AtOnce::Over(over) = read_at_once(chunks(&["ab", "cd", "ef"], false), 3) else {
             panic!("past the limit");
         };
         assert_eq!(read_all(over).await, (b"abcdef".to_vec(), None));
-        let AtOnce::Partly(failed) = read_at_once(chunks(&["ab"], true), 10) else {
+        let AtOnce::Over(failed) = read_at_once(chunks(&["ab"], true), 10) else {
             panic!("failed");
         };
         let error = Some("connection reset".to_owned());
@@ -321,12 +432,21 @@ mod tests {
             let data = ready!(receiver.poll_recv(cx));
             Poll::Ready(data.map(|data| Ok::<_, &'static str>(Frame::data(data))))
         });
-        let AtOnce::Partly(waiting) = read_at_once(StreamBody::new(frames), 10) else {
+        let AtOnce::Waiting(waiting) = read_at_once(StreamBody::new(frames), 10) else {
             panic!("the rest is still to come");
         };
         sender.send(Bytes::from_static(b"cd")).unwrap();
         drop(sender);
-        assert_eq!(read_all(waiting).await, (b"abcd".to_vec(), None));
+        assert_eq!(
+            read_all(waiting.into_body()).await,
+            (b"abcd".to_vec(), None)
+        );
+    }
+
+    #[test]
+    fn the_body_is_send_and_sync_when_what_it_wraps_is() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<CacheBody<http_body_util::Full<Bytes>>>();
     }
 
     #[tokio::test]

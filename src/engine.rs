@@ -5,6 +5,7 @@
 //! store: the cache is never the reason a request fails.
 
 use crate::backends::{transfer_allowance, write_nonce, Backend, BackendError, Lease};
+use crate::body::KeptEnd;
 use crate::breaker::Breaker;
 use crate::coalesce::{Flights, Leader};
 use crate::entry::{Apart, Content, Entry, StoredResponse};
@@ -98,6 +99,21 @@ pub(crate) struct FillPlan {
     vary: Vec<String>,
     /// Where the response entry goes when it varies (otherwise at `primary`).
     variant: Option<CacheKey>,
+}
+
+/// What storing a response of unknown length needs once its body has been read whole: its head
+/// and where it goes (see [`Engine::store_when_kept`]).
+pub(crate) struct KeepPlan {
+    pub primary: CacheKey,
+    /// The single-flight key: no longer uncacheable once stored, remembered as such when the
+    /// body passes the limit.
+    pub flight: Option<CacheKey>,
+    pub vary: Vec<String>,
+    pub request_headers: HeaderMap,
+    pub head: Storable,
+    pub lifetime: Lifetime,
+    pub tags: Vec<String>,
+    pub leader: Option<Leader<Arc<Shared>>>,
 }
 
 /// A stored response shared with the requests that waited for it.
@@ -369,6 +385,56 @@ impl Engine {
                 leader.finish(Some(Arc::new(shared)));
             }
         });
+    }
+
+    /// What to do when a body of unknown length, handed on while a copy is kept, ends: stores
+    /// the whole (off the response's path) and hands it to the requests waiting on the leader;
+    /// past the limit, or failed, stores nothing (and the leader, dropped, lets them go).
+    pub(crate) fn store_when_kept(
+        self: &Arc<Self>,
+        plan: KeepPlan,
+    ) -> impl FnOnce(KeptEnd) + Send + 'static {
+        let engine = Arc::clone(self);
+        move |end| match end {
+            KeptEnd::Complete(body) => {
+                tokio::spawn(async move {
+                    let KeepPlan {
+                        primary,
+                        flight,
+                        vary,
+                        request_headers,
+                        head,
+                        lifetime,
+                        tags,
+                        leader,
+                    } = plan;
+                    let response = head.with_body(body);
+                    let shared = engine
+                        .store_with(&primary, vary, &request_headers, response, lifetime, tags)
+                        .await;
+                    if let Some(flight) = flight {
+                        engine.flights.forget_uncacheable(flight.as_str());
+                    }
+                    if let Some(leader) = leader {
+                        leader.finish(Some(Arc::new(shared)));
+                    }
+                });
+            }
+            KeptEnd::TooLarge => {
+                tracing::debug!(key = %plan.primary, "response body past the limit; handed on whole, not stored");
+                engine
+                    .counters
+                    .record(Event::NotStored("response-body-too-large"));
+                if let Some(flight) = &plan.flight {
+                    let status = plan.head.response().status;
+                    engine.flights.remember_uncacheable(flight.as_str(), status);
+                }
+            }
+            KeptEnd::Failed => {
+                tracing::debug!(key = %plan.primary, "response body failed while received; not stored");
+                engine.counters.record(Event::NotStored("body-failed"));
+            }
+        }
     }
 
     /// Stores a filled response, `encoded` as it arrived (no copy); what it shares with the

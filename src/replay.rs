@@ -4,7 +4,6 @@
 
 use crate::body::CacheBody;
 use crate::entry::StoredResponse;
-use crate::fill::FillReader;
 use crate::policy::{http_date, is_hop_by_hop};
 use crate::ranges::{part_of_partial, range_answer, RangeAnswer};
 use bytes::Bytes;
@@ -131,12 +130,13 @@ pub(crate) fn replay<B: Body>(
     response
 }
 
-/// The response for a stored head whose body is still arriving (`reader`), for a GET: whole, or
-/// `304` for a client that has it. A `Range` is not answered from a body not yet complete: the
-/// whole response is (RFC 9110 §14.2 lets a server ignore `Range`).
-pub(crate) fn replay_filling<B: Body>(
+/// The response for a stored head whose body is still arriving (`body`: read from a fill, or
+/// from the origin while a copy is kept), for a GET: whole, or `304` for a client that has it. A
+/// `Range` is not answered from a body not yet complete: the whole response is (RFC 9110 §14.2
+/// lets a server ignore `Range`).
+pub(crate) fn replay_arriving<B: Body>(
     head: StoredResponse,
-    reader: FillReader,
+    body: CacheBody<B>,
     request_headers: &HeaderMap,
     status: CacheStatus,
     age: Option<Duration>,
@@ -144,7 +144,7 @@ pub(crate) fn replay_filling<B: Body>(
     let mut response = if client_has_current(request_headers, &head) {
         not_modified(&head)
     } else {
-        let mut response = Response::new(CacheBody::filling(reader));
+        let mut response = Response::new(body);
         *response.status_mut() = head.status;
         *response.headers_mut() = head.headers;
         response

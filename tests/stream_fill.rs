@@ -39,10 +39,11 @@ fn whole() -> Vec<u8> {
     (0..CHUNKS).flat_map(|n| chunk(n).to_vec()).collect()
 }
 
-/// A body of announced length whose chunks (or failure) the test sends.
+/// A body whose chunks (or failure) the test sends, of announced length unless `chunked`.
 struct Fed {
     chunks: UnboundedReceiver<Result<Bytes, std::io::Error>>,
     left: u64,
+    chunked: bool,
 }
 
 impl http_body::Body for Fed {
@@ -71,6 +72,9 @@ impl http_body::Body for Fed {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.chunked {
+            return SizeHint::new();
+        }
         SizeHint::with_exact(self.left)
     }
 }
@@ -108,12 +112,22 @@ impl Origin {
 }
 
 async fn big(State(origin): State<Origin>) -> Response {
+    fed(origin, false)
+}
+
+/// The same body, of a length it does not announce (sent chunked).
+async fn chunked(State(origin): State<Origin>) -> Response {
+    fed(origin, true)
+}
+
+fn fed(origin: Origin, chunked: bool) -> Response {
     origin.runs.bump();
     let (feed, chunks) = unbounded_channel();
     origin.feeds.lock().unwrap().push(feed);
     let body = Fed {
         chunks,
         left: (CHUNK * CHUNKS) as u64,
+        chunked,
     };
     Response::builder()
         .header("cache-control", "public, max-age=60")
@@ -148,6 +162,7 @@ async fn setup_with(mode: Mode, middleware: CacheMiddleware) -> (Origin, SocketA
             .route("/big", get(big).layer(cache(ttl)))
             .route("/other", get(big).layer(cache(ttl)))
             .route("/ready", get(ready).layer(cache(ttl)))
+            .route("/chunked", get(chunked).layer(cache(ttl)))
             .with_state(origin.clone())
             .layer(middleware);
         return (origin, serve(app).await);
@@ -155,6 +170,7 @@ async fn setup_with(mode: Mode, middleware: CacheMiddleware) -> (Origin, SocketA
     let app = Router::new()
         .route("/big", get(big))
         .route("/other", get(big))
+        .route("/chunked", get(chunked))
         .with_state(origin.clone());
     let upstream = serve(app).await;
     let config = ProxyConfig::from_toml("").unwrap();
@@ -400,4 +416,62 @@ async fn a_large_route_body_there_at_once_is_named_by_its_bytes_in_every_instanc
         assert_eq!(again.headers()["etag"], tags[tags.len() - 1]);
     }
     assert_eq!(tags[0], tags[1], "the same bytes, the same validator");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_unknown_length_streams_to_its_first_client_and_is_stored_once_complete() {
+    for mode in MODES {
+        eprintln!("mode: {mode:?}");
+        let (origin, front) = setup(mode).await;
+        let (reply, mut got) = reader_of_new_fetch(&origin, front, "/chunked", 1).await;
+        assert_eq!(x_cache(&reply), "MISS");
+        assert!(got == chunk(0));
+        origin.feed(1, CHUNKS);
+        got.extend(read_rest(reply).await.unwrap());
+        assert!(got == whole(), "the first client got the exact bytes");
+        let again = get_path(front, "/chunked").await;
+        assert_eq!(x_cache(&again), "HIT");
+        assert!(read_rest(again).await.unwrap() == whole());
+        assert_eq!(origin.runs.get(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_unknown_length_past_the_limit_reaches_its_client_whole_and_is_not_stored() {
+    for mode in MODES {
+        eprintln!("mode: {mode:?}");
+        let limit = 2 * CHUNK; // the body is four chunks
+        let middleware = CacheMiddleware::new(MemoryBackend::new(100)).max_body_size(limit);
+        let (origin, front) = setup_with(mode, middleware).await;
+        let (reply, mut got) = reader_of_new_fetch(&origin, front, "/chunked", 1).await;
+        origin.feed(1, CHUNKS);
+        got.extend(read_rest(reply).await.unwrap());
+        assert!(
+            got == whole(),
+            "the client got every byte, past the limit too"
+        );
+        let (again, mut got) = reader_of_new_fetch(&origin, front, "/chunked", CHUNKS).await;
+        assert_ne!(x_cache(&again), "HIT");
+        got.extend(read_rest(again).await.unwrap());
+        assert!(got == whole());
+        assert_eq!(origin.runs.get(), 2, "it was not stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_unknown_length_that_fails_is_an_error_and_is_not_stored() {
+    for mode in MODES {
+        eprintln!("mode: {mode:?}");
+        let (origin, front) = setup(mode).await;
+        let (reply, _) = reader_of_new_fetch(&origin, front, "/chunked", 1).await;
+        origin.fail();
+        assert!(
+            read_rest(reply).await.is_err(),
+            "never a complete-looking body"
+        );
+        let (after, mut got) = reader_of_new_fetch(&origin, front, "/chunked", CHUNKS).await;
+        assert_eq!(x_cache(&after), "MISS", "nothing was stored");
+        got.extend(read_rest(after).await.unwrap());
+        assert!(got == whole());
+    }
 }

@@ -412,8 +412,8 @@ class _Drive:
                 await self._progress()
             if self.head_sent:
                 await self._pump()
-                # A body stored while it streams is taken by the engine's own task, not by the
-                # pump: what the application sent goes out before it goes on.
+                # A body stored while it streams reaches the client through the engine's own
+                # task, not at once: what the application sent goes out before it goes on.
                 while not self.done and exchange.app_body_waiting():
                     await wakeups().wait(exchange.id)
                     await self._pump()

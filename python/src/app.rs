@@ -88,6 +88,8 @@ pub struct AppCall {
 #[derive(Default)]
 struct Stream {
     chunks: VecDeque<Bytes>,
+    /// Bytes of body the application sent in all.
+    sent: u64,
     done: bool,
     failed: bool,
     waker: Option<Waker>,
@@ -110,6 +112,7 @@ impl Answer {
     pub fn push(&self, chunk: Bytes, more: bool) {
         let mut stream = lock(&self.stream);
         if !chunk.is_empty() {
+            stream.sent += chunk.len() as u64;
             stream.chunks.push_back(chunk);
         }
         stream.done |= !more;
@@ -198,10 +201,9 @@ impl AppLink {
         }
     }
 
-    /// Whether the application's body holds chunks the flow has not taken yet.
-    pub fn body_waiting(&self) -> bool {
-        self.answer()
-            .is_some_and(|answer| !lock(&answer.stream).chunks.is_empty())
+    /// How many bytes of body the application has sent.
+    pub fn body_sent(&self) -> u64 {
+        self.answer().map_or(0, |answer| lock(&answer.stream).sent)
     }
 
     pub fn fail(&self) {

@@ -110,6 +110,8 @@ pub struct Exchange {
     body: Option<CacheBody<AppBody>>,
     /// A response found before Python held the exchange (at `begin`), given at the next poll.
     found: Option<Ready>,
+    /// Bytes of the response body given to Python so far.
+    given: u64,
 }
 
 impl Exchange {
@@ -119,6 +121,7 @@ impl Exchange {
             link,
             body: None,
             found: None,
+            given: 0,
         }
     }
 
@@ -147,6 +150,7 @@ impl Exchange {
             }
         };
         self.body = Some(body);
+        self.given += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
         Ok(Some(Ready {
             parts,
             chunks,
@@ -210,10 +214,10 @@ impl Exchange {
         self.link.push(Bytes::copy_from_slice(chunk), more);
     }
 
-    /// Whether the engine has yet to take body chunks the application sent (a body stored while
-    /// it streams is taken by a task of the engine's own, not by `next_chunk`).
+    /// Whether the client has yet to be given body bytes the application sent (a body stored
+    /// while it streams reaches the client through a task of the engine's own, not at once).
     fn app_body_waiting(&self) -> bool {
-        self.link.body_waiting()
+        self.link.body_sent() > self.given
     }
 
     /// The application raised or returned without completing its response.
@@ -237,7 +241,10 @@ impl Exchange {
                 Poll::Ready(Some(Err(e))) => Err(PyRuntimeError::new_err(e.to_string())),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) if data.is_empty() => continue,
-                    Ok(data) => Ok((0, Some(PyBytes::new(py, &data)))),
+                    Ok(data) => {
+                        self.given += data.len() as u64;
+                        Ok((0, Some(PyBytes::new(py, &data))))
+                    }
                     Err(_) => continue, // trailers: ASGI has no place for them here
                 },
             };

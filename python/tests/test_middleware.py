@@ -150,6 +150,28 @@ def test_a_large_response_streams_while_stored_and_a_joiner_reads_it_as_it_comes
     assert runs(client, app.url, "large") == 1
 
 
+def test_a_body_without_a_length_streams_to_its_client_and_is_stored_once_complete(serve, client) -> None:
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    chunk = 64 * 1024
+    whole = b"".join(bytes([ord("a") + n]) * chunk for n in range(4))
+    with httpx.stream("GET", f"{app.url}/large-unannounced", timeout=10) as first:
+        # The handler holds the rest of its body: what it sent went out as it came.
+        assert first.headers["x-cache"] == "MISS"
+        assert "content-length" not in first.headers
+        parts = first.iter_bytes()
+        got = b""
+        while len(got) < chunk:
+            got += next(parts)
+        client.post(f"{app.url}/release-large")
+        got += b"".join(parts)
+    assert got == whole
+    again = client.get(f"{app.url}/large-unannounced")
+    assert again.headers["x-cache"] == "HIT"
+    assert again.content == whole
+    assert again.headers["etag"] == first.headers["etag"]
+    assert runs(client, app.url, "large-unannounced") == 1
+
+
 def test_a_large_body_sent_at_once_is_named_by_its_bytes_in_every_instance(serve, client) -> None:
     tags = []
     for _ in range(2):

@@ -8,10 +8,10 @@
 //!    up to the limit, store it, answer.
 
 use super::RouteConfig;
-use crate::body::{collect_limited, read_at_once, AtOnce, BoxError, CacheBody, Collected};
+use crate::body::{collect_limited, read_at_once, AtOnce, BoxError, CacheBody, Collected, Waiting};
 use crate::coalesce::{Join, Leader};
-use crate::engine::{Engine, Found, Lifetime, Shared};
-use crate::entry::Entry;
+use crate::engine::{Engine, Found, KeepPlan, Shared};
+use crate::entry::{Entry, StoredResponse};
 use crate::fill::{announced_length, FillPermit};
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
@@ -20,7 +20,7 @@ use crate::policy::{
     classify_request, classify_response, refresh_early_now, safe_method_with_content, BypassReason,
     RequestDecision, RequestPolicy, ResponseDecision, ResponsePolicy, SkipReason,
 };
-use crate::replay::{copy_etag, end_to_end, mark, replay, replay_filling, to_stored, CacheStatus};
+use crate::replay::{copy_etag, end_to_end, mark, replay, replay_arriving, to_stored, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::Storable;
@@ -340,30 +340,42 @@ impl<'a> Miss<'a> {
         // A large body of announced length streams while it is stored, unless it is all there
         // at once: then it is read first, like a short one, and named by its bytes.
         let hint = response_body.size_hint();
-        let collected =
-            match stream_length(engine, &method, &request_headers, &response_parts, &hint) {
-                Some(length) => match read_at_once(response_body, length as usize) {
+        let max = engine.config.max_body_size;
+        let length = stream_length(engine, &method, &request_headers, &response_parts, &hint);
+        let collected = match length {
+            Some(length) => match read_at_once(response_body, length as usize) {
+                AtOnce::Whole(bytes) => Collected::Complete(bytes),
+                AtOnce::Over(body) => Collected::TooLarge(body),
+                AtOnce::Waiting(body) => {
+                    let body = body.into_body();
+                    let Some(permit) = engine.fill_budget.reserve(u64::from(length)) else {
+                        // Other fills hold the budget: this one streams through, not stored.
+                        engine.counters.record(Event::NotStored("fill-budget"));
+                        let response = Response::from_parts(response_parts, body);
+                        return Ok(mark(response, self.status));
+                    };
+                    let streamed = Streamed {
+                        parts: response_parts,
+                        body,
+                        length: (length, permit),
+                        named,
+                    };
+                    return Ok(self.stream_while_filling(streamed, &request_headers, policy));
+                }
+            },
+            // Of unknown length: read first only if it is all there at once.
+            None if keeps_copy(&method, &request_headers, &response_parts, &hint) => {
+                match read_at_once(response_body, max) {
                     AtOnce::Whole(bytes) => Collected::Complete(bytes),
-                    AtOnce::Partly(body) => {
-                        let Some(permit) = engine.fill_budget.reserve(u64::from(length)) else {
-                            // Other fills hold the budget: this one streams through, not stored.
-                            engine.counters.record(Event::NotStored("fill-budget"));
-                            return Ok(mark(
-                                Response::from_parts(response_parts, body),
-                                self.status,
-                            ));
-                        };
-                        let streamed = Streamed {
-                            parts: response_parts,
-                            body,
-                            length: (length, permit),
-                            named,
-                        };
-                        return Ok(self.stream_while_filling(streamed, &request_headers, policy));
+                    AtOnce::Over(body) => Collected::TooLarge(body),
+                    AtOnce::Waiting(body) => {
+                        let streamed = (response_parts, body, named);
+                        return Ok(self.stream_while_keeping(streamed, &request_headers, policy));
                     }
-                },
-                None => collect_limited(response_body, engine.config.max_body_size).await,
-            };
+                }
+            }
+            None => collect_limited(response_body, max).await,
+        };
         let body = match collected {
             Collected::Complete(bytes) => bytes,
             Collected::TooLarge(body) | Collected::Failed(body) => {
@@ -383,11 +395,7 @@ impl<'a> Miss<'a> {
             }
         };
         let vary = route.vary_names(&response_parts.headers);
-        let lifetime = Lifetime {
-            born_ms: Entry::now_ms(),
-            ttl: route.ttl,
-            grace: route.grace(),
-        };
+        let lifetime = route.lifetime_from_now();
         let tags = entry_tags(&route.tags, named);
         let shared = engine
             .store_with(key, vary, &request_headers, stored, lifetime, tags)
@@ -428,11 +436,7 @@ impl<'a> Miss<'a> {
         request_headers: &HeaderMap,
         policy: ResponsePolicy<'_>,
     ) -> Response<CacheBody<ResB>> {
-        let mut head = end_to_end(&parts, Bytes::new());
-        if !head.headers.contains_key(ETAG) {
-            head.headers.insert(ETAG, copy_etag());
-        }
-        let head = match Storable::for_route(head, &Method::GET, policy) {
+        let head = match Storable::for_route(streamed_head(&parts), &Method::GET, policy) {
             Ok(head) => head,
             Err((reason, _)) => {
                 self.not_stored(reason, parts.status);
@@ -447,11 +451,7 @@ impl<'a> Miss<'a> {
             leader,
             flight,
         } = self;
-        let lifetime = Lifetime {
-            born_ms: Entry::now_ms(),
-            ttl: route.ttl,
-            grace: route.grace(),
-        };
+        let lifetime = route.lifetime_from_now();
         let vary = route.vary_names(&parts.headers);
         let tags = entry_tags(&route.tags, named);
         let (shared, plan) =
@@ -463,7 +463,54 @@ impl<'a> Miss<'a> {
         }
         engine.fill_in_background(plan, body, flight, leader);
         let head = head.into_response().expect("stored entries hold responses");
-        replay_filling(head, reader, request_headers, status, None)
+        replay_arriving(
+            head,
+            CacheBody::filling(reader),
+            request_headers,
+            status,
+            None,
+        )
+    }
+
+    /// Answers with the handler's response (of unknown length) as its body arrives, keeping a
+    /// copy up to the storage limit, and stores it once it ended whole. It goes at its client's
+    /// pace and ends with it: requests that join the flight wait for the stored response, and a
+    /// client that leaves stores nothing. Its `ETag` names the stored copy, as for a fill.
+    fn stream_while_keeping<ResB: SendBody>(
+        self,
+        (parts, body, named): (response::Parts, Waiting<ResB>, Vec<String>),
+        request_headers: &HeaderMap,
+        policy: ResponsePolicy<'_>,
+    ) -> Response<CacheBody<ResB>> {
+        let head = match Storable::for_route(streamed_head(&parts), &Method::GET, policy) {
+            Ok(head) => head,
+            Err((reason, _)) => {
+                self.not_stored(reason, parts.status);
+                return mark(Response::from_parts(parts, body.into_body()), self.status);
+            }
+        };
+        let Miss {
+            engine,
+            route,
+            key,
+            status,
+            leader,
+            flight,
+        } = self;
+        let answer = head.response().clone();
+        let plan = KeepPlan {
+            primary: key,
+            flight,
+            vary: route.vary_names(&parts.headers),
+            request_headers: request_headers.clone(),
+            head,
+            lifetime: route.lifetime_from_now(),
+            tags: entry_tags(&route.tags, named),
+            leader,
+        };
+        let max = engine.config.max_body_size;
+        let body = body.keep_copy(max, engine.store_when_kept(plan));
+        replay_arriving(answer, body, request_headers, status, None)
     }
 
     fn serve_stale<ResB: Body>(
@@ -509,6 +556,30 @@ fn stream_length(
         && !request_headers.contains_key(RANGE)
         && parts.status != StatusCode::PARTIAL_CONTENT;
     (fits && whole).then_some(length)
+}
+
+/// Whether a body of unknown length streams to the client while a copy is kept for storing: a
+/// GET's whole response (no range asked, not a part) that does not say its length.
+fn keeps_copy(
+    method: &Method,
+    request_headers: &HeaderMap,
+    parts: &response::Parts,
+    hint: &SizeHint,
+) -> bool {
+    announced_length(&parts.headers, hint).is_none()
+        && method == Method::GET
+        && !request_headers.contains_key(RANGE)
+        && parts.status != StatusCode::PARTIAL_CONTENT
+}
+
+/// The stored head of a response whose body streams while it is stored: its bytes are not known
+/// when the head goes out, so unless the handler named an `ETag`, one names this stored copy.
+fn streamed_head(parts: &response::Parts) -> StoredResponse {
+    let mut head = end_to_end(parts, Bytes::new());
+    if !head.headers.contains_key(ETAG) {
+        head.headers.insert(ETAG, copy_etag());
+    }
+    head
 }
 
 /// Refreshes an entry (stale, or about to expire) with one background handler run per key in
@@ -602,7 +673,13 @@ fn replay_shared<B: Body>(
             let head = entry
                 .into_response()
                 .expect("shared entries hold responses");
-            replay_filling(head, fill.reader(), headers, status, Some(age))
+            replay_arriving(
+                head,
+                CacheBody::filling(fill.reader()),
+                headers,
+                status,
+                Some(age),
+            )
         }
         None => replay_entry(entry, method, headers, status, now_ms),
     }

@@ -4,6 +4,8 @@
 mod flow;
 
 use crate::body::CacheBody;
+use crate::engine::Lifetime;
+use crate::entry::Entry;
 use crate::service::{take_ready, Handler, SendBody};
 use futures_util::future::BoxFuture;
 use http::header::{HeaderName, AUTHORIZATION};
@@ -215,6 +217,15 @@ impl RouteConfig {
     /// How long entries are kept past their timeout for stale serving.
     fn grace(&self) -> Duration {
         self.stale_if_error.max(self.stale_while_revalidate)
+    }
+
+    /// The lifetime of a response made now.
+    fn lifetime_from_now(&self) -> Lifetime {
+        Lifetime {
+            born_ms: Entry::now_ms(),
+            ttl: self.ttl,
+            grace: self.grace(),
+        }
     }
 
     /// The route's varying fields and those the response's `Vary` names, sorted and deduplicated.

@@ -20,7 +20,7 @@ use crate::entry::{Entry, StoredResponse};
 use crate::fleet::{self, Turn};
 use crate::key::{partial_key, primary_key, CacheKey};
 use crate::policy::{refresh_early_now, safe_method_with_content, BypassReason, CacheControl};
-use crate::replay::{mark, replay, replay_filling, replay_from_partial, CacheStatus};
+use crate::replay::{mark, replay, replay_arriving, replay_from_partial, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::SharedRules;
@@ -325,8 +325,13 @@ impl Cache {
             let head = entry
                 .into_response()
                 .expect("stored entries hold responses");
-            let response =
-                replay_filling(head, fill.reader(), headers, CacheStatus::Hit, Some(age));
+            let response = replay_arriving(
+                head,
+                CacheBody::filling(fill.reader()),
+                headers,
+                CacheStatus::Hit,
+                Some(age),
+            );
             return Some(self.with_status(response, &status));
         }
         Some(self.answer(entry, method, headers, CacheStatus::Hit, status, now_ms))

@@ -8,17 +8,17 @@ use super::freshness::Exchange;
 use super::revalidate::{make_conditional, update_from_304};
 use super::rules::{add_date_if_missing, kept_for, stale_on_error, worth_keeping};
 use super::storable::{may_store, Exchanged};
-use crate::body::{collect_limited, CacheBody, Collected};
+use crate::body::{collect_limited, read_at_once, AtOnce, CacheBody, Collected, Waiting};
 use crate::coalesce::{Join, Leader};
-use crate::engine::Lifetime;
 use crate::engine::Shared;
+use crate::engine::{KeepPlan, Lifetime};
 use crate::entry::Entry;
 use crate::fill::{announced_length, FillPermit};
 use crate::fleet;
 use crate::key::partial_key;
 use crate::policy::sorted_vary;
 use crate::policy::CacheControl;
-use crate::replay::{end_to_end, replay, replay_filling, CacheStatus};
+use crate::replay::{end_to_end, replay, replay_arriving, CacheStatus};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::Storable;
@@ -28,6 +28,7 @@ use http::header::{AGE, RANGE};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What a response streamed while it is stored keeps for storing it.
 struct Filling {
@@ -159,7 +160,27 @@ impl Cache {
                 fill,
             );
         }
-        let body = match collect_limited(body, self.engine.config.max_body_size).await {
+        let max = self.engine.config.max_body_size;
+        let collected = if self.keeps_copy(&outgoing, (parts.status, &parts.headers), &body) {
+            // Of unknown length: read first only if it is all there at once.
+            match read_at_once(body, max) {
+                AtOnce::Whole(bytes) => Collected::Complete(bytes),
+                AtOnce::Over(body) => Collected::TooLarge(body),
+                AtOnce::Waiting(body) => {
+                    let fill = Filling {
+                        cc,
+                        vary,
+                        kept,
+                        tags,
+                        exchange,
+                    };
+                    return self.stream_while_keeping(parts, body, outgoing, leader, status, fill);
+                }
+            }
+        } else {
+            collect_limited(body, max).await
+        };
+        let body = match collected {
             Collected::Complete(bytes) => bytes,
             Collected::TooLarge(body) | Collected::Failed(body) => {
                 tracing::debug!(key = %outgoing.key, "response body too large or failed; not stored");
@@ -229,6 +250,71 @@ impl Cache {
         (fits && whole).then_some(length)
     }
 
+    /// Whether a body of unknown length streams to the client while a copy is kept for storing:
+    /// a GET's whole response (no range asked, not a part) that does not say its length.
+    fn keeps_copy<B: http_body::Body>(
+        &self,
+        outgoing: &Outgoing,
+        (status, headers): (StatusCode, &http::HeaderMap),
+        body: &B,
+    ) -> bool {
+        announced_length(headers, &body.size_hint()).is_none()
+            && outgoing.method == Method::GET
+            && !outgoing.headers.contains_key(RANGE)
+            && status != StatusCode::PARTIAL_CONTENT
+    }
+
+    /// Answers with the origin's response (of unknown length) as its body arrives, keeping a
+    /// copy up to the storage limit, and stores it once it ended whole. Unlike a fill, it goes at
+    /// its client's pace and ends with it: requests that join the flight wait for the stored
+    /// response, and a client that leaves stores nothing.
+    fn stream_while_keeping<ResB: SendBody>(
+        &self,
+        parts: http::response::Parts,
+        body: Waiting<ResB>,
+        outgoing: Outgoing,
+        leader: Option<Leader<Arc<Shared>>>,
+        mut status: Status,
+        Filling {
+            cc,
+            vary,
+            kept,
+            tags,
+            exchange,
+        }: Filling,
+    ) -> Response<CacheBody<ResB>> {
+        let origin_age = parts.headers.contains_key(AGE);
+        let mut head = end_to_end(&parts, Bytes::new());
+        add_date_if_missing(&mut head.headers, exchange.response_ms);
+        let head = match Storable::for_shared(head, &self.rules(&outgoing, &cc)) {
+            Ok(head) => head,
+            Err((reason, _)) => {
+                self.not_stored(&outgoing, reason, parts.status);
+                let response = Response::from_parts(parts, body.into_body());
+                return self.passed_on(response, status.detail(reason));
+            }
+        };
+        let answer = head.response().clone();
+        let plan = KeepPlan {
+            primary: outgoing.key.clone(),
+            flight: Some(outgoing.key.clone()),
+            vary,
+            request_headers: outgoing.headers.clone(),
+            head,
+            lifetime: kept,
+            tags,
+            leader,
+        };
+        let max = self.engine.config.max_body_size;
+        let body = body.keep_copy(max, self.engine.store_when_kept(plan));
+        status.stored = true;
+        // A response fresh from the origin carries an Age only when a cache behind us gave one.
+        let age = origin_age
+            .then(|| Duration::from_millis(exchange.response_ms.saturating_sub(kept.born_ms)));
+        let response = replay_arriving(answer, body, &outgoing.headers, CacheStatus::Miss, age);
+        self.with_status(response, &status)
+    }
+
     /// Answers with the origin's response as its body arrives, while a task of its own receives
     /// the body (whatever becomes of this client), then stores it. Requests that join the flight
     /// meanwhile read the same body from its start.
@@ -280,7 +366,13 @@ impl Cache {
         status.stored = true;
         let age = origin_age.then(|| head.age(exchange.response_ms));
         let head = head.into_response().expect("stored entries hold responses");
-        let response = replay_filling(head, reader, &outgoing.headers, CacheStatus::Miss, age);
+        let response = replay_arriving(
+            head,
+            CacheBody::filling(reader),
+            &outgoing.headers,
+            CacheStatus::Miss,
+            age,
+        );
         self.with_status(response, &status)
     }
 

@@ -118,6 +118,21 @@ async def large() -> StreamingResponse:
     return StreamingResponse(body(), media_type="application/octet-stream", headers={"content-length": length})
 
 
+@app.get("/large-unannounced")
+@cache(timeout=300)
+async def large_unannounced() -> StreamingResponse:
+    """`/large` without a `Content-Length`: sent chunked."""
+    run("large-unannounced")
+
+    async def body():  # type: ignore[no-untyped-def]
+        yield large_chunk(0)
+        await asyncio.wait_for(release_large.wait(), 10)
+        for n in range(1, LARGE_CHUNKS):
+            yield large_chunk(n)
+
+    return StreamingResponse(body(), media_type="application/octet-stream")
+
+
 @app.get("/large-at-once")
 @cache(timeout=300)
 async def large_at_once() -> Response:
