@@ -18,16 +18,6 @@ use crate::breaker::BreakerState;
 use crate::policy::BypassReason;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const BYPASS_REASONS: [BypassReason; 7] = [
-    BypassReason::Method,
-    BypassReason::NoStore,
-    BypassReason::Authorization,
-    BypassReason::BodyTooLarge,
-    BypassReason::BodyUnreadable,
-    BypassReason::NoMiddleware,
-    BypassReason::Range,
-];
-
 #[derive(Default)]
 pub(crate) struct Counters {
     pub hits: AtomicU64,
@@ -39,7 +29,7 @@ pub(crate) struct Counters {
     pub store_failures: AtomicU64,
     pub lookup_failures: AtomicU64,
     pub not_stored: AtomicU64,
-    bypasses: [AtomicU64; BYPASS_REASONS.len()],
+    bypasses: [AtomicU64; BypassReason::ALL.len()],
 }
 
 /// One thing the cache did.
@@ -70,10 +60,7 @@ impl Counters {
             Event::StoreFailed => &self.store_failures,
             Event::LookupFailed => &self.lookup_failures,
             Event::NotStored(_) => &self.not_stored,
-            Event::Bypass(reason) => match BYPASS_REASONS.iter().position(|r| *r == reason) {
-                Some(i) => &self.bypasses[i],
-                None => return,
-            },
+            Event::Bypass(reason) => &self.bypasses[reason.index()],
         };
         counter.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
@@ -92,7 +79,7 @@ impl Counters {
             store_failures: read(&self.store_failures),
             lookup_failures: read(&self.lookup_failures),
             not_stored: read(&self.not_stored),
-            bypasses: BYPASS_REASONS
+            bypasses: BypassReason::ALL
                 .iter()
                 .zip(&self.bypasses)
                 .map(|(reason, count)| (reason.as_str(), read(count)))

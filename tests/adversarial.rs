@@ -368,6 +368,59 @@ async fn a_get_with_a_body_is_neither_stored_nor_served_from_storage() {
     assert_eq!(plain.x_cache(), "MISS");
 }
 
+/// A GET over HTTP/2 with DATA frames and no `Content-Length` (the body needs no length field
+/// there), with `body`.
+async fn h2_get_with_body(address: SocketAddr, path: &str, body: &'static [u8]) -> Observed {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let chunks = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        http_body::Frame::data(Bytes::from_static(body)),
+    )]);
+    let request = http::Request::get(format!("http://{address}{path}"))
+        .body(http_body_util::StreamBody::new(chunks))
+        .unwrap();
+    assert!(!request.headers().contains_key("content-length"));
+    support::observe(client.request(request).await.unwrap()).await
+}
+
+/// The same attack over HTTP/2: the proxy drops content no field frames, so the origin receives
+/// what the key describes.
+#[tokio::test]
+async fn a_get_with_a_body_over_http2_never_reaches_the_origin_or_the_cache() {
+    let (origin, _) = origin().await;
+    let proxy = proxy(origin, "").await;
+    let fat = h2_get_with_body(proxy, "/fat2", b"poison").await;
+    assert!(!fat.text().contains("poison"), "{}", fat.text());
+    let plain = get(proxy, "/fat2", &[]).await;
+    assert!(!plain.text().contains("poison"), "{}", plain.text());
+}
+
+/// And against a cached route of an application served over HTTP/2: the handler gets the body,
+/// so its answer is neither stored nor served from storage.
+#[tokio::test]
+async fn a_get_with_a_body_over_http2_to_a_cached_route_bypasses_the_cache() {
+    let echo = |request: Request| async move {
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        format!("body={}", String::from_utf8_lossy(&body))
+    };
+    let app = Router::new()
+        .route("/echo", any(echo).layer(cache(60)))
+        .layer(CacheMiddleware::new(MemoryBackend::new(100)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let fat = h2_get_with_body(address, "/echo", b"poison").await;
+    assert_eq!(fat.text(), "body=poison");
+    assert_eq!(fat.x_cache(), "BYPASS");
+    let plain = get(address, "/echo", &[]).await;
+    assert_eq!(
+        plain.text(),
+        "body=",
+        "another client gets the response to its own request"
+    );
+}
+
 // 7. The key is no wider than what the origin receives.
 #[tokio::test]
 async fn encodings_the_origin_tells_apart_never_share_an_entry() {

@@ -757,3 +757,23 @@ async fn a_route_layer_without_the_middleware_passes_requests_through() {
     }
     assert_eq!(counter.get(), 2);
 }
+
+#[tokio::test]
+async fn every_bypass_is_counted_under_its_reason() {
+    let middleware = CacheMiddleware::new(MemoryBackend::new(100));
+    let handle = middleware.handle();
+    let (app, _) = app_with(cache(60).bypass_requests_with_cookie(), middleware);
+    let with_cookie = fetch_with(&app, "/r", &[("cookie", "session=1")]).await;
+    let with_body = send(&app, get("/r").body(Body::from("x")).unwrap()).await;
+    let no_store = fetch_with(&app, "/r", &[("cache-control", "no-store")]).await;
+    assert_eq!(
+        x_caches([&with_cookie, &with_body, &no_store]),
+        ["BYPASS"; 3]
+    );
+    let stats = handle.stats();
+    for reason in ["cookie", "content-on-get", "no-store"] {
+        let counted = stats.bypasses.iter().find(|(name, _)| *name == reason);
+        assert_eq!(counted, Some(&(reason, 1)), "{:?}", stats.bypasses);
+    }
+    assert_eq!(stats.bypass_total(), 3);
+}

@@ -38,6 +38,9 @@ _ROUTE_MEMO_LIMIT = 10_000
 _UNKNOWN: Any = object()
 # The engine's log level follows loguru's handlers: one identity comparison per request.
 _log_core: Any = getattr(logger, "_core", None) or SimpleNamespace(handlers=None)
+# HTTP versions whose requests announce a body in their fields (`Content-Length`,
+# `Transfer-Encoding`).
+_FIELDS_FRAME_BODIES = ("1.0", "1.1")
 # What a background run's scope keeps of a request's: the server's and the application's, never
 # the client's or what an outer middleware learned about it.
 _SERVER_SCOPE_KEYS = ("type", "asgi", "http_version", "scheme", "server", "root_path", "app", "state")
@@ -101,11 +104,16 @@ class CacheMiddleware:
             return
         if _log_core.handlers is not logger_config.synced_handlers:
             sync_log_level()
-        # Only a POST's body is read (it is part of the key); any other stays in `receive`.
+        # A POST's body is read (it is part of the key). In HTTP/1 the fields frame any other
+        # request's body, and the engine reads them; in HTTP/2 and 3 a GET's DATA frames need
+        # no field, so what came is read too, for the engine to see (it then bypasses the cache).
+        # Any other body stays in `receive`.
         body: Optional[List[bytes]] = None
         more = True
         method = scope["method"]
-        if method == "POST":
+        if method == "POST" or (
+            method in ("GET", "HEAD") and scope.get("http_version", "1.1") not in _FIELDS_FRAME_BODIES
+        ):
             body, more = await _read_body(receive, self.engine.max_request_body_size + 1)
         try:
             started = self.engine.begin(

@@ -46,8 +46,6 @@ pub enum BypassReason {
     BodyTooLarge,
     /// Reading the request body failed; the handler sees the same failure.
     BodyUnreadable,
-    /// No `CacheMiddleware` is installed around this route.
-    NoMiddleware,
     /// A partial-content request (`Range`), passed to the origin in shared-cache mode.
     Range,
     /// A GET or HEAD with content (RFC 9110 §9.3.1): the key does not describe what the
@@ -56,6 +54,32 @@ pub enum BypassReason {
 }
 
 impl BypassReason {
+    /// Every reason, in the order statistics list them.
+    pub const ALL: [BypassReason; 8] = [
+        BypassReason::Method,
+        BypassReason::NoStore,
+        BypassReason::Authorization,
+        BypassReason::Cookie,
+        BypassReason::BodyTooLarge,
+        BypassReason::BodyUnreadable,
+        BypassReason::Range,
+        BypassReason::ContentOnSafeMethod,
+    ];
+
+    /// Its place in [`ALL`](Self::ALL): a match, so that a new reason cannot be left out.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            BypassReason::Method => 0,
+            BypassReason::NoStore => 1,
+            BypassReason::Authorization => 2,
+            BypassReason::Cookie => 3,
+            BypassReason::BodyTooLarge => 4,
+            BypassReason::BodyUnreadable => 5,
+            BypassReason::Range => 6,
+            BypassReason::ContentOnSafeMethod => 7,
+        }
+    }
+
     /// A short, stable name for logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -65,7 +89,6 @@ impl BypassReason {
             BypassReason::Cookie => "cookie",
             BypassReason::BodyTooLarge => "request-body-too-large",
             BypassReason::BodyUnreadable => "request-body-unreadable",
-            BypassReason::NoMiddleware => "no-middleware",
             BypassReason::Range => "range",
             BypassReason::ContentOnSafeMethod => "content-on-get",
         }
@@ -78,10 +101,13 @@ impl fmt::Display for BypassReason {
     }
 }
 
-/// Whether a GET or HEAD request carries content: a declared length other than zero, or a
-/// `Transfer-Encoding` (RFC 9112 §6.3: nothing else frames a request body). Read from the fields,
-/// not the body, so that body wrappers of other layers cannot hide it.
-pub fn safe_method_with_content(parts: &Parts) -> bool {
+/// Whether a GET or HEAD request carries content: a declared length other than zero, a
+/// `Transfer-Encoding` (RFC 9112 §6.3: nothing else frames an HTTP/1 body), or, where content
+/// needs no field (HTTP/2 and HTTP/3 DATA frames), a body that does not say it is empty. The
+/// fields are read first, so that a body wrapper of another layer cannot hide what they declare;
+/// a body that cannot tell whether it is empty counts as content (the request then bypasses the
+/// cache, which is safe).
+pub fn safe_method_with_content<B: http_body::Body>(parts: &Parts, body: &B) -> bool {
     if !matches!(parts.method, Method::GET | Method::HEAD) {
         return false;
     }
@@ -90,7 +116,8 @@ pub fn safe_method_with_content(parts: &Parts) -> bool {
         .get_all(CONTENT_LENGTH)
         .iter()
         .any(|v| v.as_bytes().iter().any(|&b| b != b'0'));
-    declared || parts.headers.contains_key(TRANSFER_ENCODING)
+    let unframed = !body.is_end_stream() && body.size_hint().exact() != Some(0);
+    declared || parts.headers.contains_key(TRANSFER_ENCODING) || unframed
 }
 
 /// Classifies a request by its method and headers (the body limit is checked once the body is read).
@@ -209,21 +236,39 @@ mod tests {
     }
 
     #[test]
+    fn every_bypass_reason_is_listed_once_in_its_place() {
+        for (at, reason) in BypassReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), at, "{reason}");
+        }
+    }
+
+    #[test]
     fn get_and_head_with_content_are_told_apart_from_empty_ones() {
+        use http_body_util::{Empty, Full, StreamBody};
         let parts = |builder: http::request::Builder| builder.body(()).unwrap().into_parts().0;
-        assert!(!safe_method_with_content(&parts(Request::get("/"))));
-        assert!(!safe_method_with_content(&parts(
-            Request::get("/").header("content-length", "0")
-        )));
-        assert!(safe_method_with_content(&parts(
-            Request::get("/").header("content-length", "5")
-        )));
-        assert!(safe_method_with_content(&parts(
-            Request::head("/").header("transfer-encoding", "chunked")
-        )));
-        assert!(!safe_method_with_content(&parts(
-            Request::post("/").header("content-length", "5")
-        )));
+        let empty = Empty::<bytes::Bytes>::new();
+        assert!(!safe_method_with_content(&parts(Request::get("/")), &empty));
+        let zero = parts(Request::get("/").header("content-length", "0"));
+        assert!(!safe_method_with_content(&zero, &empty));
+        let five = parts(Request::get("/").header("content-length", "5"));
+        assert!(
+            safe_method_with_content(&five, &empty),
+            "declared, whatever the body says"
+        );
+        let chunked = parts(Request::head("/").header("transfer-encoding", "chunked"));
+        assert!(safe_method_with_content(&chunked, &empty));
+        let post = parts(Request::post("/").header("content-length", "5"));
+        assert!(!safe_method_with_content(&post, &empty));
+        // HTTP/2: DATA frames with no field to frame them.
+        let data = Full::new(bytes::Bytes::from_static(b"x"));
+        assert!(safe_method_with_content(&parts(Request::get("/")), &data));
+        let unknown = StreamBody::new(futures_util::stream::empty::<
+            Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+        >());
+        assert!(safe_method_with_content(
+            &parts(Request::get("/")),
+            &unknown
+        ));
     }
 
     #[test]

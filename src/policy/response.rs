@@ -45,8 +45,6 @@ pub enum SkipReason {
     Streaming,
     /// Responses to HEAD carry no body to store.
     Head,
-    /// The request said `no-store` or otherwise bypassed the cache.
-    RequestBypassed,
 }
 
 impl SkipReason {
@@ -62,7 +60,6 @@ impl SkipReason {
             SkipReason::BodyTooLarge => "response-body-too-large",
             SkipReason::Streaming => "streaming",
             SkipReason::Head => "head",
-            SkipReason::RequestBypassed => "request-bypassed",
         }
     }
 }

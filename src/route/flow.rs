@@ -56,7 +56,7 @@ where
         honor_request_cache_control: engine.config.honor_request_cache_control,
     };
     let mut decision = classify_request(&parts, policy);
-    if safe_method_with_content(&parts) {
+    if safe_method_with_content(&parts, &body) {
         decision = RequestDecision::Bypass(BypassReason::ContentOnSafeMethod);
     }
     if let RequestDecision::Bypass(reason) = decision {

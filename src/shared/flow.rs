@@ -79,7 +79,7 @@ impl Cache {
         // Not in the key, so never the client's to choose (see `targeted::surrogate_capability`);
         // ours is added to what goes to the origin (`to_origin`).
         parts.headers.remove(SURROGATE_CAPABILITY);
-        let has_content = safe_method_with_content(&parts);
+        let has_content = safe_method_with_content(&parts, &body);
         let body = CacheBody::stream(body);
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return Box::pin(self.other_method(inner, parts, body)).await;

@@ -38,7 +38,15 @@ impl Observed {
 
 /// Sends `request` through `app` (as the server would) and reads the whole response.
 pub async fn send(app: &Router, request: Request<Body>) -> Observed {
-    let response = app.clone().oneshot(request).await.unwrap();
+    observe(app.clone().oneshot(request).await.unwrap()).await
+}
+
+/// What a client observes of `response`, read whole.
+pub async fn observe<B>(response: http::Response<B>) -> Observed
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
     let (parts, body) = response.into_parts();
     Observed {
         status: parts.status,
@@ -184,13 +192,7 @@ impl DemoServer {
             .uri(format!("{base}{uri}"))
             .body(http_body_util::Full::new(body))
             .unwrap();
-        let response = client.request(request).await.unwrap();
-        let (parts, body) = response.into_parts();
-        Observed {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.unwrap().to_bytes(),
-        }
+        observe(client.request(request).await.unwrap()).await
     }
 
     pub async fn get(&self, path: &str) -> Observed {
