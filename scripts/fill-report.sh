@@ -48,13 +48,15 @@ kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
 
 start_proxy
 ttfb=$(fill ttfb "$origin_port" "$proxy_port" "$rounds")
+ttfb_chunked=$(fill ttfb "$origin_port" "$proxy_port" "$rounds" chunked)
 dropped=$(fill dropped "$proxy_port" "$origin_port")
 ranges=$(fill ranges "$proxy_port")
 
-python3 - "$crowd" "$before" "$peak" "$after" "$ttfb" "$dropped" "$ranges" "$delay" <<'PY' | tee "$out"
+python3 - "$crowd" "$before" "$peak" "$after" "$ttfb" "$dropped" "$ranges" "$delay" "$ttfb_chunked" <<'PY' | tee "$out"
 import json, sys
 crowd, before, peak, after = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 ttfb, dropped, ranges, delay = json.loads(sys.argv[5]), json.loads(sys.argv[6]), json.loads(sys.argv[7]), sys.argv[8]
+chunked = json.loads(sys.argv[9])
 mib = lambda kib: kib / 1024
 print("# Large responses through the proxy: stream while filling\n")
 print(f"Written by `scripts/fill-report.sh`. Origin: `scripts/lib/fill.py`, 64 KiB chunks {delay} ms apart,")
@@ -66,6 +68,11 @@ print("| | median |\n|---|---|")
 print(f"| origin | {ttfb['origin_ms_median']:.2f} ms |")
 print(f"| proxy (miss) | {ttfb['proxy_ms_median']:.2f} ms |")
 print(f"| proxy - origin, per round | median {ttfb['difference_ms_median']:.2f} ms, p90 {ttfb['difference_ms_p90']:.2f} ms, range {ttfb['difference_ms_min']:.2f} to {ttfb['difference_ms_max']:.2f} ms |\n")
+print("The same object sent chunked (no `Content-Length`): streamed while a copy is kept.\n")
+print("| | median |\n|---|---|")
+print(f"| origin | {chunked['origin_ms_median']:.2f} ms |")
+print(f"| proxy (miss) | {chunked['proxy_ms_median']:.2f} ms |")
+print(f"| proxy - origin, per round | median {chunked['difference_ms_median']:.2f} ms, p90 {chunked['difference_ms_p90']:.2f} ms, range {chunked['difference_ms_min']:.2f} to {chunked['difference_ms_max']:.2f} ms |\n")
 print(f"## {crowd['clients']} concurrent clients on one cold {crowd['size'] // (1024 * 1024)} MiB object\n")
 print(f"- origin fetches: {crowd['origin_fetches']}")
 print(f"- exact bodies (length and SHA-256): {crowd['exact_bodies']} of {crowd['clients']}")

@@ -1,9 +1,12 @@
 """A slow streaming origin and the clients of scripts/fill-report.sh (standard library only).
 
     fill.py origin PORT DELAY_MS         serve /obj/SIZE/NAME: SIZE bytes in 64 KiB chunks, DELAY_MS
-                                         apart, cacheable; /count/SIZE/NAME: how often it was asked
-    fill.py ttfb ORIGIN PROXY ROUNDS     time to first body byte of a cold 8 MiB object, straight
-                                         from the origin and through the proxy, taking turns
+                                         apart, cacheable (/chunked/SIZE/NAME: the same without a
+                                         length, sent chunked); /count/SIZE/NAME: how often it was asked
+    fill.py ttfb ORIGIN PROXY ROUNDS [KIND]
+                                         time to first body byte of a cold 8 MiB object (KIND obj or
+                                         chunked), straight from the origin and through the proxy,
+                                         taking turns
     fill.py crowd PROXY ORIGIN N SIZE    N concurrent clients on one cold object: every body checked
     fill.py dropped PROXY ORIGIN         a client that leaves mid-body; the next request
     fill.py ranges PROXY                 ranges of a stored object
@@ -57,16 +60,21 @@ async def origin(port: int, delay_ms: float) -> None:
             return
         counts[path] = counts.get(path, 0) + 1
         size = int(path.split("/")[2])
+        chunked = path.startswith("/chunked/")
+        framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % size
         writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nCache-Control: public, max-age=600\r\n"
-            b"Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n" % size
+            b"HTTP/1.1 200 OK\r\n%s\r\nCache-Control: public, max-age=600\r\n"
+            b"Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n" % framing
         )
         try:
             for i in range(size // CHUNK):
-                writer.write(chunk(i))
+                writer.write(b"%x\r\n%s\r\n" % (CHUNK, chunk(i)) if chunked else chunk(i))
                 await writer.drain()
                 if delay_ms:
                     await asyncio.sleep(delay_ms / 1000)
+            if chunked:
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
         except ConnectionError:
             pass
         writer.close()
@@ -114,13 +122,13 @@ async def count(origin_port: int, path: str) -> int:
     return value
 
 
-async def ttfb(origin_port: int, proxy_port: int, rounds: int) -> None:
+async def ttfb(origin_port: int, proxy_port: int, rounds: int, kind: str = "obj") -> None:
     size = 8 * 1024 * 1024
     direct: List[float] = []
     proxied: List[float] = []
     for r in range(rounds):
-        direct.append(await first_body_byte(origin_port, f"/obj/{size}/ttfb-direct-{r}"))
-        proxied.append(await first_body_byte(proxy_port, f"/obj/{size}/ttfb-proxy-{r}"))
+        direct.append(await first_body_byte(origin_port, f"/{kind}/{size}/ttfb-direct-{r}"))
+        proxied.append(await first_body_byte(proxy_port, f"/{kind}/{size}/ttfb-proxy-{r}"))
     differences = [(p - d) * 1000 for d, p in zip(direct, proxied)]
     print(json.dumps({
         "rounds": rounds,
@@ -213,7 +221,7 @@ def main() -> None:
     if what == "origin":
         asyncio.run(origin(int(args[0]), float(args[1])))
     elif what == "ttfb":
-        asyncio.run(ttfb(int(args[0]), int(args[1]), int(args[2])))
+        asyncio.run(ttfb(int(args[0]), int(args[1]), int(args[2]), *args[3:4]))
     elif what == "crowd":
         asyncio.run(crowd(int(args[0]), int(args[1]), int(args[2]), int(args[3])))
     elif what == "dropped":
