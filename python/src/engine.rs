@@ -166,16 +166,17 @@ impl Engine {
         }
         let target = http::uri::PathAndQuery::from_maybe_shared(Bytes::from(target))
             .map_err(|e| PyValueError::new_err(format!("request target cannot be read: {e}")))?;
-        let mut request = Request::builder()
-            .method(method)
-            .uri(target)
-            .body(ReadBody::new(
-                body.iter()
-                    .flatten()
-                    .map(|c| Bytes::copy_from_slice(c.as_bytes()))
-                    .collect(),
-            ))
-            .map_err(|e| PyValueError::new_err(format!("request cannot be read: {e}")))?;
+        let method = http::Method::from_bytes(method.as_bytes())
+            .map_err(|e| PyValueError::new_err(format!("request method cannot be read: {e}")))?;
+        let chunks = body.iter().flatten();
+        let body = ReadBody::new(
+            chunks
+                .map(|c| Bytes::copy_from_slice(c.as_bytes()))
+                .collect(),
+        );
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = http::Uri::from(target);
         let fields = request.headers_mut();
         for (name, value) in headers {
             // The ASGI server parsed these already; one it let through that `http` refuses is

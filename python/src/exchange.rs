@@ -4,12 +4,13 @@
 use crate::app::{AppBody, AppCall, AppFailed, AppLink, Head};
 use crate::task::Driven;
 use bytes::Bytes;
-use cache_middleware::CacheBody;
+use cache_middleware::{CacheBody, X_CACHE};
 use http::Response;
 use http_body::Body;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyTuple};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -23,11 +24,58 @@ pub fn header_pairs<'py>(
     let mut pairs = Vec::with_capacity(lines.len().unwrap_or(8));
     for line in lines.try_iter()? {
         let line = line?;
-        let name = line.get_item(0)?.cast_into::<PyBytes>()?;
-        let value = line.get_item(1)?.cast_into::<PyBytes>()?;
-        pairs.push((name, value));
+        // Servers send tuples: read them directly, without indexing through Python.
+        let (name, value) = match line.cast::<PyTuple>() {
+            Ok(tuple) if tuple.len() == 2 => (tuple.get_item(0)?, tuple.get_item(1)?),
+            _ => (line.get_item(0)?, line.get_item(1)?),
+        };
+        pairs.push((name.cast_into::<PyBytes>()?, value.cast_into::<PyBytes>()?));
     }
     Ok(pairs)
+}
+
+/// Header names most responses carry, and the `X-Cache` values, made once as Python bytes: a
+/// replay then hands out references to them instead of new objects.
+struct Common {
+    names: Vec<(&'static [u8], Py<PyBytes>)>,
+    x_cache_values: Vec<(&'static [u8], Py<PyBytes>)>,
+}
+
+fn common(py: Python<'_>) -> &'static Common {
+    static COMMON: PyOnceLock<Common> = PyOnceLock::new();
+    let made = |list: &[&'static str]| {
+        list.iter()
+            .map(|text| (text.as_bytes(), PyBytes::new(py, text.as_bytes()).unbind()))
+            .collect()
+    };
+    COMMON.get_or_init(py, || Common {
+        names: made(&[
+            "content-length",
+            "content-type",
+            "etag",
+            "x-cache",
+            "age",
+            "cache-control",
+            "date",
+            "last-modified",
+            "vary",
+            "content-encoding",
+            "expires",
+        ]),
+        x_cache_values: made(&["HIT", "MISS", "STALE", "REFRESH", "BYPASS"]),
+    })
+}
+
+/// `bytes` as Python bytes: a shared one when `known` has it.
+fn python_bytes<'py>(
+    py: Python<'py>,
+    known: &[(&'static [u8], Py<PyBytes>)],
+    bytes: &[u8],
+) -> Bound<'py, PyBytes> {
+    match known.iter().find(|(text, _)| *text == bytes) {
+        Some((_, shared)) => shared.bind(py).clone(),
+        None => PyBytes::new(py, bytes),
+    }
 }
 
 /// Raw header lines for Python.
@@ -43,14 +91,20 @@ pub struct Ready {
 impl Ready {
     /// `(status, headers)` for `http.response.start`.
     fn head<'py>(&self, py: Python<'py>) -> (u16, Headers<'py>) {
+        let common = common(py);
         let headers = self
             .parts
             .headers
             .iter()
             .map(|(name, value)| {
+                let values: &[_] = if name == X_CACHE {
+                    &common.x_cache_values
+                } else {
+                    &[]
+                };
                 (
-                    PyBytes::new(py, name.as_str().as_bytes()),
-                    PyBytes::new(py, value.as_bytes()),
+                    python_bytes(py, &common.names, name.as_str().as_bytes()),
+                    python_bytes(py, values, value.as_bytes()),
                 )
             })
             .collect();
