@@ -4,7 +4,7 @@
 //! Reading a body up to a limit never loses data: what was read comes first, then the rest, then
 //! any error the stream reported.
 
-use crate::fill::FillReader;
+use crate::fill::{FillBudget, FillPermit, FillReader};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -167,18 +167,21 @@ where
 
 /// How a body whose copy was kept ended.
 pub(crate) enum KeptEnd {
-    /// It ended within the limit: the whole of it.
-    Complete(Bytes),
+    /// It ended within the limit: the whole of it, and its share of the fill budget, held until
+    /// it is stored.
+    Complete(Bytes, FillPermit),
     /// It passed the limit: handed on whole, but no copy kept.
     TooLarge,
+    /// What fills and copies hold already left no room for it: handed on whole, no copy kept.
+    NoRoom,
     /// It failed.
     Failed,
 }
 
-/// A body handed on as it arrives, with a copy kept up to a limit.
+/// A body handed on as it arrives, with a copy kept up to a limit, within the fill budget.
 struct Kept<B> {
     body: B,
-    copy: Option<BytesMut>,
+    copy: Option<(BytesMut, FillPermit)>,
     limit: usize,
     /// In a `Mutex` only so that the body stays `Sync`; reached through `&mut self`, never locked.
     done: Mutex<Option<WhenKept>>,
@@ -205,9 +208,11 @@ where
         let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
-                if let (Some(data), Some(copy)) = (frame.data_ref(), self.copy.as_mut()) {
+                if let (Some(data), Some((copy, permit))) = (frame.data_ref(), self.copy.as_mut()) {
                     if copy.len() + data.len() > self.limit {
                         self.end(KeptEnd::TooLarge);
+                    } else if !permit.grow(data.len() as u64) {
+                        self.end(KeptEnd::NoRoom);
                     } else {
                         copy.extend_from_slice(data);
                     }
@@ -215,9 +220,8 @@ where
             }
             Some(Err(_)) => self.end(KeptEnd::Failed),
             None => {
-                let copy = self.copy.take().map(BytesMut::freeze);
-                if let Some(copy) = copy {
-                    self.end(KeptEnd::Complete(copy));
+                if let Some((copy, permit)) = self.copy.take() {
+                    self.end(KeptEnd::Complete(copy.freeze(), permit));
                 }
             }
         }
@@ -293,21 +297,26 @@ impl<B: Body> Waiting<B> {
     }
 
     /// The whole body as it arrives, keeping a copy of it (what was read included) up to
-    /// `limit` bytes; `done` hears how it ended: the whole copy, or why there is none. A body
-    /// dropped before its end (its client left) tells nothing and keeps nothing.
+    /// `limit` bytes and within `budget`; `done` hears how it ended: the whole copy, or why
+    /// there is none. A body dropped before its end (its client left) tells nothing and keeps
+    /// nothing.
     pub(crate) fn keep_copy(
         self,
         limit: usize,
+        budget: &FillBudget,
         done: impl FnOnce(KeptEnd) + Send + 'static,
     ) -> CacheBody<B> {
+        let permit = budget.reserve(self.read.len() as u64);
         let mut kept = Kept {
             body: self.rest,
-            copy: Some(BytesMut::from(&self.read[..])),
+            copy: permit.map(|permit| (BytesMut::from(&self.read[..]), permit)),
             limit,
             done: Mutex::new(Some(Box::new(done))),
         };
         if self.read.len() > limit {
             kept.end(KeptEnd::TooLarge);
+        } else if kept.copy.is_none() {
+            kept.end(KeptEnd::NoRoom);
         }
         CacheBody::prefixed(self.read, Tail::Kept(kept))
     }
@@ -426,6 +435,20 @@ mod tests {
         let error = Some("connection reset".to_owned());
         assert_eq!(read_all(failed).await, (b"ab".to_vec(), error));
         // A body that has to wait: what came first, then the rest as it comes.
+        let (sender, waiting) = half_there();
+        sender.send(Bytes::from_static(b"cd")).unwrap();
+        drop(sender);
+        assert_eq!(
+            read_all(waiting.into_body()).await,
+            (b"abcd".to_vec(), None)
+        );
+    }
+
+    /// A body whose first chunk is there and whose second comes once sent on the returned side.
+    fn half_there() -> (
+        tokio::sync::mpsc::UnboundedSender<Bytes>,
+        Waiting<impl Body<Data = Bytes, Error = &'static str> + Unpin>,
+    ) {
         let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
         sender.send(Bytes::from_static(b"ab")).unwrap();
         let frames = stream::poll_fn(move |cx| {
@@ -435,12 +458,38 @@ mod tests {
         let AtOnce::Waiting(waiting) = read_at_once(StreamBody::new(frames), 10) else {
             panic!("the rest is still to come");
         };
-        sender.send(Bytes::from_static(b"cd")).unwrap();
-        drop(sender);
-        assert_eq!(
-            read_all(waiting.into_body()).await,
-            (b"abcd".to_vec(), None)
-        );
+        (sender, waiting)
+    }
+
+    #[tokio::test]
+    async fn a_kept_copy_is_whole_or_none_and_the_client_gets_every_byte_either_way() {
+        for (limit, room, expected) in [
+            (10, 10, "complete"),
+            (3, 10, "too large"),
+            (10, 3, "no room"),
+        ] {
+            let budget = FillBudget::new(room);
+            let (sender, waiting) = half_there();
+            let (heard, hear) = std::sync::mpsc::channel();
+            let body = waiting.keep_copy(limit, &budget, move |end| {
+                let said = match end {
+                    KeptEnd::Complete(copy, permit) => {
+                        assert_eq!(&copy[..], b"abcd");
+                        drop(permit);
+                        "complete"
+                    }
+                    KeptEnd::TooLarge => "too large",
+                    KeptEnd::NoRoom => "no room",
+                    KeptEnd::Failed => "failed",
+                };
+                heard.send(said).unwrap();
+            });
+            sender.send(Bytes::from_static(b"cd")).unwrap();
+            drop(sender);
+            assert_eq!(read_all(body).await, (b"abcd".to_vec(), None), "{expected}");
+            assert_eq!(hear.try_recv(), Ok(expected));
+            assert_eq!(budget.held(), 0, "the share is given back ({expected})");
+        }
     }
 
     #[test]

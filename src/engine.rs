@@ -396,8 +396,9 @@ impl Engine {
     ) -> impl FnOnce(KeptEnd) + Send + 'static {
         let engine = Arc::clone(self);
         move |end| match end {
-            KeptEnd::Complete(body) => {
+            KeptEnd::Complete(body, permit) => {
                 tokio::spawn(async move {
+                    let _held_until_stored = permit;
                     let KeepPlan {
                         primary,
                         flight,
@@ -429,6 +430,10 @@ impl Engine {
                     let status = plan.head.response().status;
                     engine.flights.remember_uncacheable(flight.as_str(), status);
                 }
+            }
+            KeptEnd::NoRoom => {
+                tracing::debug!(key = %plan.primary, "fills in progress hold their budget; handed on whole, not stored");
+                engine.counters.record(Event::NotStored("fill-budget"));
             }
             KeptEnd::Failed => {
                 tracing::debug!(key = %plan.primary, "response body failed while received; not stored");

@@ -14,8 +14,8 @@
 use crate::service::SendBody;
 use append_only_bytes::{AppendOnlyBytes, BytesSlice};
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
-use http::HeaderMap;
+use http::header::{CONTENT_LENGTH, RANGE};
+use http::{HeaderMap, Method, StatusCode};
 use http_body::SizeHint;
 use http_body_util::BodyExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,17 +46,27 @@ struct State {
     readers_waiting: Vec<Waker>,
 }
 
-/// The bytes that fills in progress may hold at once: each reserves its body's length until it
-/// is dropped with its last reader.
+/// The bytes that fills in progress, and copies kept of bodies of unknown length, may hold at
+/// once: a fill reserves its body's length until it is dropped with its last reader; a copy
+/// grows its share as it grows, until it is stored or dropped.
 pub(crate) struct FillBudget {
     max: u64,
     held: Arc<AtomicU64>,
 }
 
-/// A fill's share of the budget, given back when the fill is dropped.
+/// A share of the budget, given back when dropped.
 pub(crate) struct FillPermit {
     bytes: u64,
+    max: u64,
     held: Arc<AtomicU64>,
+}
+
+/// Takes `bytes` from what `held` counts, unless that would pass `max`.
+fn take(held: &AtomicU64, max: u64, bytes: u64) -> bool {
+    held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+        held.checked_add(bytes).filter(|&after| after <= max)
+    })
+    .is_ok()
 }
 
 impl FillBudget {
@@ -69,20 +79,28 @@ impl FillBudget {
 
     /// A permit for `bytes`, unless the fills in progress already hold too much.
     pub(crate) fn reserve(&self, bytes: u64) -> Option<FillPermit> {
-        self.held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(bytes).filter(|&after| after <= self.max)
-            })
-            .ok()?;
-        Some(FillPermit {
+        take(&self.held, self.max, bytes).then(|| FillPermit {
             bytes,
+            max: self.max,
             held: Arc::clone(&self.held),
         })
     }
 
     #[cfg(test)]
-    fn held(&self) -> u64 {
+    pub(crate) fn held(&self) -> u64 {
         self.held.load(Ordering::Acquire)
+    }
+}
+
+impl FillPermit {
+    /// Takes `bytes` more from the same budget; `false`, and nothing taken, when that would pass
+    /// it.
+    pub(crate) fn grow(&mut self, bytes: u64) -> bool {
+        let grown = take(&self.held, self.max, bytes);
+        if grown {
+            self.bytes += bytes;
+        }
+        grown
     }
 }
 
@@ -195,6 +213,28 @@ impl Fill {
     }
 }
 
+/// Whether a response may stream to its client while it is stored: the whole response to a GET
+/// (no range asked, not a part).
+pub(crate) fn whole_get(method: &Method, request_headers: &HeaderMap, status: StatusCode) -> bool {
+    method == Method::GET
+        && !request_headers.contains_key(RANGE)
+        && status != StatusCode::PARTIAL_CONTENT
+}
+
+/// Whether a response streams to its client while a copy of it is kept for storing: the whole
+/// response to a GET, of a length it does not announce, while streaming is on (a fill budget;
+/// without one, such a body is read first).
+pub(crate) fn keeps_copy(
+    fill_max_bytes: u64,
+    (method, request_headers): (&Method, &HeaderMap),
+    (status, headers): (StatusCode, &HeaderMap),
+    hint: &SizeHint,
+) -> bool {
+    fill_max_bytes > 0
+        && announced_length(headers, hint).is_none()
+        && whole_get(method, request_headers, status)
+}
+
 /// The length a response announces for its body: its one `Content-Length` (digits only), unless
 /// the body says otherwise, or else the body's exact length. `None` when unknown or in conflict.
 pub(crate) fn announced_length(headers: &HeaderMap, hint: &SizeHint) -> Option<u64> {
@@ -302,5 +342,11 @@ mod tests {
         drop(second);
         assert_eq!(budget.held(), 0);
         assert!(FillBudget::new(0).reserve(1).is_none(), "0: no fills");
+        let mut growing = budget.reserve(0).expect("nothing yet");
+        assert!(growing.grow(70) && growing.grow(30));
+        assert!(!growing.grow(1), "100 + 1 would pass 100");
+        assert_eq!(budget.held(), 100);
+        drop(growing);
+        assert_eq!(budget.held(), 0);
     }
 }

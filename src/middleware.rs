@@ -148,11 +148,11 @@ impl CacheMiddleware {
         self.configure(|c| c.hit_for_miss = duration)
     }
 
-    /// The most bytes that responses streamed to their clients while they are stored (shared-cache
-    /// mode, see `fill`) may hold at once, each its body's length until its last reader is done
-    /// (default 256 MiB). Past it, a further such response streams through without being stored;
-    /// 0 stores no response of known length this way (each is read first, up to
-    /// [`max_body_size`](Self::max_body_size), as bodies of unknown length are).
+    /// The most bytes that responses streamed to their clients while they are stored may hold at
+    /// once (default 256 MiB): a response of known length (see `fill`) its body's length until its
+    /// last reader is done, one of unknown length the copy kept of it so far. Past it, a further
+    /// such response streams through without being stored; 0 streams none while storing (each is
+    /// read first, up to [`max_body_size`](Self::max_body_size)).
     pub fn fill_max_bytes(self, bytes: u64) -> Self {
         self.configure(|c| c.fill_max_bytes = bytes)
     }

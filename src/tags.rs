@@ -30,7 +30,7 @@ impl PurgeKind {
     }
 }
 
-/// Whether `tag` can be a tag: visible ASCII without separators, at most [`MAX_TAG_LEN`] bytes.
+/// Whether `tag` can be a tag: visible ASCII without separators, at most 256 bytes (`MAX_TAG_LEN`).
 pub fn is_valid_tag(tag: &str) -> bool {
     !tag.is_empty()
         && tag.len() <= MAX_TAG_LEN

@@ -475,3 +475,39 @@ async fn a_body_of_unknown_length_that_fails_is_an_error_and_is_not_stored() {
         assert!(got == whole());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_unknown_length_past_the_fill_budget_reaches_its_client_whole_and_is_not_stored()
+{
+    for mode in MODES {
+        eprintln!("mode: {mode:?}");
+        let budget = (2 * CHUNK) as u64; // the body is four chunks
+        let middleware = CacheMiddleware::new(MemoryBackend::new(100)).fill_max_bytes(budget);
+        let (origin, front) = setup_with(mode, middleware).await;
+        let (reply, mut got) = reader_of_new_fetch(&origin, front, "/chunked", 1).await;
+        origin.feed(1, CHUNKS);
+        got.extend(read_rest(reply).await.unwrap());
+        assert!(got == whole(), "the client got every byte");
+        let (again, _) = reader_of_new_fetch(&origin, front, "/chunked", CHUNKS).await;
+        assert_eq!(x_cache(&again), "MISS", "it was not stored");
+        read_rest(again).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_streaming_off_a_body_of_unknown_length_is_read_first_and_stored() {
+    for mode in MODES {
+        eprintln!("mode: {mode:?}");
+        let middleware = CacheMiddleware::new(MemoryBackend::new(100)).fill_max_bytes(0);
+        let (origin, front) = setup_with(mode, middleware).await;
+        let reply = tokio::spawn(get_path(front, "/chunked"));
+        until("the origin is asked", || origin.runs.get() == 1).await;
+        origin.feed(0, CHUNKS);
+        let reply = reply.await.unwrap();
+        assert_eq!(x_cache(&reply), "MISS");
+        assert!(read_rest(reply).await.unwrap() == whole());
+        let again = get_path(front, "/chunked").await;
+        assert_eq!(x_cache(&again), "HIT");
+        assert!(read_rest(again).await.unwrap() == whole());
+    }
+}

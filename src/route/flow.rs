@@ -12,7 +12,7 @@ use crate::body::{collect_limited, read_at_once, AtOnce, BoxError, CacheBody, Co
 use crate::coalesce::{Join, Leader};
 use crate::engine::{Engine, Found, KeepPlan, Shared};
 use crate::entry::{Entry, StoredResponse};
-use crate::fill::{announced_length, FillPermit};
+use crate::fill::{announced_length, keeps_copy, whole_get, FillPermit};
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::middleware::EngineHandle;
@@ -26,9 +26,9 @@ use crate::stats::Event;
 use crate::storable::Storable;
 use crate::tags::{entry_tags, take_tags};
 use bytes::Bytes;
-use http::header::{ETAG, RANGE};
+use http::header::ETAG;
 use http::request::Parts;
-use http::{response, HeaderMap, Method, Request, Response, StatusCode};
+use http::{response, HeaderMap, Method, Request, Response};
 use http_body::{Body, SizeHint};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -364,7 +364,13 @@ impl<'a> Miss<'a> {
                 }
             },
             // Of unknown length: read first only if it is all there at once.
-            None if keeps_copy(&method, &request_headers, &response_parts, &hint) => {
+            None if keeps_copy(
+                engine.config.fill_max_bytes,
+                (&method, &request_headers),
+                (response_parts.status, &response_parts.headers),
+                &hint,
+            ) =>
+            {
                 match read_at_once(response_body, max) {
                     AtOnce::Whole(bytes) => Collected::Complete(bytes),
                     AtOnce::Over(body) => Collected::TooLarge(body),
@@ -509,7 +515,7 @@ impl<'a> Miss<'a> {
             leader,
         };
         let max = engine.config.max_body_size;
-        let body = body.keep_copy(max, engine.store_when_kept(plan));
+        let body = body.keep_copy(max, &engine.fill_budget, engine.store_when_kept(plan));
         replay_arriving(answer, body, request_headers, status, None)
     }
 
@@ -552,24 +558,7 @@ fn stream_length(
     let fits = length >= STREAM_FROM
         && length as usize <= engine.config.max_body_size
         && engine.config.fill_max_bytes > 0;
-    let whole = method == Method::GET
-        && !request_headers.contains_key(RANGE)
-        && parts.status != StatusCode::PARTIAL_CONTENT;
-    (fits && whole).then_some(length)
-}
-
-/// Whether a body of unknown length streams to the client while a copy is kept for storing: a
-/// GET's whole response (no range asked, not a part) that does not say its length.
-fn keeps_copy(
-    method: &Method,
-    request_headers: &HeaderMap,
-    parts: &response::Parts,
-    hint: &SizeHint,
-) -> bool {
-    announced_length(&parts.headers, hint).is_none()
-        && method == Method::GET
-        && !request_headers.contains_key(RANGE)
-        && parts.status != StatusCode::PARTIAL_CONTENT
+    (fits && whole_get(method, request_headers, parts.status)).then_some(length)
 }
 
 /// The stored head of a response whose body streams while it is stored: its bytes are not known

@@ -13,7 +13,7 @@ use crate::coalesce::{Join, Leader};
 use crate::engine::Shared;
 use crate::engine::{KeepPlan, Lifetime};
 use crate::entry::Entry;
-use crate::fill::{announced_length, FillPermit};
+use crate::fill::{announced_length, keeps_copy, whole_get, FillPermit};
 use crate::fleet;
 use crate::key::partial_key;
 use crate::policy::sorted_vary;
@@ -24,9 +24,9 @@ use crate::stats::Event;
 use crate::storable::Storable;
 use crate::tags::{entry_tags, take_tags};
 use bytes::Bytes;
-use http::header::{AGE, RANGE};
+use http::header::AGE;
 use http::request::Parts;
-use http::{Method, Response, StatusCode};
+use http::{Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,7 +161,10 @@ impl Cache {
             );
         }
         let max = self.engine.config.max_body_size;
-        let collected = if self.keeps_copy(&outgoing, (parts.status, &parts.headers), &body) {
+        let request = (&outgoing.method, &outgoing.headers);
+        let response = (parts.status, &parts.headers);
+        let fill_max = self.engine.config.fill_max_bytes;
+        let collected = if keeps_copy(fill_max, request, response, &body.size_hint()) {
             // Of unknown length: read first only if it is all there at once.
             match read_at_once(body, max) {
                 AtOnce::Whole(bytes) => Collected::Complete(bytes),
@@ -244,24 +247,7 @@ impl Cache {
         let fits = length > 0
             && length as usize <= self.engine.config.max_body_size
             && self.engine.config.fill_max_bytes > 0;
-        let whole = outgoing.method == Method::GET
-            && !outgoing.headers.contains_key(RANGE)
-            && status != StatusCode::PARTIAL_CONTENT;
-        (fits && whole).then_some(length)
-    }
-
-    /// Whether a body of unknown length streams to the client while a copy is kept for storing:
-    /// a GET's whole response (no range asked, not a part) that does not say its length.
-    fn keeps_copy<B: http_body::Body>(
-        &self,
-        outgoing: &Outgoing,
-        (status, headers): (StatusCode, &http::HeaderMap),
-        body: &B,
-    ) -> bool {
-        announced_length(headers, &body.size_hint()).is_none()
-            && outgoing.method == Method::GET
-            && !outgoing.headers.contains_key(RANGE)
-            && status != StatusCode::PARTIAL_CONTENT
+        (fits && whole_get(&outgoing.method, &outgoing.headers, status)).then_some(length)
     }
 
     /// Answers with the origin's response (of unknown length) as its body arrives, keeping a
@@ -306,7 +292,11 @@ impl Cache {
             leader,
         };
         let max = self.engine.config.max_body_size;
-        let body = body.keep_copy(max, self.engine.store_when_kept(plan));
+        let body = body.keep_copy(
+            max,
+            &self.engine.fill_budget,
+            self.engine.store_when_kept(plan),
+        );
         status.stored = true;
         // A response fresh from the origin carries an Age only when a cache behind us gave one.
         let age = origin_age
