@@ -213,31 +213,55 @@ impl Fill {
     }
 }
 
-/// Whether a response may stream to its client while it is stored: the whole response to a GET
-/// (no range asked, not a part).
-pub(crate) fn whole_get(method: &Method, request_headers: &HeaderMap, status: StatusCode) -> bool {
-    method == Method::GET
-        && !request_headers.contains_key(RANGE)
-        && status != StatusCode::PARTIAL_CONTENT
+/// How a storable response's body goes to its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Streaming {
+    /// As it arrives, through a fill of this announced length.
+    Fill(u32),
+    /// As it arrives, while a copy is kept (its length is not announced).
+    KeepCopy,
+    /// Read first, up to the storage limit.
+    ReadFirst,
 }
 
-/// Whether a response streams to its client while a copy of it is kept for storing: the whole
-/// response to a GET, of a length it does not announce, while streaming is on (a fill budget;
-/// without one, such a body is read first).
-pub(crate) fn keeps_copy(
-    fill_max_bytes: u64,
+/// What decides [`streaming`]: the smallest announced length worth a fill, the storage limit,
+/// and the fill budget (0: nothing streams while stored).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamLimits {
+    pub fill_from: u32,
+    pub max_body: usize,
+    pub fill_max_bytes: u64,
+}
+
+/// How a storable response's body goes to its client: only the whole response to a GET (no
+/// range asked, not a part) streams while it is stored; through a fill when it announces a
+/// length from `fill_from` up to the storage limit, with a kept copy when it announces none.
+pub(crate) fn streaming(
+    limits: StreamLimits,
     (method, request_headers): (&Method, &HeaderMap),
     (status, headers): (StatusCode, &HeaderMap),
     hint: &SizeHint,
-) -> bool {
-    fill_max_bytes > 0
-        && announced_length(headers, hint).is_none()
-        && whole_get(method, request_headers, status)
+) -> Streaming {
+    let whole_get = method == Method::GET
+        && !request_headers.contains_key(RANGE)
+        && status != StatusCode::PARTIAL_CONTENT;
+    if !whole_get || limits.fill_max_bytes == 0 {
+        return Streaming::ReadFirst;
+    }
+    let Some(announced) = announced_length(headers, hint) else {
+        return Streaming::KeepCopy;
+    };
+    match u32::try_from(announced) {
+        Ok(length) if length >= limits.fill_from.max(1) && length as usize <= limits.max_body => {
+            Streaming::Fill(length)
+        }
+        _ => Streaming::ReadFirst,
+    }
 }
 
 /// The length a response announces for its body: its one `Content-Length` (digits only), unless
 /// the body says otherwise, or else the body's exact length. `None` when unknown or in conflict.
-pub(crate) fn announced_length(headers: &HeaderMap, hint: &SizeHint) -> Option<u64> {
+fn announced_length(headers: &HeaderMap, hint: &SizeHint) -> Option<u64> {
     let mut fields = headers.get_all(CONTENT_LENGTH).iter();
     let Some(field) = fields.next() else {
         return hint.exact();

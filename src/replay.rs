@@ -2,6 +2,7 @@
 //! `ETag`, HEAD without a body, `304 Not Modified` for a matching `If-None-Match`, and `206`/`416`
 //! for a `Range` (see `ranges`).
 
+use crate::backends::write_nonce;
 use crate::body::CacheBody;
 use crate::entry::StoredResponse;
 use crate::policy::{http_date, is_hop_by_hop};
@@ -10,10 +11,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, Method, Response, StatusCode};
 use http_body::Body;
-use std::hash::{BuildHasher, RandomState};
-use std::process;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The header that tells how the cache handled a response.
@@ -90,17 +87,14 @@ pub(crate) fn body_etag(body: &[u8]) -> HeaderValue {
 }
 
 /// A strong validator for a body stored as it streams, whose bytes are not known when its head
-/// goes out: unique to this stored copy (a random seed of this process, a count and the clock),
-/// so that it never names other bytes. Every instance reading the copy sees the same one.
+/// goes out: unique to this stored copy (a number unique to the write, and the clock), so that it
+/// never names other bytes. Every instance reading the copy sees the same one.
 pub(crate) fn copy_etag() -> HeaderValue {
-    static SEED: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(process::id()));
-    static COUNT: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos());
     let mut hasher = blake3::Hasher::new();
-    hasher.update(&SEED.to_le_bytes());
-    hasher.update(&COUNT.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    hasher.update(&write_nonce().to_le_bytes());
     hasher.update(&now.to_le_bytes());
     let hex = hasher.finalize().to_hex();
     HeaderValue::from_str(&format!("\"{}\"", &hex[..32])).expect("hex is a valid header value")

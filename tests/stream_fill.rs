@@ -259,23 +259,37 @@ async fn the_first_client_gets_each_chunk_as_the_origin_sends_it_and_the_whole_i
     for mode in MODES {
         eprintln!("mode: {mode:?}");
         let (origin, front) = setup(mode).await;
-        // The origin holds the other chunks: a front that read the body first would send nothing.
-        let (reply, mut got) = reader_of_new_fetch(&origin, front, "/big", 1).await;
-        assert_eq!(x_cache(&reply), "MISS");
-        assert_eq!(
-            reply.headers()["content-length"],
-            (CHUNK * CHUNKS).to_string()
-        );
-        assert_eq!(got, chunk(0).to_vec());
-        origin.feed(1, CHUNKS);
-        got.extend(read_rest(reply).await.unwrap());
-        assert!(got == whole(), "the first client got the exact bytes");
-
-        let again = get_big(front).await;
-        assert_eq!(x_cache(&again), "HIT");
-        assert!(read_rest(again).await.unwrap() == whole());
-        assert_eq!(origin.runs.get(), 1);
+        let length = |reply: &Reply| {
+            assert_eq!(
+                reply.headers()["content-length"],
+                (CHUNK * CHUNKS).to_string()
+            )
+        };
+        streams_to_its_first_client_then_hits(&origin, front, "/big", length).await;
     }
+}
+
+/// The first client of `path` gets the first chunk while the origin holds the rest (a cache that
+/// read the body first would send nothing; `head` checks its head), then every byte; the next
+/// request is a hit with the same bytes, and the origin was asked once.
+async fn streams_to_its_first_client_then_hits(
+    origin: &Origin,
+    front: SocketAddr,
+    path: &'static str,
+    head: impl Fn(&Reply),
+) {
+    let (reply, mut got) = reader_of_new_fetch(origin, front, path, 1).await;
+    assert_eq!(x_cache(&reply), "MISS");
+    head(&reply);
+    assert_eq!(got, chunk(0).to_vec());
+    origin.feed(1, CHUNKS);
+    got.extend(read_rest(reply).await.unwrap());
+    assert!(got == whole(), "the first client got the exact bytes");
+
+    let again = get_path(front, path).await;
+    assert_eq!(x_cache(&again), "HIT");
+    assert!(read_rest(again).await.unwrap() == whole());
+    assert_eq!(origin.runs.get(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,16 +437,7 @@ async fn a_body_of_unknown_length_streams_to_its_first_client_and_is_stored_once
     for mode in MODES {
         eprintln!("mode: {mode:?}");
         let (origin, front) = setup(mode).await;
-        let (reply, mut got) = reader_of_new_fetch(&origin, front, "/chunked", 1).await;
-        assert_eq!(x_cache(&reply), "MISS");
-        assert!(got == chunk(0));
-        origin.feed(1, CHUNKS);
-        got.extend(read_rest(reply).await.unwrap());
-        assert!(got == whole(), "the first client got the exact bytes");
-        let again = get_path(front, "/chunked").await;
-        assert_eq!(x_cache(&again), "HIT");
-        assert!(read_rest(again).await.unwrap() == whole());
-        assert_eq!(origin.runs.get(), 1);
+        streams_to_its_first_client_then_hits(&origin, front, "/chunked", |_| {}).await;
     }
 }
 

@@ -11,8 +11,8 @@ use super::RouteConfig;
 use crate::body::{collect_limited, read_at_once, AtOnce, BoxError, CacheBody, Collected, Waiting};
 use crate::coalesce::{Join, Leader};
 use crate::engine::{Engine, Found, KeepPlan, Shared};
-use crate::entry::{Entry, StoredResponse};
-use crate::fill::{announced_length, keeps_copy, whole_get, FillPermit};
+use crate::entry::Entry;
+use crate::fill::{streaming, FillPermit, StreamLimits, Streaming};
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::middleware::EngineHandle;
@@ -29,7 +29,7 @@ use bytes::Bytes;
 use http::header::ETAG;
 use http::request::Parts;
 use http::{response, HeaderMap, Method, Request, Response};
-use http_body::{Body, SizeHint};
+use http_body::Body;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tower_service::Service;
@@ -339,11 +339,16 @@ impl<'a> Miss<'a> {
         }
         // A large body of announced length streams while it is stored, unless it is all there
         // at once: then it is read first, like a short one, and named by its bytes.
-        let hint = response_body.size_hint();
         let max = engine.config.max_body_size;
-        let length = stream_length(engine, &method, &request_headers, &response_parts, &hint);
-        let collected = match length {
-            Some(length) => match read_at_once(response_body, length as usize) {
+        let limits = StreamLimits {
+            fill_from: STREAM_FROM,
+            max_body: max,
+            fill_max_bytes: engine.config.fill_max_bytes,
+        };
+        let request = (&method, &request_headers);
+        let response = (response_parts.status, &response_parts.headers);
+        let collected = match streaming(limits, request, response, &response_body.size_hint()) {
+            Streaming::Fill(length) => match read_at_once(response_body, length as usize) {
                 AtOnce::Whole(bytes) => Collected::Complete(bytes),
                 AtOnce::Over(body) => Collected::TooLarge(body),
                 AtOnce::Waiting(body) => {
@@ -357,30 +362,31 @@ impl<'a> Miss<'a> {
                     let streamed = Streamed {
                         parts: response_parts,
                         body,
-                        length: (length, permit),
                         named,
                     };
-                    return Ok(self.stream_while_filling(streamed, &request_headers, policy));
+                    let length = (length, permit);
+                    return Ok(self.stream_while_filling(
+                        streamed,
+                        length,
+                        &request_headers,
+                        policy,
+                    ));
                 }
             },
             // Of unknown length: read first only if it is all there at once.
-            None if keeps_copy(
-                engine.config.fill_max_bytes,
-                (&method, &request_headers),
-                (response_parts.status, &response_parts.headers),
-                &hint,
-            ) =>
-            {
-                match read_at_once(response_body, max) {
-                    AtOnce::Whole(bytes) => Collected::Complete(bytes),
-                    AtOnce::Over(body) => Collected::TooLarge(body),
-                    AtOnce::Waiting(body) => {
-                        let streamed = (response_parts, body, named);
-                        return Ok(self.stream_while_keeping(streamed, &request_headers, policy));
-                    }
+            Streaming::KeepCopy => match read_at_once(response_body, max) {
+                AtOnce::Whole(bytes) => Collected::Complete(bytes),
+                AtOnce::Over(body) => Collected::TooLarge(body),
+                AtOnce::Waiting(body) => {
+                    let streamed = Streamed {
+                        parts: response_parts,
+                        body,
+                        named,
+                    };
+                    return Ok(self.stream_while_keeping(streamed, &request_headers, policy));
                 }
-            }
-            None => collect_limited(response_body, max).await,
+            },
+            Streaming::ReadFirst => collect_limited(response_body, max).await,
         };
         let body = match collected {
             Collected::Complete(bytes) => bytes,
@@ -433,21 +439,13 @@ impl<'a> Miss<'a> {
     /// head goes out, so unless the handler named one, its `ETag` names this stored copy.
     fn stream_while_filling<ResB: SendBody>(
         self,
-        Streamed {
-            parts,
-            body,
-            length,
-            named,
-        }: Streamed<CacheBody<ResB>>,
+        Streamed { parts, body, named }: Streamed<CacheBody<ResB>>,
+        length: (u32, FillPermit),
         request_headers: &HeaderMap,
         policy: ResponsePolicy<'_>,
     ) -> Response<CacheBody<ResB>> {
-        let head = match Storable::for_route(streamed_head(&parts), &Method::GET, policy) {
-            Ok(head) => head,
-            Err((reason, _)) => {
-                self.not_stored(reason, parts.status);
-                return mark(Response::from_parts(parts, body), self.status);
-            }
+        let Some(head) = self.streamed_head(&parts, policy) else {
+            return mark(Response::from_parts(parts, body), self.status);
         };
         let Miss {
             engine,
@@ -484,16 +482,12 @@ impl<'a> Miss<'a> {
     /// client that leaves stores nothing. Its `ETag` names the stored copy, as for a fill.
     fn stream_while_keeping<ResB: SendBody>(
         self,
-        (parts, body, named): (response::Parts, Waiting<ResB>, Vec<String>),
+        Streamed { parts, body, named }: Streamed<Waiting<ResB>>,
         request_headers: &HeaderMap,
         policy: ResponsePolicy<'_>,
     ) -> Response<CacheBody<ResB>> {
-        let head = match Storable::for_route(streamed_head(&parts), &Method::GET, policy) {
-            Ok(head) => head,
-            Err((reason, _)) => {
-                self.not_stored(reason, parts.status);
-                return mark(Response::from_parts(parts, body.into_body()), self.status);
-            }
+        let Some(head) = self.streamed_head(&parts, policy) else {
+            return mark(Response::from_parts(parts, body.into_body()), self.status);
         };
         let Miss {
             engine,
@@ -519,6 +513,27 @@ impl<'a> Miss<'a> {
         replay_arriving(answer, body, request_headers, status, None)
     }
 
+    /// The stored head of a response whose body streams while it is stored, if it may be stored
+    /// (otherwise counted as not stored). Its bytes are not known when the head goes out, so
+    /// unless the handler named an `ETag`, one names this stored copy.
+    fn streamed_head(
+        &self,
+        parts: &response::Parts,
+        policy: ResponsePolicy<'_>,
+    ) -> Option<Storable> {
+        let mut head = end_to_end(parts, Bytes::new());
+        if !head.headers.contains_key(ETAG) {
+            head.headers.insert(ETAG, copy_etag());
+        }
+        match Storable::for_route(head, &Method::GET, policy) {
+            Ok(head) => Some(head),
+            Err((reason, _)) => {
+                self.not_stored(reason, parts.status);
+                None
+            }
+        }
+    }
+
     fn serve_stale<ResB: Body>(
         &self,
         stale: Entry,
@@ -536,7 +551,6 @@ impl<'a> Miss<'a> {
 struct Streamed<B> {
     parts: response::Parts,
     body: B,
-    length: (u32, FillPermit),
     /// The tags the response named.
     named: Vec<String>,
 }
@@ -544,32 +558,6 @@ struct Streamed<B> {
 /// Bodies announced at least this long stream to their client while they are stored; shorter
 /// ones are read first, and their `ETag` is derived from their bytes.
 const STREAM_FROM: u32 = 64 * 1024;
-
-/// The announced length of a body to stream while it is stored: a GET's whole response (no
-/// range asked, not a part) that says its length, from [`STREAM_FROM`] up to the storage limit.
-fn stream_length(
-    engine: &Engine,
-    method: &Method,
-    request_headers: &HeaderMap,
-    parts: &response::Parts,
-    hint: &SizeHint,
-) -> Option<u32> {
-    let length = u32::try_from(announced_length(&parts.headers, hint)?).ok()?;
-    let fits = length >= STREAM_FROM
-        && length as usize <= engine.config.max_body_size
-        && engine.config.fill_max_bytes > 0;
-    (fits && whole_get(method, request_headers, parts.status)).then_some(length)
-}
-
-/// The stored head of a response whose body streams while it is stored: its bytes are not known
-/// when the head goes out, so unless the handler named an `ETag`, one names this stored copy.
-fn streamed_head(parts: &response::Parts) -> StoredResponse {
-    let mut head = end_to_end(parts, Bytes::new());
-    if !head.headers.contains_key(ETAG) {
-        head.headers.insert(ETAG, copy_etag());
-    }
-    head
-}
 
 /// Refreshes an entry (stale, or about to expire) with one background handler run per key in
 /// the fleet. `seen_ms` is when the entry the request saw was stored: a newer one means another

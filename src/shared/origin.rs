@@ -13,7 +13,7 @@ use crate::coalesce::{Join, Leader};
 use crate::engine::Shared;
 use crate::engine::{KeepPlan, Lifetime};
 use crate::entry::Entry;
-use crate::fill::{announced_length, keeps_copy, whole_get, FillPermit};
+use crate::fill::{streaming, FillPermit, StreamLimits, Streaming};
 use crate::fleet;
 use crate::key::partial_key;
 use crate::policy::sorted_vary;
@@ -136,7 +136,15 @@ impl Cache {
             return self.passed_on(response, status.detail(reason));
         }
         let part = parts.status == StatusCode::PARTIAL_CONTENT;
-        if let Some(length) = self.fill_length(&outgoing, (parts.status, &parts.headers), &body) {
+        let limits = StreamLimits {
+            fill_from: 1,
+            max_body: self.engine.config.max_body_size,
+            fill_max_bytes: self.engine.config.fill_max_bytes,
+        };
+        let request = (&outgoing.method, &outgoing.headers);
+        let response = (parts.status, &parts.headers);
+        let streams = streaming(limits, request, response, &body.size_hint());
+        if let Streaming::Fill(length) = streams {
             let Some(permit) = self.engine.fill_budget.reserve(u64::from(length)) else {
                 // Other fills hold the budget: this one streams through, not stored.
                 self.engine.counters.record(Event::NotStored("fill-budget"));
@@ -161,10 +169,7 @@ impl Cache {
             );
         }
         let max = self.engine.config.max_body_size;
-        let request = (&outgoing.method, &outgoing.headers);
-        let response = (parts.status, &parts.headers);
-        let fill_max = self.engine.config.fill_max_bytes;
-        let collected = if keeps_copy(fill_max, request, response, &body.size_hint()) {
+        let collected = if streams == Streaming::KeepCopy {
             // Of unknown length: read first only if it is all there at once.
             match read_at_once(body, max) {
                 AtOnce::Whole(bytes) => Collected::Complete(bytes),
@@ -234,20 +239,21 @@ impl Cache {
         self.with_status(response, &status)
     }
 
-    /// The announced length of a body to stream while it is stored: a GET's whole response (no
-    /// range asked, not a part) of a known length within the storage limit. Other bodies are
-    /// read first.
-    fn fill_length<B: http_body::Body>(
+    /// The stored head of a response whose body streams while it is stored, if it may be stored;
+    /// otherwise why not (counted).
+    fn streamed_head(
         &self,
+        parts: &http::response::Parts,
         outgoing: &Outgoing,
-        (status, headers): (StatusCode, &http::HeaderMap),
-        body: &B,
-    ) -> Option<u32> {
-        let length = u32::try_from(announced_length(headers, &body.size_hint())?).ok()?;
-        let fits = length > 0
-            && length as usize <= self.engine.config.max_body_size
-            && self.engine.config.fill_max_bytes > 0;
-        (fits && whole_get(&outgoing.method, &outgoing.headers, status)).then_some(length)
+        cc: &CacheControl,
+        exchange: &Exchange,
+    ) -> Result<Storable, &'static str> {
+        let mut head = end_to_end(parts, Bytes::new());
+        add_date_if_missing(&mut head.headers, exchange.response_ms);
+        Storable::for_shared(head, &self.rules(outgoing, cc)).map_err(|(reason, _)| {
+            self.not_stored(outgoing, reason, parts.status);
+            reason
+        })
     }
 
     /// Answers with the origin's response (of unknown length) as its body arrives, keeping a
@@ -270,12 +276,9 @@ impl Cache {
         }: Filling,
     ) -> Response<CacheBody<ResB>> {
         let origin_age = parts.headers.contains_key(AGE);
-        let mut head = end_to_end(&parts, Bytes::new());
-        add_date_if_missing(&mut head.headers, exchange.response_ms);
-        let head = match Storable::for_shared(head, &self.rules(&outgoing, &cc)) {
+        let head = match self.streamed_head(&parts, &outgoing, &cc, &exchange) {
             Ok(head) => head,
-            Err((reason, _)) => {
-                self.not_stored(&outgoing, reason, parts.status);
+            Err(reason) => {
                 let response = Response::from_parts(parts, body.into_body());
                 return self.passed_on(response, status.detail(reason));
             }
@@ -326,12 +329,9 @@ impl Cache {
         }: Filling,
     ) -> Response<CacheBody<ResB>> {
         let origin_age = parts.headers.contains_key(AGE);
-        let mut head = end_to_end(&parts, Bytes::new());
-        add_date_if_missing(&mut head.headers, exchange.response_ms);
-        let storable = match Storable::for_shared(head, &self.rules(&outgoing, &cc)) {
+        let storable = match self.streamed_head(&parts, &outgoing, &cc, &exchange) {
             Ok(storable) => storable,
-            Err((reason, _)) => {
-                self.not_stored(&outgoing, reason, parts.status);
+            Err(reason) => {
                 let response = Response::from_parts(parts, CacheBody::stream(body));
                 return self.passed_on(response, status.detail(reason));
             }

@@ -101,21 +101,22 @@ def large_chunk(n: int) -> bytes:
     return bytes([ord("a") + n]) * LARGE_CHUNK
 
 
+async def large_body():  # type: ignore[no-untyped-def]
+    """The first chunk at once, the rest once `POST /release-large` is called."""
+    yield large_chunk(0)
+    await asyncio.wait_for(release_large.wait(), 10)
+    for n in range(1, LARGE_CHUNKS):
+        yield large_chunk(n)
+
+
 @app.get("/large")
 @cache(timeout=300)
 async def large() -> StreamingResponse:
     """A large body of announced length whose first chunk comes at once and the rest once
     `POST /release-large` is called."""
     run("large")
-
-    async def body():  # type: ignore[no-untyped-def]
-        yield large_chunk(0)
-        await asyncio.wait_for(release_large.wait(), 10)
-        for n in range(1, LARGE_CHUNKS):
-            yield large_chunk(n)
-
     length = str(LARGE_CHUNK * LARGE_CHUNKS)
-    return StreamingResponse(body(), media_type="application/octet-stream", headers={"content-length": length})
+    return StreamingResponse(large_body(), media_type="application/octet-stream", headers={"content-length": length})
 
 
 @app.get("/large-unannounced")
@@ -123,14 +124,7 @@ async def large() -> StreamingResponse:
 async def large_unannounced() -> StreamingResponse:
     """`/large` without a `Content-Length`: sent chunked."""
     run("large-unannounced")
-
-    async def body():  # type: ignore[no-untyped-def]
-        yield large_chunk(0)
-        await asyncio.wait_for(release_large.wait(), 10)
-        for n in range(1, LARGE_CHUNKS):
-            yield large_chunk(n)
-
-    return StreamingResponse(body(), media_type="application/octet-stream")
+    return StreamingResponse(large_body(), media_type="application/octet-stream")
 
 
 @app.get("/large-at-once")
