@@ -135,6 +135,21 @@ fn fed(origin: Origin, chunked: bool) -> Response {
         .unwrap()
 }
 
+/// `/big` and `/chunked` that set a session cookie: never stored, however they stream.
+async fn big_with_cookie(State(origin): State<Origin>) -> Response {
+    with_cookie(fed(origin, false))
+}
+
+async fn chunked_with_cookie(State(origin): State<Origin>) -> Response {
+    with_cookie(fed(origin, true))
+}
+
+fn with_cookie(mut response: Response) -> Response {
+    let cookie = http::HeaderValue::from_static("session=victim");
+    response.headers_mut().insert("set-cookie", cookie);
+    response
+}
+
 /// A large body that is all there at once.
 async fn ready() -> Vec<u8> {
     whole()
@@ -163,6 +178,11 @@ async fn setup_with(mode: Mode, middleware: CacheMiddleware) -> (Origin, SocketA
             .route("/other", get(big).layer(cache(ttl)))
             .route("/ready", get(ready).layer(cache(ttl)))
             .route("/chunked", get(chunked).layer(cache(ttl)))
+            .route("/big-cookie", get(big_with_cookie).layer(cache(ttl)))
+            .route(
+                "/chunked-cookie",
+                get(chunked_with_cookie).layer(cache(ttl)),
+            )
             .with_state(origin.clone())
             .layer(middleware);
         return (origin, serve(app).await);
@@ -171,6 +191,8 @@ async fn setup_with(mode: Mode, middleware: CacheMiddleware) -> (Origin, SocketA
         .route("/big", get(big))
         .route("/other", get(big))
         .route("/chunked", get(chunked))
+        .route("/big-cookie", get(big_with_cookie))
+        .route("/chunked-cookie", get(chunked_with_cookie))
         .with_state(origin.clone());
     let upstream = serve(app).await;
     let config = ProxyConfig::from_toml("").unwrap();
@@ -514,5 +536,29 @@ async fn with_streaming_off_a_body_of_unknown_length_is_read_first_and_stored() 
         let again = get_path(front, "/chunked").await;
         assert_eq!(x_cache(&again), "HIT");
         assert!(read_rest(again).await.unwrap() == whole());
+    }
+}
+
+/// Every path that streams while storing passes the same storability rule: a response that sets
+/// a cookie reaches its own client, cookie and all, and is never stored for the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_response_that_sets_a_cookie_is_never_stored() {
+    for mode in MODES {
+        for path in ["/big-cookie", "/chunked-cookie"] {
+            eprintln!("mode: {mode:?}, {path}");
+            let (origin, front) = setup(mode).await;
+            let (victim, mut got) = reader_of_new_fetch(&origin, front, path, 1).await;
+            assert_eq!(victim.headers()["set-cookie"], "session=victim");
+            origin.feed(1, CHUNKS);
+            got.extend(read_rest(victim).await.unwrap());
+            assert!(got == whole());
+            let (next, _) = reader_of_new_fetch(&origin, front, path, CHUNKS).await;
+            assert_ne!(x_cache(&next), "HIT");
+            assert_eq!(
+                origin.runs.get(),
+                2,
+                "the next client's request went to the origin"
+            );
+        }
     }
 }
