@@ -339,14 +339,23 @@ async fn steady_load_on(
     responses
 }
 
-/// The first response filled the cache; every later one was a hit (none waited on a refresh).
-fn assert_hits_after_the_first(responses: &[Observed]) {
+/// One response filled the cache and every other one was a hit: none waited on a refresh.
+///
+/// Which request fills is not always the first one sent: requests go out every few
+/// milliseconds as separate tasks, and on a loaded machine the second can reach its instance
+/// before the first. Whichever arrives first fills; the others wait for it and are hits.
+fn assert_one_miss_and_hits(responses: &[Observed]) {
     let statuses: Vec<&str> = responses.iter().map(Observed::x_cache).collect();
-    assert_eq!(statuses[0], "MISS");
+    let not_hits: Vec<(usize, &str)> = statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s != "HIT")
+        .map(|(i, s)| (i, *s))
+        .collect();
     assert!(
-        statuses[1..].iter().all(|s| *s == "HIT"),
-        "after the first request every one is a hit: {:?}",
-        statuses.iter().filter(|s| **s != "HIT").collect::<Vec<_>>()
+        matches!(not_hits.as_slice(), [(_, "MISS")]),
+        "one request fills the cache, every other one is a hit: {not_hits:?} of {}",
+        statuses.len()
     );
 }
 
@@ -374,7 +383,7 @@ async fn a_hot_key_is_refreshed_early_once_per_lifetime_and_never_expires_under_
         .collect();
     let lasting = Duration::from_secs(5);
     let responses = steady_load(&fleet, Duration::from_millis(10), lasting).await;
-    assert_hits_after_the_first(&responses);
+    assert_one_miss_and_hits(&responses);
     // One run to fill, then one refresh at most every second (never in the first half of a life).
     let most = 1 + lasting.as_secs() as usize;
     assert!(
@@ -411,7 +420,7 @@ async fn proxies_refresh_a_hot_url_early_once_per_lifetime() {
     let fleet = proxy_fleet(&redis, "hot-proxies", origin, 0.5);
     let lasting = Duration::from_secs(5);
     let responses = steady_load_on(&fleet, "/page", Duration::from_millis(10), lasting).await;
-    assert_hits_after_the_first(&responses);
+    assert_one_miss_and_hits(&responses);
     assert!(responses.iter().all(|r| r.text() == "the page"));
     // One request to fill, then one validation at most every second.
     let most = 1 + lasting.as_secs() as usize;
