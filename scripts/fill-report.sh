@@ -3,16 +3,19 @@
 # apart): time to first body byte of a cold 8 MiB object against the origin's own, taking turns
 # round after round; CLIENTS concurrent clients on one cold 64 MiB object (origin fetches, exact
 # bodies, the proxy's peak resident memory); a client that leaves mid-body; ranges of a stored
-# object. The proxy is pinned to core 0 with one runtime worker, the origin and the clients to
-# core 1. Writes docs/benchmarks-fill.md. Not a test. Needs python3.
+# object; HIT_CLIENTS concurrent clients reading the 64 MiB object once stored in Redis (the
+# proxy's peak resident memory while they read). The proxy is pinned to core 0 with one runtime
+# worker, the origin and the clients to core 1. Writes docs/benchmarks-fill.md. Not a test.
+# Needs python3 and redis-server.
 #
-#   scripts/fill-report.sh [ROUNDS] [CLIENTS]
+#   scripts/fill-report.sh [ROUNDS] [CLIENTS] [HIT_CLIENTS]
 #   PROXY_BIN=path/to/other/build OUT=/tmp/other.md scripts/fill-report.sh   (a peer build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rounds=${1:-20}
 clients=${2:-100}
+hit_clients=${3:-20}
 delay=${DELAY_MS:-2}
 big=$((64 * 1024 * 1024))
 bin=${PROXY_BIN:-target/release/cache-middleware}
@@ -25,10 +28,10 @@ taskset -c 1 python3 scripts/lib/fill.py origin "$origin_port" "$delay" &
 pids+=("$!")
 wait_port "$origin_port"
 
-start_proxy() {
+start_proxy() { # [NAME=VALUE ...]: settings over the memory backend's
   proxy_port=$(free_port)
   env CACHE_BACKEND=memory CACHE_MAX_BODY_SIZE="$big" MEMORY_CACHE_MAX_BYTES=$((256 * 1024 * 1024)) \
-    RUST_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c 0 \
+    RUST_LOG=warn TOKIO_WORKER_THREADS=1 "$@" taskset -c 0 \
     "$bin" proxy --upstream "http://127.0.0.1:$origin_port" \
     --listen "127.0.0.1:$proxy_port" >/dev/null 2>&1 &
   proxy_pid=$!
@@ -46,17 +49,33 @@ peak=$(kib "$proxy_pid" VmHWM)
 after=$(kib "$proxy_pid" VmRSS)
 kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
 
+# The object stored in Redis (apart from its key), then read by many clients at once: what the
+# proxy holds while they read (its peak is reset once the object is stored).
+redis_port=$(free_port)
+taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
+pids+=("$!")
+wait_port "$redis_port"
+start_proxy CACHE_BACKEND=redis REDIS_URL="redis://127.0.0.1:$redis_port"
+fill crowd "$proxy_port" "$origin_port" 1 "$big" hits >/dev/null
+sleep 0.5
+echo 5 > "/proc/$proxy_pid/clear_refs" # resets the peak to what is resident now
+hits_before=$(kib "$proxy_pid" VmRSS)
+hits=$(fill crowd "$proxy_port" "$origin_port" "$hit_clients" "$big" hits)
+hits_peak=$(kib "$proxy_pid" VmHWM)
+kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
+
 start_proxy
 ttfb=$(fill ttfb "$origin_port" "$proxy_port" "$rounds")
 ttfb_chunked=$(fill ttfb "$origin_port" "$proxy_port" "$rounds" chunked)
 dropped=$(fill dropped "$proxy_port" "$origin_port")
 ranges=$(fill ranges "$proxy_port")
 
-python3 - "$crowd" "$before" "$peak" "$after" "$ttfb" "$dropped" "$ranges" "$delay" "$ttfb_chunked" <<'PY' | tee "$out"
+python3 - "$crowd" "$before" "$peak" "$after" "$ttfb" "$dropped" "$ranges" "$delay" "$ttfb_chunked" "$hits" "$hits_before" "$hits_peak" <<'PY' | tee "$out"
 import json, sys
 crowd, before, peak, after = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 ttfb, dropped, ranges, delay = json.loads(sys.argv[5]), json.loads(sys.argv[6]), json.loads(sys.argv[7]), sys.argv[8]
 chunked = json.loads(sys.argv[9])
+hits, hits_before, hits_peak = json.loads(sys.argv[10]), int(sys.argv[11]), int(sys.argv[12])
 mib = lambda kib: kib / 1024
 print("# Large responses through the proxy: stream while filling\n")
 print(f"Written by `scripts/fill-report.sh`. Origin: `scripts/lib/fill.py`, 64 KiB chunks {delay} ms apart,")
@@ -80,6 +99,15 @@ print(f"- `X-Cache`: {', '.join(f'{k} {v}' for k, v in sorted(crowd['x_cache'].i
 print(f"- wall time: {crowd['seconds']:.1f} s")
 print(f"- proxy resident memory: {mib(before):.1f} MiB before, peak {mib(peak):.1f} MiB, {mib(after):.1f} MiB after")
 print(f"  (peak over the object: {mib(peak - before):.1f} MiB for a {crowd['size'] // (1024 * 1024)} MiB body, which stays stored)\n")
+print(f"## {hits['clients']} concurrent clients reading the {hits['size'] // (1024 * 1024)} MiB object from Redis\n")
+print("The proxy over Redis (local tier on, as by default); the object stored apart from its key")
+print("by a first request, then read by every client at once.\n")
+print(f"- origin fetches: {hits['origin_fetches']} (the first request's)")
+print(f"- exact bodies (length and SHA-256): {hits['exact_bodies']} of {hits['clients']}")
+print(f"- `X-Cache`: {', '.join(f'{k} {v}' for k, v in sorted(hits['x_cache'].items()))}")
+print(f"- wall time: {hits['seconds']:.1f} s")
+print(f"- proxy resident memory: {mib(hits_before):.1f} MiB before, peak {mib(hits_peak):.1f} MiB while they read")
+print(f"  (peak over before: {mib(hits_peak - hits_before):.1f} MiB)\n")
 print("## A client that leaves after 1 MiB of a cold 8 MiB object\n")
 print(f"- the next request: status {dropped['after_drop_status']}, `X-Cache: {dropped['after_drop_x_cache']}`, exact body: {dropped['after_drop_exact']}")
 print(f"- origin fetches: {dropped['origin_fetches']}\n")

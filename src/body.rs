@@ -4,6 +4,8 @@
 //! Reading a body up to a limit never loses data: what was read comes first, then the rest, then
 //! any error the stream reported.
 
+use crate::apart::ApartReader;
+use crate::entry::StoredBody;
 use crate::fill::{FillBudget, FillPermit, FillReader};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -28,6 +30,7 @@ impl<B: Body> std::fmt::Debug for CacheBody<B> {
             Tail::Stream(_) => "stream",
             Tail::Fill(_) => "fill",
             Tail::Kept(_) => "kept",
+            Tail::Apart(_) => "apart",
             Tail::Failed(_) => "failed",
             Tail::End => "end",
         };
@@ -42,6 +45,7 @@ enum Tail<B: Body> {
     Stream(B),
     Fill(FillReader),
     Kept(Kept<B>),
+    Apart(ApartReader),
     Failed(Option<BoxError>),
     End,
 }
@@ -68,6 +72,17 @@ impl<B: Body> CacheBody<B> {
         CacheBody {
             prefix: None,
             tail: Tail::Stream(body),
+        }
+    }
+
+    /// A stored response's body: in memory, or read from storage as it is sent.
+    pub(crate) fn stored(body: StoredBody) -> Self {
+        match body {
+            StoredBody::Whole(bytes) => Self::full(bytes),
+            StoredBody::Apart(apart) => {
+                let (first, rest) = apart.into_reader();
+                Self::prefixed(first, Tail::Apart(rest))
+            }
         }
     }
 
@@ -126,6 +141,13 @@ where
                 }
                 Poll::Ready(frame)
             }
+            Tail::Apart(reader) => {
+                let window = ready!(reader.poll_window(cx));
+                if !matches!(window, Some(Ok(_))) {
+                    this.tail = Tail::End;
+                }
+                Poll::Ready(window.map(|window| window.map(Frame::data)))
+            }
             Tail::Failed(error) => {
                 let error = error.take();
                 this.tail = Tail::End;
@@ -143,6 +165,7 @@ where
                 Tail::Fill(reader) => reader.is_end_stream(),
                 // Its end is still to be read: that is when the copy is complete.
                 Tail::Kept(_) => false,
+                Tail::Apart(reader) => reader.remaining() == 0,
                 Tail::Failed(error) => error.is_none(),
                 Tail::End => true,
             }
@@ -154,6 +177,7 @@ where
             Tail::Stream(body) => body.size_hint(),
             Tail::Fill(reader) => reader.size_hint(),
             Tail::Kept(kept) => kept.body.size_hint(),
+            Tail::Apart(reader) => SizeHint::with_exact(reader.remaining() as u64),
             _ => SizeHint::with_exact(0),
         };
         let mut hint = SizeHint::new();

@@ -2,13 +2,17 @@
 //!
 //! Every backend call here passes the circuit breaker and is bounded by the latency budget. Every
 //! failure (error, time-out, open breaker, undecodable or foreign entry) becomes a miss or a dropped
-//! store: the cache is never the reason a request fails.
+//! store: the cache is never the reason a request fails. (One exception cannot be avoided: a
+//! large response read from storage as it is sent is cut short if the backend fails part-way.)
 
-use crate::backends::{transfer_allowance, write_nonce, Backend, BackendError, Lease};
-use crate::body::KeptEnd;
+use crate::apart::{ApartBody, WindowSource};
+use crate::backends::{
+    transfer_allowance, write_nonce, Backend, BackendError, Lease, APART_READ_WINDOW,
+};
+use crate::body::{BoxError, KeptEnd};
 use crate::breaker::Breaker;
 use crate::coalesce::{Flights, Leader};
-use crate::entry::{Apart, Content, Entry, StoredResponse};
+use crate::entry::{Apart, Content, Entry, StoredBody, StoredResponse};
 use crate::fill::{Fill, FillBudget, FillPermit};
 use crate::key::{variant_key, CacheKey};
 use crate::service::SendBody;
@@ -16,6 +20,7 @@ use crate::stats::{CacheStats, Counters, Event};
 use crate::storable::Storable;
 use crate::tags::{decode_marker, encode_marker, marker_key, verdict, PurgeKind, Verdict};
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, StatusCode};
 use std::collections::HashMap;
 use std::future::Future;
@@ -205,7 +210,7 @@ impl Engine {
     /// is read without building the waiting lookup's future; that one is boxed, so the caller's
     /// own future (moved into its box on every request) stays small.
     pub(crate) async fn lookup(
-        &self,
+        self: &Arc<Self>,
         primary: &CacheKey,
         headers: &HeaderMap,
         grace: Duration,
@@ -221,7 +226,7 @@ impl Engine {
     /// The fresh response stored for `primary`, as a leader would share it (with the fields it
     /// varies on): what another instance stored while this one waited.
     pub(crate) async fn lookup_shared(
-        &self,
+        self: &Arc<Self>,
         primary: &CacheKey,
         headers: &HeaderMap,
         now_ms: u64,
@@ -233,7 +238,7 @@ impl Engine {
 
     /// The response stored for `primary`, following a variant marker with `headers`.
     async fn find(
-        &self,
+        self: &Arc<Self>,
         primary: &CacheKey,
         headers: &HeaderMap,
         grace: Duration,
@@ -304,14 +309,16 @@ impl Engine {
         tags: Vec<String>,
     ) -> Shared {
         let keep = lifetime.ttl.saturating_add(lifetime.grace);
-        let (shared, marker) = self.shared_for(
-            primary,
-            vary,
-            headers,
-            response.into_response(),
-            lifetime,
-            tags,
-        );
+        let mut response = response.into_response();
+        // A large body read from storage as it is sent (one a 304 validated) is written again
+        // whole: read once, here.
+        if let StoredBody::Apart(apart) = &response.body {
+            match apart.clone().read_whole().await {
+                Ok(whole) => response.body = StoredBody::Whole(whole),
+                Err(error) => tracing::debug!(key = %primary, %error, "stored response unreadable"),
+            }
+        }
+        let (shared, marker) = self.shared_for(primary, vary, headers, response, lifetime, tags);
         match (&marker, &shared.variant) {
             (Some(marker), Some(variant)) => {
                 futures_util::future::join(
@@ -653,12 +660,21 @@ impl Engine {
         }
         let keep = entry.ttl.max(Duration::from_secs(1));
         entry.ttl = entry.ttl.min(entry.age(Entry::now_ms()));
-        self.call_or_refuse("set", self.backend.set(key.as_str(), entry.encode(), keep))
+        // Decoded from stored bytes, it is all in memory.
+        let Some(encoded) = entry.encode() else {
+            return self.remove(key).await.map(|()| Some(PurgeKind::Hard));
+        };
+        self.call_or_refuse("set", self.backend.set(key.as_str(), encoded, keep))
             .await?;
         Ok(Some(PurgeKind::Soft))
     }
 
-    async fn fetch(&self, key: &CacheKey, grace: Duration, now_ms: u64) -> Option<Entry> {
+    async fn fetch(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        grace: Duration,
+        now_ms: u64,
+    ) -> Option<Entry> {
         let found = match self.backend.get_ready(key.as_str()) {
             Some(found) => found,
             // Boxed: the timer and the backend's future stay out of the request's own future.
@@ -677,32 +693,50 @@ impl Engine {
         }
     }
 
-    /// The response `entry` (at `key`) stored apart, read with time for its length.
-    async fn read_apart(&self, key: &CacheKey, entry: Entry, apart: Apart) -> Option<Entry> {
-        let extra = transfer_allowance(usize::try_from(apart.length).unwrap_or(usize::MAX));
-        let at = apart.key(key.as_str());
-        let found = self
-            .call_within("get", extra, self.backend.get(&at))
-            .await?;
-        self.joined_apart(key, entry, found)
-    }
-
-    /// `entry` with the response it stored apart, `found` there: only that write's response
-    /// (same key, same time of storing), never another's.
-    fn joined_apart(
-        &self,
+    /// `entry` (at `key`) with the response it stored apart: its head, read with the first
+    /// window of its encoding, and a body that reads the rest as it is sent. Only that write's
+    /// response (same key, same time of storing), never another's.
+    async fn read_apart(
+        self: &Arc<Self>,
         key: &CacheKey,
         entry: Entry,
-        found: Result<Option<Bytes>, BackendError>,
+        apart: Apart,
     ) -> Option<Entry> {
-        let whole = self.entry_from(key, found)?;
-        if whole.stored_at_ms != entry.stored_at_ms || whole.response().is_none() {
-            tracing::debug!(key = %key, "the response stored apart is another write's or gone; serving as a miss");
+        let at = apart.key(key.as_str());
+        let total = usize::try_from(apart.length).ok()?;
+        let window = APART_READ_WINDOW.min(total);
+        let read = self.backend.get_range(&at, 0, window);
+        let first = self.found_bytes(
+            key,
+            self.call_within("get", transfer_allowance(window), read)
+                .await?,
+        )?;
+        let (whole, body_at) = match Entry::decode_head(&first, total) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                tracing::debug!(key = %key, %error, "the response stored apart is unreadable; serving as a miss");
+                return None;
+            }
+        };
+        if whole.fingerprint != *key.digest() || whole.stored_at_ms != entry.stored_at_ms {
+            tracing::debug!(key = %key, "the response stored apart is another write's; serving as a miss");
             return None;
+        }
+        let Content::Response(mut response) = whole.content else {
+            return None;
+        };
+        if body_at.len > response.body.len() {
+            let source = Arc::new(ApartSource {
+                engine: Arc::clone(self),
+                key: at,
+            });
+            let held = response.body.whole().cloned().unwrap_or_default();
+            let body = ApartBody::new(source, body_at.start, body_at.len, held);
+            response.body = StoredBody::Apart(body);
         }
         // The entry at the key says how long it lives (a soft purge rewrites only that).
         Some(Entry {
-            content: whole.content,
+            content: Content::Response(response),
             ..entry
         })
     }
@@ -721,9 +755,8 @@ impl Engine {
         let Some(entry) = self.judged(key, entry, verdict, grace, now_ms) else {
             return Some(None);
         };
-        if let Content::Apart(apart) = entry.content {
-            let found = self.backend.get_ready(&apart.key(key.as_str()))?;
-            return Some(self.joined_apart(key, entry, found));
+        if let Content::Apart(_) = entry.content {
+            return None; // read as it is sent, by `fetch`
         }
         Some(Some(entry))
     }
@@ -734,15 +767,7 @@ impl Engine {
         key: &CacheKey,
         found: Result<Option<Bytes>, BackendError>,
     ) -> Option<Entry> {
-        let bytes: Bytes = match found {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return None,
-            Err(error) => {
-                self.counters.record(Event::LookupFailed);
-                tracing::debug!(key = %key, %error, "cache lookup failed; serving as a miss");
-                return None;
-            }
-        };
+        let bytes = self.found_bytes(key, found)?;
         let entry = match Entry::decode(&bytes) {
             Ok(entry) => entry,
             Err(error) => {
@@ -755,6 +780,22 @@ impl Engine {
             return None;
         }
         Some(entry)
+    }
+
+    /// What a read for `key` found; a failure is counted and logged, and found nothing.
+    fn found_bytes(
+        &self,
+        key: &CacheKey,
+        found: Result<Option<Bytes>, BackendError>,
+    ) -> Option<Bytes> {
+        match found {
+            Ok(found) => found,
+            Err(error) => {
+                self.counters.record(Event::LookupFailed);
+                tracing::debug!(key = %key, %error, "cache lookup failed; serving as a miss");
+                None
+            }
+        }
     }
 
     /// `entry` as its purges leave it, unless purged or kept past `grace` after its lifetime.
@@ -782,7 +823,12 @@ impl Engine {
     }
 
     async fn put(&self, key: &CacheKey, entry: &Entry, keep: Duration) {
-        self.put_encoded(key, entry, entry.encode(), keep).await;
+        let Some(encoded) = entry.encode() else {
+            tracing::debug!(key = %key, "response read from storage could not be read whole; not stored again");
+            self.counters.record(Event::StoreFailed);
+            return;
+        };
+        self.put_encoded(key, entry, encoded, keep).await;
     }
 
     /// Stores `entry`, `encoded`. A response larger than the backend reads within its budget is
@@ -827,7 +873,10 @@ impl Engine {
             tags: entry.tags.clone(),
             content: Content::Apart(apart),
         };
-        self.write(key.as_str(), pointer.encode(), keep).await
+        match pointer.encode() {
+            Some(encoded) => self.write(key.as_str(), encoded, keep).await,
+            None => false,
+        }
     }
 
     /// Writes one value; whether it was stored (a failure is counted and logged here).
@@ -882,6 +931,18 @@ impl Engine {
         if !self.breaker.allow() {
             return None;
         }
+        Some(self.timed(op, extra, call).await)
+    }
+
+    /// A backend call within the latency budget and `extra`, its outcome told to the breaker,
+    /// whatever the breaker's state: for a response already on its way (a window of a large
+    /// body), which can only be completed or cut short.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        extra: Duration,
+        call: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
         let limit = self.config.backend_timeout + extra;
         #[cfg(feature = "metrics")]
         let started = std::time::Instant::now();
@@ -900,6 +961,32 @@ impl Engine {
             Err(BackendError::Rejected(_)) => self.breaker.on_success(),
             Err(_) => self.breaker.on_failure(),
         }
-        Some(result)
+        result
+    }
+}
+
+/// The windows of a response stored apart, read through the engine (within the latency budget
+/// and time for their size, their failures told to the breaker).
+struct ApartSource {
+    engine: Arc<Engine>,
+    /// The backend key of the stored encoding.
+    key: String,
+}
+
+impl WindowSource for ApartSource {
+    fn read(&self, start: usize, len: usize) -> BoxFuture<'static, Result<Bytes, BoxError>> {
+        let engine = Arc::clone(&self.engine);
+        let key = self.key.clone();
+        Box::pin(async move {
+            let read = engine.backend.get_range(&key, start, len);
+            match engine.timed("get", transfer_allowance(len), read).await {
+                Ok(Some(window)) if window.len() == len => Ok(window),
+                Ok(_) => Err("the response stored apart is gone or cut short".into()),
+                Err(error) => {
+                    engine.counters.record(Event::LookupFailed);
+                    Err(error.into())
+                }
+            }
+        })
     }
 }

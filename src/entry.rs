@@ -5,6 +5,7 @@
 //! written under our key by anything else (another namespace, a bug, a person with `redis-cli`) is a miss,
 //! never somebody else's response. Anything that does not decode is a miss too.
 
+pub use crate::apart::ApartBody;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -65,7 +66,58 @@ impl Apart {
 pub struct StoredResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub body: Bytes,
+    pub body: StoredBody,
+}
+
+/// The body of a stored response.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredBody {
+    /// All of it in memory (sharing the allocation of the bytes it was read from).
+    Whole(Bytes),
+    /// A large response's, stored apart: read from storage a window at a time as it is sent.
+    Apart(ApartBody),
+}
+
+impl StoredBody {
+    pub fn len(&self) -> usize {
+        match self {
+            StoredBody::Whole(bytes) => bytes.len(),
+            StoredBody::Apart(body) => body.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes `from..=to` (within the body: the caller checked the range), without a copy.
+    pub(crate) fn part(&self, from: usize, to: usize) -> StoredBody {
+        match self {
+            StoredBody::Whole(bytes) => StoredBody::Whole(bytes.slice(from..=to)),
+            StoredBody::Apart(body) => StoredBody::Apart(body.part(from, to)),
+        }
+    }
+
+    /// The bytes, when they are all in memory.
+    pub fn whole(&self) -> Option<&Bytes> {
+        match self {
+            StoredBody::Whole(bytes) => Some(bytes),
+            StoredBody::Apart(_) => None,
+        }
+    }
+}
+
+impl From<Bytes> for StoredBody {
+    fn from(bytes: Bytes) -> Self {
+        StoredBody::Whole(bytes)
+    }
+}
+
+/// Where the body of a response entry is within its encoding, as [`Entry::decode_head`] finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BodyAt {
+    pub start: usize,
+    pub len: usize,
 }
 
 /// Why stored bytes were not a usable entry.
@@ -114,13 +166,15 @@ impl Entry {
         self.age(now_ms) < self.ttl
     }
 
-    pub fn encode(&self) -> Bytes {
+    /// The stored form; `None` for a response whose body is not in memory (read from storage
+    /// as it is sent): that one is read whole before it is written again.
+    pub fn encode(&self) -> Option<Bytes> {
         let mut out = BytesMut::with_capacity(self.encoded_len_hint());
         self.put_all_but_body(&mut out);
         if let Content::Response(response) = &self.content {
-            put_field(&mut out, &response.body);
+            put_field(&mut out, response.body.whole()?);
         }
-        out.freeze()
+        Some(out.freeze())
     }
 
     /// The encoding of a response entry up to its body, for a body of `body_len` bytes that
@@ -185,6 +239,38 @@ impl Entry {
     /// Decodes stored bytes; the body and header values share `bytes`' allocation.
     pub fn decode(bytes: &Bytes) -> Result<Entry, DecodeError> {
         let mut r = Reader { bytes, at: 0 };
+        let entry = Self::decode_from(&mut r, None)?;
+        if r.remaining() != 0 {
+            return Err(DecodeError::Malformed);
+        }
+        Ok(entry)
+    }
+
+    /// Decodes the start (`prefix`) of a response entry whose encoding is `total` bytes long, up
+    /// to its body: the entry with as much of the body as `prefix` holds, and where the whole
+    /// body is in the encoding (it runs to the end).
+    pub(crate) fn decode_head(
+        prefix: &Bytes,
+        total: usize,
+    ) -> Result<(Entry, BodyAt), DecodeError> {
+        let mut r = Reader {
+            bytes: prefix,
+            at: 0,
+        };
+        let mut body_at = BodyAt { start: 0, len: 0 };
+        let entry = Self::decode_from(&mut r, Some((total, &mut body_at)))?;
+        if !matches!(entry.content, Content::Response(_)) {
+            return Err(DecodeError::Malformed);
+        }
+        Ok((entry, body_at))
+    }
+
+    /// Decodes an entry from `r`: whole, or with `head` (the encoding's total length, and
+    /// where to say the body is) only up to the body and as much of it as `r` holds.
+    fn decode_from(
+        r: &mut Reader<'_>,
+        head: Option<(usize, &mut BodyAt)>,
+    ) -> Result<Entry, DecodeError> {
         if r.take(4)? != MAGIC.as_slice() {
             return Err(DecodeError::Magic);
         }
@@ -217,11 +303,22 @@ impl Entry {
                         .map_err(|_| DecodeError::Malformed)?;
                     headers.append(name, value);
                 }
-                let body = r.shared_field()?;
+                let body = match head {
+                    None => r.shared_field()?,
+                    Some((total, body_at)) => {
+                        let len = r.u32()? as usize;
+                        if r.at.checked_add(len) != Some(total) {
+                            return Err(DecodeError::Malformed);
+                        }
+                        *body_at = BodyAt { start: r.at, len };
+                        let held = r.remaining().min(len);
+                        r.shared(held)?
+                    }
+                };
                 Content::Response(StoredResponse {
                     status,
                     headers,
-                    body,
+                    body: StoredBody::Whole(body),
                 })
             }
             KIND_VARIANTS => Content::Variants(r.strings()?),
@@ -231,9 +328,6 @@ impl Entry {
             }),
             _ => return Err(DecodeError::Malformed),
         };
-        if r.remaining() != 0 {
-            return Err(DecodeError::Malformed);
-        }
         Ok(Entry {
             fingerprint,
             stored_at_ms,
@@ -308,6 +402,10 @@ impl<'a> Reader<'a> {
 
     fn shared_field(&mut self) -> Result<Bytes, DecodeError> {
         let len = self.u32()? as usize;
+        self.shared(len)
+    }
+
+    fn shared(&mut self, len: usize) -> Result<Bytes, DecodeError> {
         let range = self.range(len)?;
         Ok(self.bytes.slice(range))
     }
@@ -336,7 +434,7 @@ mod tests {
             content: Content::Response(StoredResponse {
                 status: StatusCode::OK,
                 headers,
-                body: Bytes::from_static(b"\x89PNG\r\n\x1a\n\x00\xff"),
+                body: Bytes::from_static(b"\x89PNG\r\n\x1a\n\x00\xff").into(),
             }),
         }
     }
@@ -344,7 +442,7 @@ mod tests {
     #[test]
     fn responses_round_trip_with_repeated_headers_and_binary_bodies() {
         let entry = sample();
-        assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
+        assert_eq!(Entry::decode(&entry.encode().unwrap()).unwrap(), entry);
     }
 
     #[test]
@@ -353,7 +451,7 @@ mod tests {
             tags: Vec::new(),
             ..sample()
         };
-        let mut bytes = entry.encode().to_vec();
+        let mut bytes = entry.encode().unwrap().to_vec();
         // Version 1: the same layout without the tag count.
         bytes[4] = VERSION_WITHOUT_TAGS;
         let count_at = 4 + 1 + 32 + 8 + 8;
@@ -367,7 +465,7 @@ mod tests {
             content: Content::Variants(vec!["accept".into(), "accept-language".into()]),
             ..sample()
         };
-        assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
+        assert_eq!(Entry::decode(&entry.encode().unwrap()).unwrap(), entry);
     }
 
     #[test]
@@ -380,7 +478,7 @@ mod tests {
             content: Content::Apart(apart),
             ..sample()
         };
-        let encoded = entry.encode();
+        let encoded = entry.encode().unwrap();
         assert_eq!(Entry::decode(&encoded).unwrap(), entry);
         for len in 0..encoded.len() {
             assert!(
@@ -393,7 +491,7 @@ mod tests {
 
     #[test]
     fn every_truncation_and_garbage_is_an_error_not_a_panic() {
-        let bytes = sample().encode();
+        let bytes = sample().encode().unwrap();
         for len in 0..bytes.len() {
             assert!(Entry::decode(&bytes.slice(..len)).is_err(), "prefix {len}");
         }
@@ -414,12 +512,40 @@ mod tests {
 
     #[test]
     fn absurd_header_counts_are_rejected_before_allocating() {
-        let mut bytes = sample().encode().to_vec();
+        let mut bytes = sample().encode().unwrap().to_vec();
         let tags_len: usize = sample().tags.iter().map(|t| 4 + t.len()).sum();
         let count_at = 4 + 1 + 32 + 8 + 8 + 4 + tags_len + 1 + 2;
         bytes[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(
             Entry::decode(&Bytes::from(bytes)),
+            Err(DecodeError::Malformed)
+        );
+    }
+
+    #[test]
+    fn the_head_of_an_encoding_says_where_its_body_is_and_holds_what_came_of_it() {
+        let entry = sample();
+        let encoded = entry.encode().unwrap();
+        let body = entry.response().unwrap().body.whole().unwrap().clone();
+        let total = encoded.len();
+        for cut in [total - body.len(), total - 3, total] {
+            let (head, at) = Entry::decode_head(&encoded.slice(..cut), total).unwrap();
+            assert_eq!((at.start, at.len), (total - body.len(), body.len()));
+            let held = head.response().unwrap().body.whole().unwrap().clone();
+            assert_eq!(held, body.slice(..cut - at.start));
+            assert_eq!(
+                head.response().unwrap().headers,
+                entry.response().unwrap().headers
+            );
+        }
+        // A length that does not run to the end of the encoding, or a head cut short.
+        assert_eq!(
+            Entry::decode_head(&encoded, total + 1),
+            Err(DecodeError::Malformed)
+        );
+        let short = encoded.slice(..total - body.len() - 5);
+        assert_eq!(
+            Entry::decode_head(&short, total),
             Err(DecodeError::Malformed)
         );
     }

@@ -27,6 +27,7 @@
 //! carry `Age`.
 //! What is stored, and why something was not, is in the crate's `tracing` debug events.
 
+mod apart;
 pub mod backends;
 mod body;
 mod breaker;

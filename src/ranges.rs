@@ -197,7 +197,7 @@ mod tests {
         StoredResponse {
             status: StatusCode::OK,
             headers,
-            body: Bytes::from_static(body.as_bytes()),
+            body: Bytes::from_static(body.as_bytes()).into(),
         }
     }
 

@@ -47,9 +47,9 @@ impl CacheStatus {
 /// The stored form of a fresh response: end-to-end headers only, and an `ETag` derived from the body
 /// when the handler set none.
 pub(crate) fn to_stored(parts: &response::Parts, body: Bytes) -> StoredResponse {
+    let etag = (!parts.headers.contains_key(header::ETAG)).then(|| body_etag(&body));
     let mut stored = end_to_end(parts, body);
-    if !stored.headers.contains_key(header::ETAG) {
-        let etag = body_etag(&stored.body);
+    if let Some(etag) = etag {
         stored.headers.insert(header::ETAG, etag);
     }
     stored
@@ -67,7 +67,7 @@ pub(crate) fn end_to_end(parts: &response::Parts, body: Bytes) -> StoredResponse
     StoredResponse {
         status: parts.status,
         headers,
-        body,
+        body: body.into(),
     }
 }
 
@@ -170,7 +170,7 @@ fn full<B: Body>(stored: StoredResponse, method: &Method) -> Response<CacheBody<
     let body = if method == Method::HEAD {
         CacheBody::empty()
     } else {
-        CacheBody::full(body)
+        CacheBody::stored(body)
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -201,8 +201,8 @@ fn part<B: Body>(
         HeaderValue::from_str(&range).expect("digits and a dash are a valid field value"),
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
-    let slice = (first - held_first) as usize..=(last - held_first) as usize;
-    let mut response = Response::new(CacheBody::full(body.slice(slice)));
+    let part = body.part((first - held_first) as usize, (last - held_first) as usize);
+    let mut response = Response::new(CacheBody::stored(part));
     *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     *response.headers_mut() = headers;
     response

@@ -94,7 +94,7 @@ impl Storable {
     /// A head that passed, with the body that arrived after it was judged (what may be stored
     /// does not depend on the body's bytes; its size the caller bounds).
     pub(crate) fn with_body(mut self, body: Bytes) -> Storable {
-        self.0.body = body;
+        self.0.body = body.into();
         self
     }
 
@@ -117,7 +117,7 @@ mod tests {
         StoredResponse {
             status: StatusCode::OK,
             headers,
-            body: Bytes::from_static(b"x"),
+            body: Bytes::from_static(b"x").into(),
         }
     }
 
@@ -249,7 +249,7 @@ mod tests {
                 let stored = StoredResponse {
                     status: StatusCode::from_u16(status).unwrap(),
                     headers: headers.clone(),
-                    body: Bytes::from_static(b"x"),
+                    body: Bytes::from_static(b"x").into(),
                 };
                 let targeted = [
                     http::HeaderName::from_static("cdn-cache-control"),

@@ -16,6 +16,7 @@ async fn contract(open: impl Fn(&str) -> Arc<dyn Backend>) {
     let backend = open("contract");
     get_set_delete(&*backend).await;
     binary_and_large_values(&*backend).await;
+    windows_of_values(&*backend).await;
     concurrent_use(Arc::clone(&backend)).await;
     namespaces_are_isolated_and_clear_is_scoped(&open).await;
     ttls_expire(&*backend).await;
@@ -62,6 +63,29 @@ async fn binary_and_large_values(backend: &dyn Backend) {
     assert_eq!(backend.get("large").await.unwrap(), Some(large));
     backend.set("empty", Bytes::new(), MINUTE).await.unwrap();
     assert_eq!(backend.get("empty").await.unwrap(), Some(Bytes::new()));
+}
+
+/// `get_range`, what large responses are read by: the bytes asked for, fewer where the value
+/// ends, including from values Memcached keeps in parts.
+async fn windows_of_values(backend: &dyn Backend) {
+    let value: Bytes = (0..3 * 512 * 1024 + 7)
+        .map(|i| (i / 1024 % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    backend.set("windows", value.clone(), MINUTE).await.unwrap();
+    let len = value.len();
+    for (start, take) in [
+        (0, 10),
+        (512 * 1024 - 3, 100),
+        (1024 * 1024, 600 * 1024),
+        (0, len),
+        (len - 5, 100),
+    ] {
+        let window = backend.get_range("windows", start, take).await.unwrap();
+        let end = (start + take).min(len);
+        assert_eq!(window, Some(value.slice(start..end)), "{start}+{take}");
+    }
+    assert_eq!(backend.get_range("absent", 0, 10).await.unwrap(), None);
 }
 
 async fn concurrent_use(backend: Arc<dyn Backend>) {

@@ -150,6 +150,25 @@ def test_a_large_response_streams_while_stored_and_a_joiner_reads_it_as_it_comes
     assert runs(client, app.url, "large") == 1
 
 
+def test_a_huge_response_comes_back_exact_whole_and_in_ranges(serve, client, backend_env) -> None:
+    # In Redis and Memcached it is stored apart from its key and read back as it is sent.
+    app = serve("apps.basic:app", env={**backend_env, "CACHE_MAX_BODY_SIZE": str(8 * 1024 * 1024)})
+    huge = bytes(n // 1024 % 251 for n in range(3 * 1024 * 1024 + 17))
+    first = client.get(f"{app.url}/huge")
+    assert first.headers["x-cache"] == "MISS"
+    assert first.content == huge
+    again = client.get(f"{app.url}/huge")
+    assert again.headers["x-cache"] == "HIT"
+    assert again.headers["content-length"] == str(len(huge))
+    assert again.content == huge
+    start, end = 1024 * 1024 - 10, 2 * 1024 * 1024 + 10
+    part = client.get(f"{app.url}/huge", headers={"range": f"bytes={start}-{end}"})
+    assert part.status_code == 206
+    assert part.headers["content-range"] == f"bytes {start}-{end}/{len(huge)}"
+    assert part.content == huge[start : end + 1]
+    assert runs(client, app.url, "huge") == 1
+
+
 def test_a_body_without_a_length_streams_to_its_client_and_is_stored_once_complete(serve, client) -> None:
     app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
     chunk = 64 * 1024

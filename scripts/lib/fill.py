@@ -7,7 +7,9 @@
                                          time to first body byte of a cold 8 MiB object (KIND obj or
                                          chunked), straight from the origin and through the proxy,
                                          taking turns
-    fill.py crowd PROXY ORIGIN N SIZE    N concurrent clients on one cold object: every body checked
+    fill.py crowd PROXY ORIGIN N SIZE [NAME]
+                                         N concurrent clients on one object (/obj/SIZE/NAME, NAME
+                                         crowd by default): every body checked
     fill.py dropped PROXY ORIGIN         a client that leaves mid-body; the next request
     fill.py ranges PROXY                 ranges of a stored object
 
@@ -156,8 +158,8 @@ async def read_body(port: int, path: str) -> Tuple[int, Dict[str, str], str, int
     return status, fields, digest.hexdigest(), received
 
 
-async def crowd(proxy_port: int, origin_port: int, clients: int, size: int) -> None:
-    path = f"/obj/{size}/crowd"
+async def crowd(proxy_port: int, origin_port: int, clients: int, size: int, name: str = "crowd") -> None:
+    path = f"/obj/{size}/{name}"
     want, _ = expected(size)
     started = time.perf_counter()
     results = await asyncio.gather(*(read_body(proxy_port, path) for _ in range(clients)))
@@ -223,7 +225,7 @@ def main() -> None:
     elif what == "ttfb":
         asyncio.run(ttfb(int(args[0]), int(args[1]), int(args[2]), *args[3:4]))
     elif what == "crowd":
-        asyncio.run(crowd(int(args[0]), int(args[1]), int(args[2]), int(args[3])))
+        asyncio.run(crowd(int(args[0]), int(args[1]), int(args[2]), int(args[3]), *args[4:5]))
     elif what == "dropped":
         asyncio.run(dropped(int(args[0]), int(args[1])))
     elif what == "ranges":

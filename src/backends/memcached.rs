@@ -12,7 +12,7 @@
 
 use super::memcached_parts::{Manifest, MANIFEST_FLAG, MAX_VALUE, PART_SIZE};
 use super::pool::{check_options, Pool};
-use super::{transfer_allowance, Backend, BackendError, BuildError, STORE_APART_FROM};
+use super::{transfer_allowance, window_of, Backend, BackendError, BuildError, STORE_APART_FROM};
 use crate::redact::redact_url;
 use async_memcached::{AsciiProtocol, Client, Error as McError, Status};
 use async_trait::async_trait;
@@ -124,6 +124,52 @@ impl MemcachedBackend {
     }
 
     /// [`on_server`](Self::on_server), with `extra` time on top of the time limit (a large value).
+    /// What is stored under `key`: a value, or the manifest of one stored in parts (with the
+    /// key it is under in the namespace).
+    async fn find(&self, key: &str) -> Result<Found, BackendError> {
+        let key = self.data_key(key).await?;
+        let Some(value) = self
+            .on_server(key.as_bytes(), async |c| c.get(&key).await)
+            .await?
+        else {
+            return Ok(Found::Nothing);
+        };
+        let data = Bytes::from(value.data.unwrap_or_default());
+        if value.flags != Some(MANIFEST_FLAG) {
+            return Ok(Found::Value(data));
+        }
+        Ok(match Manifest::decode(&data) {
+            Some(manifest) => Found::Parts(key, manifest),
+            None => Found::Nothing,
+        })
+    }
+
+    /// The parts under `keys` (of the value under `key`, on its server), in order, given time
+    /// for their `bytes`; `None` for each one missing.
+    async fn read_parts(
+        &self,
+        key: &str,
+        keys: &[String],
+        bytes: usize,
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let mut found = self
+            .on_server_within(key.as_bytes(), transfer_allowance(bytes), async |c| match c
+                .get_multi(keys)
+                .await
+            {
+                Err(McError::Protocol(Status::NotFound)) => Ok(Vec::new()),
+                found => found,
+            })
+            .await?;
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let part = found.iter_mut().find(|v| v.key == k.as_bytes());
+                part.and_then(|v| v.data.take())
+            })
+            .collect())
+    }
+
     async fn on_server_within<T>(
         &self,
         key: &[u8],
@@ -361,40 +407,34 @@ fn map_error(error: McError, address: &str) -> BackendError {
 #[async_trait]
 impl Backend for MemcachedBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
-        let key = self.data_key(key).await?;
-        let Some(value) = self
-            .on_server(key.as_bytes(), async |c| c.get(&key).await)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let data = value.data.unwrap_or_default();
-        if value.flags != Some(MANIFEST_FLAG) {
-            return Ok(Some(Bytes::from(data)));
+        match self.find(key).await? {
+            Found::Nothing => Ok(None),
+            Found::Value(value) => Ok(Some(value)),
+            Found::Parts(key, manifest) => {
+                let keys = manifest.part_keys(&key);
+                let parts = self.read_parts(&key, &keys, manifest.length()).await?;
+                Ok(manifest.join(&in_order(&parts)))
+            }
         }
-        let Some(manifest) = Manifest::decode(&data) else {
-            return Ok(None);
-        };
-        // The parts live on the server of the value's key; their size is known now, and so is the
-        // time they may take.
-        let keys = manifest.part_keys(&key);
-        let extra = transfer_allowance(manifest.length());
-        let found = self
-            .on_server_within(key.as_bytes(), extra, async |c| {
-                match c.get_multi(&keys).await {
-                    Err(McError::Protocol(Status::NotFound)) => Ok(Vec::new()),
-                    found => found,
-                }
-            })
-            .await?;
-        let parts: Vec<Option<&[u8]>> = keys
-            .iter()
-            .map(|k| {
-                let part = found.iter().find(|v| v.key == k.as_bytes());
-                part.and_then(|v| v.data.as_deref())
-            })
-            .collect();
-        Ok(manifest.join(&parts))
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        start: usize,
+        len: usize,
+    ) -> Result<Option<Bytes>, BackendError> {
+        match self.find(key).await? {
+            Found::Nothing => Ok(None),
+            Found::Value(value) => Ok(Some(window_of(&value, start, len))),
+            Found::Parts(key, manifest) => {
+                let numbers = manifest.parts_for(start, len);
+                let first = numbers.start;
+                let keys = manifest.keys_of(&key, numbers);
+                let parts = self.read_parts(&key, &keys, len).await?;
+                Ok(manifest.join_range(first, &in_order(&parts), start, len))
+            }
+        }
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
@@ -461,6 +501,19 @@ impl Backend for MemcachedBackend {
     fn store_apart_from(&self) -> Option<usize> {
         Some(STORE_APART_FROM)
     }
+}
+
+/// What a key holds.
+enum Found {
+    Nothing,
+    Value(Bytes),
+    /// A value stored in parts: the key in the namespace, and its manifest.
+    Parts(String, Manifest),
+}
+
+/// Each part read, as the slices `Manifest::join` takes.
+fn in_order(parts: &[Option<Vec<u8>>]) -> Vec<Option<&[u8]>> {
+    parts.iter().map(Option::as_deref).collect()
 }
 
 impl fmt::Debug for MemcachedBackend {

@@ -5,6 +5,7 @@
 //! the same key, or evicted, make a miss, never a mixed or shortened value.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use std::ops::Range;
 
 /// The most bytes one item holds here, well under Memcached's default item size.
 pub(super) const PART_SIZE: usize = 512 * 1024;
@@ -61,7 +62,12 @@ impl Manifest {
 
     /// The keys of the parts of the value stored under `key`, in order.
     pub(super) fn part_keys(&self, key: &str) -> Vec<String> {
-        (0..self.parts).map(|n| part_key(key, n)).collect()
+        self.keys_of(key, 0..self.parts)
+    }
+
+    /// The keys of parts `numbers` of the value stored under `key`, in order.
+    pub(super) fn keys_of(&self, key: &str, numbers: Range<u32>) -> Vec<String> {
+        numbers.map(|n| part_key(key, n)).collect()
     }
 
     /// The parts of `value`, each with the nonce in front.
@@ -82,16 +88,43 @@ impl Manifest {
         if parts.len() != self.parts as usize {
             return None;
         }
-        let mut value = BytesMut::with_capacity(self.length as usize);
-        for part in parts {
-            let part = (*part)?;
-            let (nonce, data) = part.split_at_checked(NONCE_LEN)?;
-            if nonce != self.nonce.to_be_bytes() {
+        self.join_range(0, parts, 0, self.length())
+    }
+
+    /// The numbers of the parts that hold bytes `start..start + len` of the value (empty past
+    /// its end).
+    pub(super) fn parts_for(&self, start: usize, len: usize) -> Range<u32> {
+        let end = start.saturating_add(len).min(self.length());
+        if start >= end {
+            return 0..0;
+        }
+        (start / PART_SIZE) as u32..end.div_ceil(PART_SIZE) as u32
+    }
+
+    /// Bytes `start..start + len` of the value (fewer where it ends), from `parts` in order,
+    /// the first of them part number `first`; `None` for a part missing, short or of another
+    /// write.
+    pub(super) fn join_range(
+        &self,
+        first: u32,
+        parts: &[Option<&[u8]>],
+        start: usize,
+        len: usize,
+    ) -> Option<Bytes> {
+        let end = start.saturating_add(len).min(self.length());
+        let mut value = BytesMut::with_capacity(end.saturating_sub(start));
+        for (n, part) in (first..).zip(parts) {
+            let (nonce, data) = (*part)?.split_at_checked(NONCE_LEN)?;
+            let begins = n as usize * PART_SIZE;
+            let expected = PART_SIZE.min(self.length().checked_sub(begins)?);
+            if nonce != self.nonce.to_be_bytes() || data.len() != expected {
                 return None;
             }
-            value.put_slice(data);
+            let from = start.saturating_sub(begins).min(data.len());
+            let to = end.saturating_sub(begins).min(data.len());
+            value.put_slice(&data[from..to]);
         }
-        (value.len() as u64 == self.length).then(|| value.freeze())
+        (value.len() == end.saturating_sub(start)).then(|| value.freeze())
     }
 }
 
@@ -150,6 +183,46 @@ mod tests {
             Manifest::decode(&lying),
             None,
             "parts that do not match the length"
+        );
+    }
+
+    #[test]
+    fn a_window_comes_from_the_parts_that_hold_it() {
+        let original = value(3 * PART_SIZE + 11);
+        let manifest = Manifest::for_length(original.len());
+        let parts = manifest.split(&original);
+        let window = |start: usize, len: usize| {
+            let numbers = manifest.parts_for(start, len);
+            let first = numbers.start;
+            let held: Vec<Option<&[u8]>> = numbers.map(|n| Some(&parts[n as usize][..])).collect();
+            manifest.join_range(first, &held, start, len)
+        };
+        for (start, len) in [
+            (0, 10),
+            (PART_SIZE - 3, 10),
+            (PART_SIZE, PART_SIZE),
+            (5, 3 * PART_SIZE),
+            (3 * PART_SIZE + 5, 100),
+        ] {
+            let end = (start + len).min(original.len());
+            assert_eq!(
+                window(start, len).as_deref(),
+                Some(&original[start..end]),
+                "{start}+{len}"
+            );
+        }
+        assert_eq!(manifest.parts_for(original.len(), 10), 0..0, "past the end");
+        let short = &parts[1][..100];
+        assert_eq!(
+            manifest.join_range(1, &[Some(short)], PART_SIZE, 10),
+            None,
+            "a short part"
+        );
+        let other = Manifest::for_length(original.len()).split(&original);
+        assert_eq!(
+            manifest.join_range(1, &[Some(&other[1])], PART_SIZE, 10),
+            None,
+            "another write's"
         );
     }
 

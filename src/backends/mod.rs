@@ -107,6 +107,23 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         Ok(values)
     }
 
+    /// `len` bytes of the value under `key` from byte `start` on (fewer where the value ends
+    /// sooner; `None` when nothing is stored there; a window wholly past the end may be either,
+    /// as Redis cannot tell them apart). What the engine reads a response stored
+    /// apart by, a window at a time, as it is sent. The default reads the whole value and
+    /// slices it; a backend that stores apart reads only the window.
+    async fn get_range(
+        &self,
+        key: &str,
+        start: usize,
+        len: usize,
+    ) -> Result<Option<Bytes>, BackendError> {
+        Ok(self
+            .get(key)
+            .await?
+            .map(|value| window_of(&value, start, len)))
+    }
+
     /// Stores `value` under `key`, replacing any previous value, for `ttl`.
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError>;
 
@@ -153,6 +170,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 /// takes a few milliseconds on a fast link, well within the default latency budget.
 pub const STORE_APART_FROM: usize = 512 * 1024;
 
+/// A response stored apart is read in windows of this many bytes, each when its client is ready
+/// for it: what one reader holds of a large response at a time, however large it is.
+pub const APART_READ_WINDOW: usize = 512 * 1024;
+
 #[async_trait]
 impl<T: Backend + ?Sized> Backend for Arc<T> {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
@@ -163,6 +184,14 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     }
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
         (**self).get_many(keys).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        start: usize,
+        len: usize,
+    ) -> Result<Option<Bytes>, BackendError> {
+        (**self).get_range(key, start, len).await
     }
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
         (**self).set(key, value, ttl).await
@@ -192,9 +221,12 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     }
 }
 
-/// On top of a backend call's time limit, the time a value of `bytes` may take to cross to the
-/// backend, at a floor of 50 MB/s (a 64 MiB value gets 1.3 s more): a large value is slow to
-/// write, which says nothing of the backend's health.
+/// Bytes `start..start + len` of `value`, fewer where it ends (none past its end); no copy.
+pub(crate) fn window_of(value: &Bytes, start: usize, len: usize) -> Bytes {
+    let from = start.min(value.len());
+    value.slice(from..from.saturating_add(len).min(value.len()))
+}
+
 /// A number unique to one write (a random start per thread, then a step per call): what tells
 /// one write's pieces from another's.
 pub(crate) fn write_nonce() -> u64 {
@@ -202,6 +234,9 @@ pub(crate) fn write_nonce() -> u64 {
     RandomState::new().hash_one(0u8)
 }
 
+/// On top of a backend call's time limit, the time a value of `bytes` may take to cross to the
+/// backend, at a floor of 50 MB/s (a 64 MiB value gets 1.3 s more): a large value is slow to
+/// write, which says nothing of the backend's health.
 pub(crate) fn transfer_allowance(bytes: usize) -> std::time::Duration {
     std::time::Duration::from_secs_f64(bytes as f64 / 50_000_000.0)
 }

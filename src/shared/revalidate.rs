@@ -65,7 +65,7 @@ mod tests {
         StoredResponse {
             status: StatusCode::OK,
             headers,
-            body: Bytes::from_static(b"hello"),
+            body: Bytes::from_static(b"hello").into(),
         }
     }
 

@@ -134,6 +134,17 @@ async def large_at_once() -> Response:
     return Response(b"".join(large_chunk(n) for n in range(LARGE_CHUNKS)), media_type="application/octet-stream")
 
 
+# Past the size at which Redis and Memcached keep a response apart from its key (512 KiB).
+HUGE = bytes(n // 1024 % 251 for n in range(3 * 1024 * 1024 + 17))
+
+
+@app.get("/huge")
+@cache(timeout=300)
+async def huge() -> Response:
+    run("huge")
+    return Response(HUGE, media_type="application/octet-stream")
+
+
 @app.post("/release-large")
 async def do_release_large() -> Dict[str, bool]:
     release_large.set()

@@ -1,0 +1,195 @@
+//! The body of a large response stored apart from its key, read from storage a window at a
+//! time, each window when its client is ready for it: however large the response and however
+//! many clients read it at once, each holds a window of it, never a whole copy.
+
+use crate::backends::APART_READ_WINDOW;
+use crate::body::BoxError;
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
+
+/// Where the windows come from: exactly bytes `start..start + len` of one stored value, or an
+/// error (the value gone, cut short or unreadable).
+pub(crate) trait WindowSource: Send + Sync {
+    fn read(&self, start: usize, len: usize) -> BoxFuture<'static, Result<Bytes, BoxError>>;
+}
+
+/// A response body stored apart: bytes `start..start + len` of a stored value, of which the
+/// first ones (`first`) were read with the response's head.
+#[derive(Clone)]
+pub struct ApartBody {
+    source: Arc<dyn WindowSource>,
+    start: usize,
+    len: usize,
+    first: Bytes,
+}
+
+impl ApartBody {
+    /// The body at `start..start + len` of the value `source` reads, `first` its first bytes.
+    pub(crate) fn new(
+        source: Arc<dyn WindowSource>,
+        start: usize,
+        len: usize,
+        mut first: Bytes,
+    ) -> Self {
+        first.truncate(len);
+        ApartBody {
+            source,
+            start,
+            len,
+            first,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes `from..=to` of the body (within it: the caller checked the range).
+    pub(crate) fn part(&self, from: usize, to: usize) -> ApartBody {
+        let first = if from < self.first.len() {
+            self.first.slice(from..self.first.len().min(to + 1))
+        } else {
+            Bytes::new()
+        };
+        ApartBody::new(
+            Arc::clone(&self.source),
+            self.start + from,
+            to + 1 - from,
+            first,
+        )
+    }
+
+    /// What was read with the head, and a reader of the rest.
+    pub(crate) fn into_reader(self) -> (Bytes, ApartReader) {
+        let reader = ApartReader {
+            source: self.source,
+            next: self.start + self.first.len(),
+            end: self.start + self.len,
+            reading: Mutex::new(None),
+        };
+        (self.first, reader)
+    }
+
+    /// The whole body in memory (one copy): for writing it again, as a 304 merge does.
+    pub(crate) async fn read_whole(self) -> Result<Bytes, BoxError> {
+        let (first, mut reader) = self.into_reader();
+        let mut whole = BytesMut::with_capacity(first.len() + reader.end - reader.next);
+        whole.extend_from_slice(&first);
+        while let Some(window) = std::future::poll_fn(|cx| reader.poll_window(cx)).await {
+            whole.extend_from_slice(&window?);
+        }
+        Ok(whole.freeze())
+    }
+}
+
+impl PartialEq for ApartBody {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.source, &other.source)
+            && (self.start, self.len) == (other.start, other.len)
+    }
+}
+
+impl std::fmt::Debug for ApartBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApartBody")
+            .field("start", &self.start)
+            .field("len", &self.len)
+            .field("first", &self.first.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the rest of an [`ApartBody`], one window at a time, when asked for the next.
+pub(crate) struct ApartReader {
+    source: Arc<dyn WindowSource>,
+    next: usize,
+    end: usize,
+    /// In a `Mutex` only so that the body stays `Sync`; reached through `&mut self`, never locked.
+    reading: Mutex<Option<BoxFuture<'static, Result<Bytes, BoxError>>>>,
+}
+
+impl ApartReader {
+    /// The next window; `None` at the end. After an error, nothing more.
+    pub(crate) fn poll_window(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, BoxError>>> {
+        if self.next >= self.end {
+            return Poll::Ready(None);
+        }
+        let (next, end) = (self.next, self.end);
+        let reading = self
+            .reading
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let pending = reading
+            .get_or_insert_with(|| self.source.read(next, APART_READ_WINDOW.min(end - next)));
+        let window = ready!(pending.as_mut().poll(cx));
+        *reading = None;
+        match &window {
+            Ok(bytes) => self.next += bytes.len(),
+            Err(_) => self.next = self.end,
+        }
+        Poll::Ready(Some(window))
+    }
+
+    /// Bytes still to come.
+    pub(crate) fn remaining(&self) -> usize {
+        self.end.saturating_sub(self.next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A value in memory, read by windows; counts the reads.
+    struct InMemory(Bytes, AtomicUsize);
+
+    impl WindowSource for InMemory {
+        fn read(&self, start: usize, len: usize) -> BoxFuture<'static, Result<Bytes, BoxError>> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            let window = self.0.slice(start..start + len);
+            Box::pin(async move { Ok(window) })
+        }
+    }
+
+    fn value(len: usize) -> Bytes {
+        (0..len)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_by_windows_after_what_came_with_the_head() {
+        let stored = value(3 * APART_READ_WINDOW + 100);
+        let source = Arc::new(InMemory(stored.clone(), AtomicUsize::new(0)));
+        // The body starts 40 bytes in (after the head); 1000 of its bytes came with the head.
+        let body = ApartBody::new(
+            Arc::clone(&source) as Arc<dyn WindowSource>,
+            40,
+            stored.len() - 40,
+            stored.slice(40..1040),
+        );
+        assert_eq!(body.clone().read_whole().await.unwrap(), stored.slice(40..));
+        // What came with the head is not read again: the rest takes three windows.
+        assert_eq!(source.1.load(Ordering::SeqCst), 3);
+        let part = body.part(500, 2 * APART_READ_WINDOW);
+        let expected = stored.slice(540..=40 + 2 * APART_READ_WINDOW);
+        assert_eq!(part.len(), expected.len());
+        assert_eq!(part.read_whole().await.unwrap(), expected);
+        let beyond_first = body.part(2000, 2100);
+        assert_eq!(
+            beyond_first.read_whole().await.unwrap(),
+            stored.slice(2040..=2140)
+        );
+    }
+}
