@@ -60,8 +60,11 @@ fill crowd "$proxy_port" "$origin_port" 1 "$big" hits >/dev/null
 sleep 0.5
 echo 5 > "/proc/$proxy_pid/clear_refs" # resets the peak to what is resident now
 hits_before=$(kib "$proxy_pid" VmRSS)
+redis_sent() { redis-cli -p "$redis_port" info stats | awk -F: '/^total_net_output_bytes/ {print $2+0}'; }
+sent_before=$(redis_sent)
 hits=$(fill crowd "$proxy_port" "$origin_port" "$hit_clients" "$big" hits)
 hits_peak=$(kib "$proxy_pid" VmHWM)
+redis_bytes=$(( $(redis_sent) - sent_before ))
 kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
 
 start_proxy
@@ -70,12 +73,13 @@ ttfb_chunked=$(fill ttfb "$origin_port" "$proxy_port" "$rounds" chunked)
 dropped=$(fill dropped "$proxy_port" "$origin_port")
 ranges=$(fill ranges "$proxy_port")
 
-python3 - "$crowd" "$before" "$peak" "$after" "$ttfb" "$dropped" "$ranges" "$delay" "$ttfb_chunked" "$hits" "$hits_before" "$hits_peak" <<'PY' | tee "$out"
+python3 - "$crowd" "$before" "$peak" "$after" "$ttfb" "$dropped" "$ranges" "$delay" "$ttfb_chunked" "$hits" "$hits_before" "$hits_peak" "$redis_bytes" <<'PY' | tee "$out"
 import json, sys
 crowd, before, peak, after = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 ttfb, dropped, ranges, delay = json.loads(sys.argv[5]), json.loads(sys.argv[6]), json.loads(sys.argv[7]), sys.argv[8]
 chunked = json.loads(sys.argv[9])
 hits, hits_before, hits_peak = json.loads(sys.argv[10]), int(sys.argv[11]), int(sys.argv[12])
+redis_bytes = int(sys.argv[13])
 mib = lambda kib: kib / 1024
 print("# Large responses through the proxy: stream while filling\n")
 print(f"Written by `scripts/fill-report.sh`. Origin: `scripts/lib/fill.py`, 64 KiB chunks {delay} ms apart,")
@@ -106,6 +110,7 @@ print(f"- origin fetches: {hits['origin_fetches']} (the first request's)")
 print(f"- exact bodies (length and SHA-256): {hits['exact_bodies']} of {hits['clients']}")
 print(f"- `X-Cache`: {', '.join(f'{k} {v}' for k, v in sorted(hits['x_cache'].items()))}")
 print(f"- wall time: {hits['seconds']:.1f} s")
+print(f"- Redis sent {redis_bytes / (1024 * 1024):.1f} MiB to the proxy for them")
 print(f"- proxy resident memory: {mib(hits_before):.1f} MiB before, peak {mib(hits_peak):.1f} MiB while they read")
 print(f"  (peak over before: {mib(hits_peak - hits_before):.1f} MiB)\n")
 print("## A client that leaves after 1 MiB of a cold 8 MiB object\n")

@@ -1,13 +1,81 @@
 //! The body of a large response stored apart from its key, read from storage a window at a
 //! time, each window when its client is ready for it: however large the response and however
-//! many clients read it at once, each holds a window of it, never a whole copy.
+//! many clients read it at once, each holds a window of it, never a whole copy. Clients reading
+//! the same response share its windows: one read of each window in progress at a time, and the
+//! windows read lately kept (up to [`RECENT_WINDOWS_BYTES`]) for the clients a little behind.
 
-use crate::backends::APART_READ_WINDOW;
+use crate::backends::{BackendError, APART_READ_WINDOW};
 use crate::body::BoxError;
+use crate::coalesce::{Flights, Join};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
+use moka::sync::Cache;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+/// The most bytes of windows read lately that are kept for other readers of the same response.
+pub(crate) const RECENT_WINDOWS_BYTES: u64 = 32 * 1024 * 1024;
+/// How long a window nobody asks for stays among those read lately.
+const RECENT_WINDOW_IDLE: Duration = Duration::from_secs(5);
+
+/// What a window read gives: `None` when it was not made (the breaker open), else the backend's
+/// answer.
+pub(crate) type WindowRead = Option<Result<Option<Bytes>, BackendError>>;
+
+/// The windows of responses stored apart that readers share.
+pub(crate) struct Windows {
+    recent: Cache<String, Bytes>,
+    reading: Flights<Bytes>,
+}
+
+impl Windows {
+    pub(crate) fn new() -> Self {
+        Windows {
+            recent: Cache::builder()
+                .max_capacity(RECENT_WINDOWS_BYTES)
+                .weigher(|name: &String, window: &Bytes| {
+                    u32::try_from(name.len() + window.len()).unwrap_or(u32::MAX)
+                })
+                .time_to_idle(RECENT_WINDOW_IDLE)
+                .build(),
+            reading: Flights::default(),
+        }
+    }
+
+    /// The window `name` (a stored value's key, and the window's place in it): one read lately
+    /// (with `kept`), or being read for another reader (waited for up to `limit`), or read now
+    /// by `read`. Stored values apart are never rewritten (each write has a key of its own), so
+    /// a window read once is the window for as long as it is kept. The first window of a hit is
+    /// not taken from those kept: it is what says the stored copy is still there (evicted or
+    /// removed, the hit is a miss, not a response cut short later).
+    pub(crate) async fn get<F: Future<Output = WindowRead>>(
+        &self,
+        name: String,
+        kept: bool,
+        limit: Duration,
+        read: impl FnOnce() -> F,
+    ) -> WindowRead {
+        if let Some(window) = kept.then(|| self.recent.get(&name)).flatten() {
+            return Some(Ok(Some(window)));
+        }
+        let leader = match self.reading.join(&name) {
+            Join::Leader(leader) => Some(leader),
+            Join::Waiter(waiter) => match waiter.wait(limit).await {
+                Some(window) => return Some(Ok(Some(window))),
+                None => None, // its reader failed: this one reads for itself
+            },
+            Join::Pass => None,
+        };
+        let read = read().await;
+        if let (Some(Ok(Some(window))), Some(leader)) = (&read, leader) {
+            self.recent.insert(name, window.clone());
+            leader.finish(Some(window.clone()));
+        }
+        read
+    }
+}
 
 /// Where the windows come from: exactly bytes `start..start + len` of one stored value, or an
 /// error (the value gone, cut short or unreadable).

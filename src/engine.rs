@@ -5,7 +5,7 @@
 //! store: the cache is never the reason a request fails. (One exception cannot be avoided: a
 //! large response read from storage as it is sent is cut short if the backend fails part-way.)
 
-use crate::apart::{ApartBody, WindowSource};
+use crate::apart::{ApartBody, WindowSource, Windows};
 use crate::backends::{
     transfer_allowance, write_nonce, Backend, BackendError, Lease, APART_READ_WINDOW,
 };
@@ -182,6 +182,8 @@ pub(crate) struct Engine {
     purges: Mutex<HashMap<String, LocalPurges>>,
     /// What fills in progress hold, within `config.fill_max_bytes`.
     pub fill_budget: FillBudget,
+    /// The windows of large responses stored apart that their readers share.
+    windows: Windows,
 }
 
 impl Engine {
@@ -191,6 +193,7 @@ impl Engine {
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
             flights: Flights::new(config.hit_for_miss),
             fill_budget: FillBudget::new(config.fill_max_bytes),
+            windows: Windows::new(),
             config,
             counters: Counters::default(),
             leases_unsupported: AtomicBool::new(false),
@@ -705,12 +708,17 @@ impl Engine {
         let at = apart.key(key.as_str());
         let total = usize::try_from(apart.length).ok()?;
         let window = APART_READ_WINDOW.min(total);
-        let read = self.backend.get_range(&at, 0, window);
-        let first = self.found_bytes(
-            key,
-            self.call_within("get", transfer_allowance(window), read)
-                .await?,
-        )?;
+        let extra = transfer_allowance(window);
+        let first = self
+            .windows
+            .get(
+                window_name(&at, 0, window),
+                false,
+                self.config.backend_timeout + extra,
+                || self.call_within("get", extra, self.backend.get_range(&at, 0, window)),
+            )
+            .await?;
+        let first = self.found_bytes(key, first)?;
         let (whole, body_at) = match Entry::decode_head(&first, total) {
             Ok(decoded) => decoded,
             Err(error) => {
@@ -978,15 +986,28 @@ impl WindowSource for ApartSource {
         let engine = Arc::clone(&self.engine);
         let key = self.key.clone();
         Box::pin(async move {
-            let read = engine.backend.get_range(&key, start, len);
-            match engine.timed("get", transfer_allowance(len), read).await {
-                Ok(Some(window)) if window.len() == len => Ok(window),
-                Ok(_) => Err("the response stored apart is gone or cut short".into()),
-                Err(error) => {
+            let extra = transfer_allowance(len);
+            let limit = engine.config.backend_timeout + extra;
+            let read = engine
+                .windows
+                .get(window_name(&key, start, len), true, limit, || async {
+                    let read = engine.backend.get_range(&key, start, len);
+                    Some(engine.timed("get", extra, read).await)
+                })
+                .await;
+            match read {
+                Some(Ok(Some(window))) if window.len() == len => Ok(window),
+                Some(Ok(_)) | None => Err("the response stored apart is gone or cut short".into()),
+                Some(Err(error)) => {
                     engine.counters.record(Event::LookupFailed);
                     Err(error.into())
                 }
             }
         })
     }
+}
+
+/// The name of bytes `start..start + len` of the value stored at `key`, among shared windows.
+fn window_name(key: &str, start: usize, len: usize) -> String {
+    format!("{key}@{start}+{len}")
 }

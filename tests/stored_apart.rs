@@ -380,3 +380,31 @@ async fn through_the_proxy_a_large_response_confirmed_by_a_304_is_stored_again_w
     assert!(after.body == large_body(), "and the same bytes");
     assert_eq!(full_answers.get(), 1);
 }
+
+/// Clients reading one large response at the same time share its windows: it is read from
+/// storage about once, not once per client.
+#[tokio::test]
+async fn through_redis_concurrent_clients_of_a_large_response_read_it_from_storage_once() {
+    const CLIENTS: usize = 8;
+    let redis = Redis::start();
+    let inner = RedisBackend::builder(redis.url())
+        .local_tier(0)
+        .build()
+        .unwrap();
+    let backend = Held::over(Arc::new(inner));
+    let read = Arc::clone(&backend.read);
+    let (app, runs, _) = app_with(backend, large_body());
+    assert_eq!(fetch(&app, "/large").await.x_cache(), "MISS");
+    let before = read.load(Ordering::SeqCst);
+    let hits = futures_util::future::join_all((0..CLIENTS).map(|_| fetch(&app, "/large"))).await;
+    for hit in &hits {
+        assert_eq!(hit.x_cache(), "HIT");
+        assert!(hit.body == large_body(), "the exact bytes");
+    }
+    let read = read.load(Ordering::SeqCst) - before;
+    assert!(
+        read < 2 * LARGE,
+        "{CLIENTS} clients of a {LARGE}-byte response read {read} bytes from storage"
+    );
+    assert_eq!(runs.get(), 1);
+}
