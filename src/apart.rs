@@ -44,11 +44,16 @@ impl Windows {
         }
     }
 
+    /// The window `name`, if it was read lately.
+    pub(crate) fn kept(&self, name: &str) -> Option<Bytes> {
+        self.recent.get(name)
+    }
+
     /// The window `name` (a stored value's key, and the window's place in it): one read lately
     /// (with `kept`), or being read for another reader (waited for up to `limit`), or read now
     /// by `read`. Stored values apart are never rewritten (each write has a key of its own), so
     /// a window read once is the window for as long as it is kept. The first window of a hit is
-    /// not taken from those kept: it is what says the stored copy is still there (evicted or
+    /// not taken from those kept unless the backend says the copy is still there (evicted or
     /// removed, the hit is a miss, not a response cut short later).
     pub(crate) async fn get<F: Future<Output = WindowRead>>(
         &self,

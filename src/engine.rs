@@ -709,16 +709,21 @@ impl Engine {
         let total = usize::try_from(apart.length).ok()?;
         let window = APART_READ_WINDOW.min(total);
         let extra = transfer_allowance(window);
-        let first = self
-            .windows
-            .get(
-                window_name(&at, 0, window),
-                false,
-                self.config.backend_timeout + extra,
-                || self.call_within("get", extra, self.backend.get_range(&at, 0, window)),
-            )
-            .await?;
-        let first = self.found_bytes(key, first)?;
+        let name = window_name(&at, 0, window);
+        let first = match self.windows.kept(&name) {
+            // Read lately for another client: its last byte, read now, says it is still stored.
+            Some(kept) => {
+                let last = self.backend.get_range(&at, total.checked_sub(1)?, 1);
+                let last = self.found_bytes(key, self.call("get", last).await?)?;
+                (last.len() == 1).then_some(kept)?
+            }
+            None => {
+                let limit = self.config.backend_timeout + extra;
+                let read =
+                    || self.call_within("get", extra, self.backend.get_range(&at, 0, window));
+                self.found_bytes(key, self.windows.get(name, false, limit, read).await?)?
+            }
+        };
         let (whole, body_at) = match Entry::decode_head(&first, total) {
             Ok(decoded) => decoded,
             Err(error) => {

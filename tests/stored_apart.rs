@@ -345,7 +345,9 @@ async fn through_the_proxy_a_large_response_confirmed_by_a_304_is_stored_again_w
                     return (http::StatusCode::NOT_MODIFIED, fields).into_response();
                 }
                 full_answers.bump();
-                let fields = [("cache-control", "max-age=1"), ("etag", "\"v1\"")];
+                // Two seconds: `Date` counts whole seconds, so a response may look up to one
+                // second older than it is.
+                let fields = [("cache-control", "max-age=2"), ("etag", "\"v1\"")];
                 (fields, large_body()).into_response()
             }
         };
@@ -367,7 +369,7 @@ async fn through_the_proxy_a_large_response_confirmed_by_a_304_is_stored_again_w
     let hit = call().await;
     assert_eq!(hit.x_cache(), "HIT");
     assert!(hit.body == large_body());
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let validated = call().await;
     assert_eq!(validated.headers["x-version"], "2");
     assert!(validated.body == large_body());
@@ -407,4 +409,29 @@ async fn through_redis_concurrent_clients_of_a_large_response_read_it_from_stora
         "{CLIENTS} clients of a {LARGE}-byte response read {read} bytes from storage"
     );
     assert_eq!(runs.get(), 1);
+}
+
+/// A large response read again while its windows are kept is served from them: the backend is
+/// asked only whether the copy is still there (its last byte), not for the response again.
+#[tokio::test]
+async fn through_redis_a_large_response_read_again_soon_comes_from_the_kept_windows() {
+    let redis = Redis::start();
+    let inner = RedisBackend::builder(redis.url())
+        .local_tier(0)
+        .build()
+        .unwrap();
+    let backend = Held::over(Arc::new(inner));
+    let read = Arc::clone(&backend.read);
+    let (app, _, _) = app_with(backend, large_body());
+    assert_eq!(fetch(&app, "/large").await.x_cache(), "MISS");
+    assert!(fetch(&app, "/large").await.body == large_body());
+    let before = read.load(Ordering::SeqCst);
+    let again = fetch(&app, "/large").await;
+    assert_eq!(again.x_cache(), "HIT");
+    assert!(again.body == large_body());
+    let read = read.load(Ordering::SeqCst) - before;
+    assert!(
+        read < 4096,
+        "{read} bytes read from storage for a hit of {LARGE} kept bytes"
+    );
 }
