@@ -49,22 +49,18 @@ impl Windows {
         self.recent.get(name)
     }
 
-    /// The window `name` (a stored value's key, and the window's place in it): one read lately
-    /// (with `kept`), or being read for another reader (waited for up to `limit`), or read now
-    /// by `read`. Stored values apart are never rewritten (each write has a key of its own), so
-    /// a window read once is the window for as long as it is kept. The first window of a hit is
-    /// not taken from those kept unless the backend says the copy is still there (evicted or
-    /// removed, the hit is a miss, not a response cut short later).
-    pub(crate) async fn get<F: Future<Output = WindowRead>>(
+    /// The window `name` (a stored value's key, and the window's place in it), not kept: being
+    /// read for another reader (waited for up to `limit`), or read now by `read`, then kept.
+    /// Stored values apart are never rewritten (each write has a key of its own), so a window
+    /// read once is the window for as long as it is kept. (A hit's first window is taken from
+    /// those kept only once the backend says the copy is still there: evicted or removed, the
+    /// hit is a miss, not a response cut short later.)
+    pub(crate) async fn read<F: Future<Output = WindowRead>>(
         &self,
         name: String,
-        kept: bool,
         limit: Duration,
         read: impl FnOnce() -> F,
     ) -> WindowRead {
-        if let Some(window) = kept.then(|| self.recent.get(&name)).flatten() {
-            return Some(Ok(Some(window)));
-        }
         let leader = match self.reading.join(&name) {
             Join::Leader(leader) => Some(leader),
             Join::Waiter(waiter) => match waiter.wait(limit).await {

@@ -9,7 +9,7 @@ use crate::apart::{ApartBody, WindowSource, Windows};
 use crate::backends::{
     transfer_allowance, write_nonce, Backend, BackendError, Lease, APART_READ_WINDOW,
 };
-use crate::body::{BoxError, KeptEnd};
+use crate::body::{BoxError, CacheBody, KeptEnd, Waiting};
 use crate::breaker::Breaker;
 use crate::coalesce::{Flights, Leader};
 use crate::entry::{Apart, Content, Entry, StoredBody, StoredResponse};
@@ -149,6 +149,13 @@ pub(crate) struct Lifetime {
     pub born_ms: u64,
     pub ttl: Duration,
     pub grace: Duration,
+}
+
+impl Lifetime {
+    /// The age at `now_ms` of a response born at `born_ms` (zero if the clock went backwards).
+    pub(crate) fn age_at(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.born_ms))
+    }
 }
 
 /// What a lookup found.
@@ -365,11 +372,43 @@ impl Engine {
         (shared, plan)
     }
 
+    /// Streams `body` through the fill that [`begin_fill`](Self::begin_fill) began: shares it
+    /// with the requests joining `leader` (they read it from its start), receives it in a task
+    /// of its own (see [`fill_in_background`](Self::fill_in_background)); the stored head, and a
+    /// body that reads the fill for this request.
+    pub(crate) fn stream_fill<B: SendBody, Out: http_body::Body>(
+        self: &Arc<Self>,
+        (shared, plan): (Shared, FillPlan),
+        body: B,
+        flight: Option<CacheKey>,
+        leader: Option<Leader<Arc<Shared>>>,
+    ) -> (StoredResponse, CacheBody<Out>) {
+        let head = shared.entry.clone();
+        let reader = plan.fill.reader();
+        if let Some(leader) = &leader {
+            leader.publish(Arc::new(shared));
+        }
+        self.fill_in_background(plan, body, flight, leader);
+        let head = head.into_response().expect("stored entries hold responses");
+        (head, CacheBody::filling(reader))
+    }
+
+    /// Hands `body` (of unknown length) on as it arrives, keeping a copy up to the storage
+    /// limit and within the fill budget, stored as `plan` says once it ended whole.
+    pub(crate) fn keep_while_streaming<B: SendBody>(
+        self: &Arc<Self>,
+        body: Waiting<B>,
+        plan: KeepPlan,
+    ) -> CacheBody<B> {
+        let limit = self.config.max_body_size;
+        body.keep_copy(limit, &self.fill_budget, self.store_when_kept(plan))
+    }
+
     /// Receives `body` into the fill that `plan` began, in a task of its own (whatever becomes
     /// of the clients reading it), then stores it and hands it to the requests waiting on
     /// `leader`. A body that fails or falls short stores nothing. Once stored, `flight` is no
     /// longer remembered as uncacheable.
-    pub(crate) fn fill_in_background<B: SendBody>(
+    fn fill_in_background<B: SendBody>(
         self: &Arc<Self>,
         plan: FillPlan,
         body: B,
@@ -400,10 +439,7 @@ impl Engine {
     /// What to do when a body of unknown length, handed on while a copy is kept, ends: stores
     /// the whole (off the response's path) and hands it to the requests waiting on the leader;
     /// past the limit, or failed, stores nothing (and the leader, dropped, lets them go).
-    pub(crate) fn store_when_kept(
-        self: &Arc<Self>,
-        plan: KeepPlan,
-    ) -> impl FnOnce(KeptEnd) + Send + 'static {
+    fn store_when_kept(self: &Arc<Self>, plan: KeepPlan) -> impl FnOnce(KeptEnd) + Send + 'static {
         let engine = Arc::clone(self);
         move |end| match end {
             KeptEnd::Complete(body, permit) => {
@@ -721,7 +757,7 @@ impl Engine {
                 let limit = self.config.backend_timeout + extra;
                 let read =
                     || self.call_within("get", extra, self.backend.get_range(&at, 0, window));
-                self.found_bytes(key, self.windows.get(name, false, limit, read).await?)?
+                self.found_bytes(key, self.windows.read(name, limit, read).await?)?
             }
         };
         let (whole, body_at) = match Entry::decode_head(&first, total) {
@@ -993,13 +1029,17 @@ impl WindowSource for ApartSource {
         Box::pin(async move {
             let extra = transfer_allowance(len);
             let limit = engine.config.backend_timeout + extra;
-            let read = engine
-                .windows
-                .get(window_name(&key, start, len), true, limit, || async {
-                    let read = engine.backend.get_range(&key, start, len);
-                    Some(engine.timed("get", extra, read).await)
-                })
-                .await;
+            let name = window_name(&key, start, len);
+            let read = match engine.windows.kept(&name) {
+                Some(window) => Some(Ok(Some(window))),
+                None => {
+                    let read = || async {
+                        let read = engine.backend.get_range(&key, start, len);
+                        Some(engine.timed("get", extra, read).await)
+                    };
+                    engine.windows.read(name, limit, read).await
+                }
+            };
             match read {
                 Some(Ok(Some(window))) if window.len() == len => Ok(window),
                 Some(Ok(_)) | None => Err("the response stored apart is gone or cut short".into()),

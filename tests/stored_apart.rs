@@ -265,12 +265,13 @@ async fn slow_clients_hold_a_window_each(inner: Arc<dyn Backend>) {
 #[tokio::test]
 async fn through_redis_slow_clients_of_a_large_response_hold_a_window_each() {
     let redis = Redis::start();
-    // Without the local tier, whose copies clients would share and `Held` count once each.
-    let backend = RedisBackend::builder(redis.url())
-        .local_tier(0)
-        .build()
-        .unwrap();
-    slow_clients_hold_a_window_each(Arc::new(backend)).await;
+    slow_clients_hold_a_window_each(untiered(&redis)).await;
+}
+
+/// Redis without its local tier, whose copies clients would share and `Held` count once each.
+fn untiered(redis: &Redis) -> Arc<dyn Backend> {
+    let backend = RedisBackend::builder(redis.url()).local_tier(0).build();
+    Arc::new(backend.unwrap())
 }
 
 #[tokio::test]
@@ -389,11 +390,7 @@ async fn through_the_proxy_a_large_response_confirmed_by_a_304_is_stored_again_w
 async fn through_redis_concurrent_clients_of_a_large_response_read_it_from_storage_once() {
     const CLIENTS: usize = 8;
     let redis = Redis::start();
-    let inner = RedisBackend::builder(redis.url())
-        .local_tier(0)
-        .build()
-        .unwrap();
-    let backend = Held::over(Arc::new(inner));
+    let backend = Held::over(untiered(&redis));
     let read = Arc::clone(&backend.read);
     let (app, runs, _) = app_with(backend, large_body());
     assert_eq!(fetch(&app, "/large").await.x_cache(), "MISS");
@@ -416,11 +413,7 @@ async fn through_redis_concurrent_clients_of_a_large_response_read_it_from_stora
 #[tokio::test]
 async fn through_redis_a_large_response_read_again_soon_comes_from_the_kept_windows() {
     let redis = Redis::start();
-    let inner = RedisBackend::builder(redis.url())
-        .local_tier(0)
-        .build()
-        .unwrap();
-    let backend = Held::over(Arc::new(inner));
+    let backend = Held::over(untiered(&redis));
     let read = Arc::clone(&backend.read);
     let (app, _, _) = app_with(backend, large_body());
     assert_eq!(fetch(&app, "/large").await.x_cache(), "MISS");

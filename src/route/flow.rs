@@ -458,22 +458,9 @@ impl<'a> Miss<'a> {
         let lifetime = route.lifetime_from_now();
         let vary = route.vary_names(&parts.headers);
         let tags = entry_tags(&route.tags, named);
-        let (shared, plan) =
-            engine.begin_fill(&key, vary, request_headers, head, lifetime, tags, length);
-        let head = shared.entry.clone();
-        let reader = plan.fill.reader();
-        if let Some(leader) = &leader {
-            leader.publish(Arc::new(shared));
-        }
-        engine.fill_in_background(plan, body, flight, leader);
-        let head = head.into_response().expect("stored entries hold responses");
-        replay_arriving(
-            head,
-            CacheBody::filling(reader),
-            request_headers,
-            status,
-            None,
-        )
+        let begun = engine.begin_fill(&key, vary, request_headers, head, lifetime, tags, length);
+        let (head, body) = engine.stream_fill(begun, body, flight, leader);
+        replay_arriving(head, body, request_headers, status, None)
     }
 
     /// Answers with the handler's response (of unknown length) as its body arrives, keeping a
@@ -508,8 +495,7 @@ impl<'a> Miss<'a> {
             tags: entry_tags(&route.tags, named),
             leader,
         };
-        let max = engine.config.max_body_size;
-        let body = body.keep_copy(max, &engine.fill_budget, engine.store_when_kept(plan));
+        let body = engine.keep_while_streaming(body, plan);
         replay_arriving(answer, body, request_headers, status, None)
     }
 

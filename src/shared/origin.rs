@@ -28,7 +28,6 @@ use http::header::AGE;
 use http::request::Parts;
 use http::{Response, StatusCode};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What a response streamed while it is stored keeps for storing it.
 struct Filling {
@@ -294,16 +293,10 @@ impl Cache {
             tags,
             leader,
         };
-        let max = self.engine.config.max_body_size;
-        let body = body.keep_copy(
-            max,
-            &self.engine.fill_budget,
-            self.engine.store_when_kept(plan),
-        );
+        let body = self.engine.keep_while_streaming(body, plan);
         status.stored = true;
         // A response fresh from the origin carries an Age only when a cache behind us gave one.
-        let age = origin_age
-            .then(|| Duration::from_millis(exchange.response_ms.saturating_sub(kept.born_ms)));
+        let age = origin_age.then(|| kept.age_at(exchange.response_ms));
         let response = replay_arriving(answer, body, &outgoing.headers, CacheStatus::Miss, age);
         self.with_status(response, &status)
     }
@@ -336,7 +329,7 @@ impl Cache {
                 return self.passed_on(response, status.detail(reason));
             }
         };
-        let (shared, plan) = self.engine.begin_fill(
+        let begun = self.engine.begin_fill(
             &outgoing.key,
             vary,
             &outgoing.headers,
@@ -345,24 +338,12 @@ impl Cache {
             tags,
             length,
         );
-        let head = shared.entry.clone();
-        let reader = plan.fill.reader();
-        if let Some(leader) = &leader {
-            leader.publish(Arc::new(shared));
-        }
-        let flight = outgoing.key.clone();
-        self.engine
-            .fill_in_background(plan, body, Some(flight), leader);
+        let flight = Some(outgoing.key.clone());
+        let (head, body) = self.engine.stream_fill(begun, body, flight, leader);
         status.stored = true;
-        let age = origin_age.then(|| head.age(exchange.response_ms));
-        let head = head.into_response().expect("stored entries hold responses");
-        let response = replay_arriving(
-            head,
-            CacheBody::filling(reader),
-            &outgoing.headers,
-            CacheStatus::Miss,
-            age,
-        );
+        // A response fresh from the origin carries an Age only when a cache behind us gave one.
+        let age = origin_age.then(|| kept.age_at(exchange.response_ms));
+        let response = replay_arriving(head, body, &outgoing.headers, CacheStatus::Miss, age);
         self.with_status(response, &status)
     }
 
