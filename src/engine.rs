@@ -176,6 +176,16 @@ impl Found {
     }
 }
 
+/// Where a lookup may take its answer from.
+#[derive(Clone, Copy)]
+enum Reading {
+    /// Wherever the backend answers soonest (a copy it keeps in this process): every request.
+    Nearest,
+    /// The store itself: what another instance may have stored a moment ago, which a copy in
+    /// this process learns of only when the store's report of the change arrives.
+    Latest,
+}
+
 pub(crate) struct Engine {
     pub backend: Arc<dyn Backend>,
     pub config: EngineConfig,
@@ -228,20 +238,22 @@ impl Engine {
     ) -> Found {
         let found = match self.find_now(primary, headers, grace, now_ms) {
             Some(found) => found,
-            None => Box::pin(self.find(primary, headers, grace, now_ms)).await,
+            None => Box::pin(self.find(primary, headers, grace, now_ms, Reading::Nearest)).await,
         };
         Found::of(found, now_ms)
     }
 
     /// The fresh response stored for `primary`, as a leader would share it (with the fields it
-    /// varies on): what another instance stored while this one waited.
+    /// varies on): what another instance stored while this one waited. Read from the store
+    /// itself: an instance gives its lease back once it has stored, so whoever takes the lease
+    /// next must see that write.
     pub(crate) async fn lookup_shared(
         self: &Arc<Self>,
         primary: &CacheKey,
         headers: &HeaderMap,
         now_ms: u64,
     ) -> Option<Shared> {
-        self.find(primary, headers, Duration::ZERO, now_ms)
+        self.find(primary, headers, Duration::ZERO, now_ms, Reading::Latest)
             .await
             .filter(|found| found.entry.is_fresh(now_ms))
     }
@@ -253,13 +265,14 @@ impl Engine {
         headers: &HeaderMap,
         grace: Duration,
         now_ms: u64,
+        reading: Reading,
     ) -> Option<Shared> {
-        let entry = self.fetch(primary, grace, now_ms).await?;
+        let entry = self.fetch(primary, grace, now_ms, reading).await?;
         match &entry.content {
             Content::Response(_) => Some(Shared::stored(entry, Vec::new(), None)),
             Content::Variants(names) => {
                 let variant = variant_key(&self.config.namespace, primary, names, headers);
-                let found = self.fetch(&variant, grace, now_ms).await?;
+                let found = self.fetch(&variant, grace, now_ms, reading).await?;
                 found.response()?;
                 Some(Shared::stored(found, names.clone(), Some(variant)))
             }
@@ -713,11 +726,22 @@ impl Engine {
         key: &CacheKey,
         grace: Duration,
         now_ms: u64,
+        reading: Reading,
     ) -> Option<Entry> {
-        let found = match self.backend.get_ready(key.as_str()) {
+        let ready = match reading {
+            Reading::Nearest => self.backend.get_ready(key.as_str()),
+            Reading::Latest => None,
+        };
+        let found = match ready {
             Some(found) => found,
-            // Boxed: the timer and the backend's future stay out of the request's own future.
-            None => Box::pin(self.call("get", self.backend.get(key.as_str()))).await?,
+            None => {
+                let get = match reading {
+                    Reading::Nearest => self.backend.get(key.as_str()),
+                    Reading::Latest => self.backend.get_latest(key.as_str()),
+                };
+                // Boxed: the timer and the backend's future stay out of the request's own future.
+                Box::pin(self.call("get", get)).await?
+            }
         };
         let entry = self.entry_from(key, found)?;
         let verdict = if entry.tags.is_empty() {

@@ -43,12 +43,21 @@ pub(crate) async fn take_turn(
     let token = token();
     let deadline = Instant::now() + engine.config.coalesce_timeout;
     let mut pause = FIRST_PAUSE;
+    let mut waited = false;
     loop {
         match engine.acquire_lease(flight, &token).await {
             Some(Lease::Acquired) => {
-                return Turn::Run(Some(FleetLease::new(engine, flight, token)))
+                let lease = FleetLease::new(engine, flight, token);
+                // A holder gives its lease back once it has stored: the entry may have come
+                // since this instance last looked (the lease is given back when dropped).
+                if waited {
+                    if let Some(served) = stored_meanwhile(engine, primary, headers).await {
+                        return served;
+                    }
+                }
+                return Turn::Run(Some(lease));
             }
-            Some(Lease::HeldElsewhere) => {}
+            Some(Lease::HeldElsewhere) => waited = true,
             Some(Lease::Unsupported) | None => return Turn::Run(None),
         }
         let now = Instant::now();
@@ -58,14 +67,23 @@ pub(crate) async fn take_turn(
         }
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(LONGEST_PAUSE);
-        if let Some(shared) = engine
-            .lookup_shared(primary, headers, Entry::now_ms())
-            .await
-        {
-            tracing::debug!(key = %primary, "served the entry another instance stored");
-            return Turn::Served(Box::new(shared));
+        if let Some(served) = stored_meanwhile(engine, primary, headers).await {
+            return served;
         }
     }
+}
+
+/// The entry another instance stored at `primary`, if it has.
+async fn stored_meanwhile(
+    engine: &Arc<Engine>,
+    primary: &CacheKey,
+    headers: &HeaderMap,
+) -> Option<Turn> {
+    let shared = engine
+        .lookup_shared(primary, headers, Entry::now_ms())
+        .await?;
+    tracing::debug!(key = %primary, "served the entry another instance stored");
+    Some(Turn::Served(Box::new(shared)))
 }
 
 /// For a background refresh: the lease if no other instance is refreshing `flight` (`None`:

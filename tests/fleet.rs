@@ -3,14 +3,17 @@
 
 mod support;
 
+use async_trait::async_trait;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use cache_middleware::backends::RedisBackend;
+use cache_middleware::backends::{Backend, BackendError, Lease, RedisBackend};
 use cache_middleware::proxy::{router, ProxyConfig};
 use cache_middleware::{cache, CacheMiddleware};
 use futures_util::future::join_all;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use support::servers::{wait_until, Cluster, Redis};
 use support::{over_http, Counter, Observed};
@@ -184,6 +187,127 @@ async fn on_a_cluster_too_a_cold_key_runs_its_handler_once() {
     let responses = join_all((0..100).map(|i| get_slow(&fleet[i % fleet.len()]))).await;
     assert_eq!(runs.get(), 1, "handler runs in the fleet");
     assert!(responses.iter().all(|r| r.status == 200));
+}
+
+/// An instance's backend over Redis, whose fleet lease can be scripted: once armed, held
+/// elsewhere at first; on the next try, the instance at `holder` runs its handler and stores the
+/// response, and then the lease is free. That is what a waiting instance meets when the holder
+/// stores and gives the lease back between two of its looks (a window of a few milliseconds in a
+/// real fleet).
+#[derive(Debug)]
+struct HandedOver {
+    redis: RedisBackend,
+    holder: SocketAddr,
+    armed: AtomicBool,
+    tries: AtomicUsize,
+    /// The in-process tier answered a read (its key tracking is up).
+    tier_answered: AtomicBool,
+}
+
+impl HandedOver {
+    /// The holder's run, while this instance's thread waits: nothing else runs on it meanwhile,
+    /// Redis's report of the holder's write to this instance's tier included.
+    fn holder_runs(&self) {
+        let holder = self.holder;
+        let stored = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(over_http(holder, "GET", "/slow", &[SITE], Bytes::new()))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(stored.x_cache(), "MISS", "the holder runs its handler");
+    }
+}
+
+#[async_trait]
+impl Backend for HandedOver {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
+        self.redis.get(key).await
+    }
+    async fn get_latest(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
+        self.redis.get_latest(key).await
+    }
+    fn get_ready(&self, key: &str) -> Option<Result<Option<Bytes>, BackendError>> {
+        let found = self.redis.get_ready(key);
+        if matches!(found, Some(Ok(Some(_)))) {
+            self.tier_answered.store(true, Ordering::SeqCst);
+        }
+        found
+    }
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
+        self.redis.set(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        self.redis.delete(key).await
+    }
+    async fn clear(&self) -> Result<(), BackendError> {
+        self.redis.clear().await
+    }
+    fn name(&self) -> &'static str {
+        "handed-over"
+    }
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Lease, BackendError> {
+        if !self.armed.load(Ordering::SeqCst) {
+            return self.redis.acquire_lease(key, token, ttl).await;
+        }
+        if self.tries.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Ok(Lease::HeldElsewhere);
+        }
+        self.holder_runs();
+        Ok(Lease::Acquired)
+    }
+    async fn release_lease(&self, key: &str, token: &str) -> Result<(), BackendError> {
+        self.redis.release_lease(key, token).await
+    }
+}
+
+/// An instance waiting on another's lease takes it just after the holder stored and gave it
+/// back. Its in-process tier still remembers the key absent (from the look that missed), as
+/// Redis's report of the write has not been read yet: it must serve the stored entry anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_given_back_after_storing_serves_the_entry_and_never_runs_again() {
+    let redis = Redis::start();
+    let runs = Counter::default();
+    let holder = Instance::start("holder", &redis.url(), &runs, WAIT, Duration::from_secs(10));
+    let backend = Arc::new(HandedOver {
+        redis: RedisBackend::builder(redis.url())
+            .namespace("fleet")
+            .build()
+            .unwrap(),
+        holder: holder.address,
+        armed: AtomicBool::new(false),
+        tries: AtomicUsize::new(0),
+        tier_answered: AtomicBool::new(false),
+    });
+    // The scripted lease call lasts the holder's whole run: more than the latency budget.
+    let middleware =
+        CacheMiddleware::new(Arc::clone(&backend)).backend_timeout(Duration::from_secs(5));
+    let waiter = Instance::with("waiter", middleware, &runs, WAIT, 300);
+    // Another site's page, read until the waiter's tier answers (its tracking is up).
+    let other_site = [("host", "other.test")];
+    for _ in 0..100 {
+        over_http(waiter.address, "GET", "/slow", &other_site, Bytes::new()).await;
+        if backend.tier_answered.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        backend.tier_answered.load(Ordering::SeqCst),
+        "tier never up"
+    );
+    assert_eq!(runs.get(), 1, "the other site's page ran once");
+
+    backend.armed.store(true, Ordering::SeqCst);
+    let served = get_slow(&waiter).await;
+    assert_eq!(served.status, 200);
+    assert_eq!(served.text(), "made by holder, run 2");
+    assert_eq!(runs.get(), 2, "handler runs in the fleet");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -383,6 +383,15 @@ async fn the_local_tier_answers_without_redis_and_forgets_what_any_client_change
         before,
         "hits in the tier cost Redis nothing"
     );
+    assert_eq!(
+        a.get_latest("k").await.unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    assert_eq!(
+        gets_served(&redis),
+        before + 1,
+        "the latest value is read from Redis, whatever the tier holds"
+    );
 
     // A change through another instance, and one by any other client, are reported.
     b.set("k", Bytes::from_static(b"v2"), MINUTE).await.unwrap();

@@ -90,6 +90,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The value stored under `key`, if any and not expired.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError>;
 
+    /// The value under `key` as the store holds it now, past any copy kept in this process:
+    /// what the engine reads for a key another instance may have just written (a copy in this
+    /// process can still say "absent" until the store's report of the write arrives). The
+    /// default is [`get`](Self::get), for a backend that keeps no such copy.
+    async fn get_latest(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
+        self.get(key).await
+    }
+
     /// The value under `key` when the backend can answer without waiting (an in-process store);
     /// `None` when it cannot, and [`get`](Self::get) is to be used. The default is `None`.
     fn get_ready(&self, key: &str) -> Option<Result<Option<Bytes>, BackendError>> {
@@ -178,6 +186,9 @@ pub const APART_READ_WINDOW: usize = 512 * 1024;
 impl<T: Backend + ?Sized> Backend for Arc<T> {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
         (**self).get(key).await
+    }
+    async fn get_latest(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
+        (**self).get_latest(key).await
     }
     fn get_ready(&self, key: &str) -> Option<Result<Option<Bytes>, BackendError>> {
         (**self).get_ready(key)

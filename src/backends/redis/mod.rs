@@ -204,6 +204,12 @@ impl RedisBackend {
         tokio::spawn(tracking::track(Arc::downgrade(&self.inner)));
     }
 
+    /// The value of the Redis key `full`, read from Redis whatever the tier holds.
+    async fn get_from_redis(&self, full: &str) -> Result<Option<Bytes>, BackendError> {
+        let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(full)).await?;
+        Ok(value.map(Bytes::from))
+    }
+
     /// `key`'s value and remaining lifetime, in one round trip, kept in the tier if nothing
     /// changed meanwhile.
     async fn get_into_tier(
@@ -410,8 +416,11 @@ impl Backend for RedisBackend {
                 return self.get_into_tier(tier, ticket, &full).await;
             }
         }
-        let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(full)).await?;
-        Ok(value.map(Bytes::from))
+        self.get_from_redis(&full).await
+    }
+
+    async fn get_latest(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
+        self.get_from_redis(&self.key(key)).await
     }
 
     fn get_ready(&self, key: &str) -> Option<Result<Option<Bytes>, BackendError>> {
