@@ -1,17 +1,16 @@
 //! Bodies that the cache hands on: buffered bytes, a stream, a buffered prefix followed by the rest
 //! of a stream, a response being received from the origin while it is stored (a [`Fill`]), or a
-//! stream handed on as it arrives while a copy is kept for storing (one of unknown length).
+//! stored response read from storage as it is sent.
 //! Reading a body up to a limit never loses data: what was read comes first, then the rest, then
 //! any error the stream reported.
 
 use crate::apart::ApartReader;
 use crate::entry::StoredBody;
-use crate::fill::{FillBudget, FillPermit, FillReader};
+use crate::fill::FillReader;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
 
 /// The request or response body produced by the cache layer.
@@ -29,7 +28,6 @@ impl<B: Body> std::fmt::Debug for CacheBody<B> {
         let tail = match self.tail {
             Tail::Stream(_) => "stream",
             Tail::Fill(_) => "fill",
-            Tail::Kept(_) => "kept",
             Tail::Apart(_) => "apart",
             Tail::Failed(_) => "failed",
             Tail::End => "end",
@@ -44,7 +42,6 @@ impl<B: Body> std::fmt::Debug for CacheBody<B> {
 enum Tail<B: Body> {
     Stream(B),
     Fill(FillReader),
-    Kept(Kept<B>),
     Apart(ApartReader),
     Failed(Option<BoxError>),
     End,
@@ -134,13 +131,6 @@ where
                 }
                 Poll::Ready(chunk.map(|chunk| chunk.map(Frame::data).map_err(Into::into)))
             }
-            Tail::Kept(kept) => {
-                let frame = ready!(kept.poll_frame(cx));
-                if !matches!(frame, Some(Ok(_))) {
-                    this.tail = Tail::End;
-                }
-                Poll::Ready(frame)
-            }
             Tail::Apart(reader) => {
                 let window = ready!(reader.poll_window(cx));
                 if !matches!(window, Some(Ok(_))) {
@@ -163,8 +153,6 @@ where
             && match &self.tail {
                 Tail::Stream(body) => body.is_end_stream(),
                 Tail::Fill(reader) => reader.is_end_stream(),
-                // Its end is still to be read: that is when the copy is complete.
-                Tail::Kept(_) => false,
                 Tail::Apart(reader) => reader.remaining() == 0,
                 Tail::Failed(error) => error.is_none(),
                 Tail::End => true,
@@ -176,7 +164,6 @@ where
         let tail = match &self.tail {
             Tail::Stream(body) => body.size_hint(),
             Tail::Fill(reader) => reader.size_hint(),
-            Tail::Kept(kept) => kept.body.size_hint(),
             Tail::Apart(reader) => SizeHint::with_exact(reader.remaining() as u64),
             _ => SizeHint::with_exact(0),
         };
@@ -186,70 +173,6 @@ where
         }
         hint.set_lower(tail.lower() + prefix);
         hint
-    }
-}
-
-/// How a body whose copy was kept ended.
-pub(crate) enum KeptEnd {
-    /// It ended within the limit: the whole of it, and its share of the fill budget, held until
-    /// it is stored.
-    Complete(Bytes, FillPermit),
-    /// It passed the limit: handed on whole, but no copy kept.
-    TooLarge,
-    /// What fills and copies hold already left no room for it: handed on whole, no copy kept.
-    NoRoom,
-    /// It failed.
-    Failed,
-}
-
-/// A body handed on as it arrives, with a copy kept up to a limit, within the fill budget.
-struct Kept<B> {
-    body: B,
-    copy: Option<(BytesMut, FillPermit)>,
-    limit: usize,
-    /// In a `Mutex` only so that the body stays `Sync`; reached through `&mut self`, never locked.
-    done: Mutex<Option<WhenKept>>,
-}
-
-/// What hears how a body whose copy was kept ended.
-type WhenKept = Box<dyn FnOnce(KeptEnd) + Send>;
-
-impl<B> Kept<B> {
-    fn end(&mut self, end: KeptEnd) {
-        self.copy = None;
-        let done = self.done.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Some(done) = done.take() {
-            done(end);
-        }
-    }
-}
-
-impl<B> Kept<B>
-where
-    B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
-{
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => {
-                if let (Some(data), Some((copy, permit))) = (frame.data_ref(), self.copy.as_mut()) {
-                    if copy.len() + data.len() > self.limit {
-                        self.end(KeptEnd::TooLarge);
-                    } else if !permit.grow(data.len() as u64) {
-                        self.end(KeptEnd::NoRoom);
-                    } else {
-                        copy.extend_from_slice(data);
-                    }
-                }
-            }
-            Some(Err(_)) => self.end(KeptEnd::Failed),
-            None => {
-                if let Some((copy, permit)) = self.copy.take() {
-                    self.end(KeptEnd::Complete(copy.freeze(), permit));
-                }
-            }
-        }
-        Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
     }
 }
 
@@ -302,48 +225,10 @@ where
 pub(crate) enum AtOnce<B: Body> {
     /// All of it.
     Whole(Bytes),
-    /// What came before it had to wait; the rest is to come.
-    Waiting(Waiting<B>),
+    /// What came before it had to wait: the whole body, that first, then the rest as it comes.
+    Waiting(CacheBody<B>),
     /// It failed, or passed the limit: what came, then the error or the rest.
     Over(CacheBody<B>),
-}
-
-/// A body read as far as it went without waiting.
-pub(crate) struct Waiting<B> {
-    read: Bytes,
-    rest: B,
-}
-
-impl<B: Body> Waiting<B> {
-    /// The whole body: what was read, then the rest.
-    pub(crate) fn into_body(self) -> CacheBody<B> {
-        CacheBody::prefixed(self.read, Tail::Stream(self.rest))
-    }
-
-    /// The whole body as it arrives, keeping a copy of it (what was read included) up to
-    /// `limit` bytes and within `budget`; `done` hears how it ended: the whole copy, or why
-    /// there is none. A body dropped before its end (its client left) tells nothing and keeps
-    /// nothing.
-    pub(crate) fn keep_copy(
-        self,
-        limit: usize,
-        budget: &FillBudget,
-        done: impl FnOnce(KeptEnd) + Send + 'static,
-    ) -> CacheBody<B> {
-        let permit = budget.reserve(self.read.len() as u64);
-        let mut kept = Kept {
-            body: self.rest,
-            copy: permit.map(|permit| (BytesMut::from(&self.read[..]), permit)),
-            limit,
-            done: Mutex::new(Some(Box::new(done))),
-        };
-        if self.read.len() > limit {
-            kept.end(KeptEnd::TooLarge);
-        } else if kept.copy.is_none() {
-            kept.end(KeptEnd::NoRoom);
-        }
-        CacheBody::prefixed(self.read, Tail::Kept(kept))
-    }
 }
 
 /// Reads what `body` has now, up to `limit` bytes, without waiting for more.
@@ -371,10 +256,8 @@ where
                 return AtOnce::Over(CacheBody::prefixed(buffer.freeze(), rest));
             }
             Poll::Pending => {
-                return AtOnce::Waiting(Waiting {
-                    read: buffer.freeze(),
-                    rest: body,
-                })
+                let rest = Tail::Stream(body);
+                return AtOnce::Waiting(CacheBody::prefixed(buffer.freeze(), rest));
             }
         }
     }
@@ -459,20 +342,6 @@ mod tests {
         let error = Some("connection reset".to_owned());
         assert_eq!(read_all(failed).await, (b"ab".to_vec(), error));
         // A body that has to wait: what came first, then the rest as it comes.
-        let (sender, waiting) = half_there();
-        sender.send(Bytes::from_static(b"cd")).unwrap();
-        drop(sender);
-        assert_eq!(
-            read_all(waiting.into_body()).await,
-            (b"abcd".to_vec(), None)
-        );
-    }
-
-    /// A body whose first chunk is there and whose second comes once sent on the returned side.
-    fn half_there() -> (
-        tokio::sync::mpsc::UnboundedSender<Bytes>,
-        Waiting<impl Body<Data = Bytes, Error = &'static str> + Unpin>,
-    ) {
         let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
         sender.send(Bytes::from_static(b"ab")).unwrap();
         let frames = stream::poll_fn(move |cx| {
@@ -482,38 +351,9 @@ mod tests {
         let AtOnce::Waiting(waiting) = read_at_once(StreamBody::new(frames), 10) else {
             panic!("the rest is still to come");
         };
-        (sender, waiting)
-    }
-
-    #[tokio::test]
-    async fn a_kept_copy_is_whole_or_none_and_the_client_gets_every_byte_either_way() {
-        for (limit, room, expected) in [
-            (10, 10, "complete"),
-            (3, 10, "too large"),
-            (10, 3, "no room"),
-        ] {
-            let budget = FillBudget::new(room);
-            let (sender, waiting) = half_there();
-            let (heard, hear) = std::sync::mpsc::channel();
-            let body = waiting.keep_copy(limit, &budget, move |end| {
-                let said = match end {
-                    KeptEnd::Complete(copy, permit) => {
-                        assert_eq!(&copy[..], b"abcd");
-                        drop(permit);
-                        "complete"
-                    }
-                    KeptEnd::TooLarge => "too large",
-                    KeptEnd::NoRoom => "no room",
-                    KeptEnd::Failed => "failed",
-                };
-                heard.send(said).unwrap();
-            });
-            sender.send(Bytes::from_static(b"cd")).unwrap();
-            drop(sender);
-            assert_eq!(read_all(body).await, (b"abcd".to_vec(), None), "{expected}");
-            assert_eq!(hear.try_recv(), Ok(expected));
-            assert_eq!(budget.held(), 0, "the share is given back ({expected})");
-        }
+        sender.send(Bytes::from_static(b"cd")).unwrap();
+        drop(sender);
+        assert_eq!(read_all(waiting).await, (b"abcd".to_vec(), None));
     }
 
     #[test]

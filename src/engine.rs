@@ -9,11 +9,11 @@ use crate::apart::{ApartBody, WindowSource, Windows};
 use crate::backends::{
     transfer_allowance, write_nonce, Backend, BackendError, Lease, APART_READ_WINDOW,
 };
-use crate::body::{BoxError, CacheBody, KeptEnd, Waiting};
+use crate::body::{BoxError, CacheBody};
 use crate::breaker::Breaker;
 use crate::coalesce::{Flights, Leader};
 use crate::entry::{Apart, Content, Entry, StoredBody, StoredResponse};
-use crate::fill::{Fill, FillBudget, FillPermit};
+use crate::fill::{Fill, FillBudget, Length, Received, Unstorable};
 use crate::key::{variant_key, CacheKey};
 use crate::service::SendBody;
 use crate::stats::{CacheStats, Counters, Event};
@@ -104,21 +104,8 @@ pub(crate) struct FillPlan {
     vary: Vec<String>,
     /// Where the response entry goes when it varies (otherwise at `primary`).
     variant: Option<CacheKey>,
-}
-
-/// What storing a response of unknown length needs once its body has been read whole: its head
-/// and where it goes (see [`Engine::store_when_kept`]).
-pub(crate) struct KeepPlan {
-    pub primary: CacheKey,
-    /// The single-flight key: no longer uncacheable once stored, remembered as such when the
-    /// body passes the limit.
-    pub flight: Option<CacheKey>,
-    pub vary: Vec<String>,
-    pub request_headers: HeaderMap,
-    pub head: Storable,
-    pub lifetime: Lifetime,
-    pub tags: Vec<String>,
-    pub leader: Option<Leader<Arc<Shared>>>,
+    /// The response's status (a key whose response cannot be stored is remembered with it).
+    status: StatusCode,
 }
 
 /// A stored response shared with the requests that waited for it.
@@ -355,9 +342,12 @@ impl Engine {
         shared
     }
 
-    /// Begins storing a response whose body of `length` bytes is still to arrive: what requests
-    /// joining meanwhile share (the head, and the body as it arrives), and the plan that
-    /// [`store_filled`](Self::store_filled) completes. Only a [`Storable`] head can begin one.
+    /// Begins storing a response whose body of `length` bytes (`None`: not announced) is still
+    /// to arrive: what requests joining meanwhile share (the head, and the body as it arrives),
+    /// and the plan that [`store_filled`](Self::store_filled) completes; `None` (counted) when the fills in
+    /// progress hold the fill budget, and the response is to stream through unstored. Only a
+    /// [`Storable`] head can begin one. A body of announced length takes its share of the
+    /// budget now; one of unknown length as it grows.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn begin_fill(
         &self,
@@ -367,22 +357,32 @@ impl Engine {
         head: Storable,
         lifetime: Lifetime,
         tags: Vec<String>,
-        (length, permit): (u32, FillPermit),
-    ) -> (Shared, FillPlan) {
+        length: Option<u32>,
+    ) -> Option<(Shared, FillPlan)> {
+        let Some(permit) = self.fill_budget.reserve(length.map_or(0, u64::from)) else {
+            self.counters.record(Event::NotStored("fill-budget"));
+            return None;
+        };
+        let status = head.response().status;
         let (mut shared, marker) =
             self.shared_for(primary, vary, headers, head.into_response(), lifetime, tags);
-        let fill = Fill::new(length, permit);
+        let fill_length = match length {
+            Some(length) => Length::Announced(length),
+            None => Length::AtMost(self.config.max_body_size as u64),
+        };
+        let fill = Fill::new(fill_length, permit);
         shared.fill = Some(Arc::clone(&fill));
         let plan = FillPlan {
             fill,
             before_body: shared.entry.encode_before_body(length),
+            status,
             primary: primary.clone(),
             marker,
             keep: lifetime.ttl.saturating_add(lifetime.grace),
             vary: shared.vary.clone(),
             variant: shared.variant.clone(),
         };
-        (shared, plan)
+        Some((shared, plan))
     }
 
     /// Streams `body` through the fill that [`begin_fill`](Self::begin_fill) began: shares it
@@ -406,21 +406,12 @@ impl Engine {
         (head, CacheBody::filling(reader))
     }
 
-    /// Hands `body` (of unknown length) on as it arrives, keeping a copy up to the storage
-    /// limit and within the fill budget, stored as `plan` says once it ended whole.
-    pub(crate) fn keep_while_streaming<B: SendBody>(
-        self: &Arc<Self>,
-        body: Waiting<B>,
-        plan: KeepPlan,
-    ) -> CacheBody<B> {
-        let limit = self.config.max_body_size;
-        body.keep_copy(limit, &self.fill_budget, self.store_when_kept(plan))
-    }
-
     /// Receives `body` into the fill that `plan` began, in a task of its own (whatever becomes
     /// of the clients reading it), then stores it and hands it to the requests waiting on
     /// `leader`. A body that fails or falls short stores nothing. Once stored, `flight` is no
-    /// longer remembered as uncacheable.
+    /// longer remembered as uncacheable. A body of unannounced length that cannot be stored
+    /// (too large, or no room in the fill budget) lets the waiting requests go and is handed on
+    /// to the readers it has.
     fn fill_in_background<B: SendBody>(
         self: &Arc<Self>,
         plan: FillPlan,
@@ -431,14 +422,31 @@ impl Engine {
         let engine = Arc::clone(self);
         tokio::spawn(async move {
             let key = plan.primary.clone();
-            let stored = match plan.fill.receive(&plan.before_body, body).await {
-                Some(encoded) => engine.store_filled(plan, encoded).await,
-                None => None,
+            let fill = Arc::clone(&plan.fill);
+            let encoded = match fill.receive(&plan.before_body, body).await {
+                Received::Complete(encoded) => encoded,
+                Received::Failed(failing) => {
+                    tracing::debug!(key = %key, "response body failed or fell short while received; not stored");
+                    engine.counters.record(Event::NotStored("body-failed"));
+                    drop(leader); // the flight goes before its readers hear it failed
+                    return drop(failing);
+                }
+                Received::Unstorable(why, rest) => {
+                    let reason = why.as_str();
+                    tracing::debug!(key = %key, reason, "response body handed on, not stored");
+                    engine.counters.record(Event::NotStored(reason));
+                    if let (Some(flight), Unstorable::TooLarge) = (&flight, why) {
+                        engine
+                            .flights
+                            .remember_uncacheable(flight.as_str(), plan.status);
+                    }
+                    drop(leader); // requests still waiting go on their own
+                    return rest.hand_on().await;
+                }
             };
-            let Some(shared) = stored else {
-                tracing::debug!(key = %key, "response body failed or fell short while received; not stored");
+            let Some(shared) = engine.store_filled(plan, encoded).await else {
                 engine.counters.record(Event::NotStored("body-failed"));
-                return; // the leader, dropped, releases the flight
+                return;
             };
             if let Some(flight) = flight {
                 engine.flights.forget_uncacheable(flight.as_str());
@@ -447,58 +455,6 @@ impl Engine {
                 leader.finish(Some(Arc::new(shared)));
             }
         });
-    }
-
-    /// What to do when a body of unknown length, handed on while a copy is kept, ends: stores
-    /// the whole (off the response's path) and hands it to the requests waiting on the leader;
-    /// past the limit, or failed, stores nothing (and the leader, dropped, lets them go).
-    fn store_when_kept(self: &Arc<Self>, plan: KeepPlan) -> impl FnOnce(KeptEnd) + Send + 'static {
-        let engine = Arc::clone(self);
-        move |end| match end {
-            KeptEnd::Complete(body, permit) => {
-                tokio::spawn(async move {
-                    let _held_until_stored = permit;
-                    let KeepPlan {
-                        primary,
-                        flight,
-                        vary,
-                        request_headers,
-                        head,
-                        lifetime,
-                        tags,
-                        leader,
-                    } = plan;
-                    let response = head.with_body(body);
-                    let shared = engine
-                        .store_with(&primary, vary, &request_headers, response, lifetime, tags)
-                        .await;
-                    if let Some(flight) = flight {
-                        engine.flights.forget_uncacheable(flight.as_str());
-                    }
-                    if let Some(leader) = leader {
-                        leader.finish(Some(Arc::new(shared)));
-                    }
-                });
-            }
-            KeptEnd::TooLarge => {
-                tracing::debug!(key = %plan.primary, "response body past the limit; handed on whole, not stored");
-                engine
-                    .counters
-                    .record(Event::NotStored("response-body-too-large"));
-                if let Some(flight) = &plan.flight {
-                    let status = plan.head.response().status;
-                    engine.flights.remember_uncacheable(flight.as_str(), status);
-                }
-            }
-            KeptEnd::NoRoom => {
-                tracing::debug!(key = %plan.primary, "fills in progress hold their budget; handed on whole, not stored");
-                engine.counters.record(Event::NotStored("fill-budget"));
-            }
-            KeptEnd::Failed => {
-                tracing::debug!(key = %plan.primary, "response body failed while received; not stored");
-                engine.counters.record(Event::NotStored("body-failed"));
-            }
-        }
     }
 
     /// Stores a filled response, `encoded` as it arrived (no copy); what it shares with the

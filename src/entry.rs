@@ -17,6 +17,9 @@ const VERSION_WITHOUT_TAGS: u8 = 1;
 const KIND_RESPONSE: u8 = 0;
 const KIND_VARIANTS: u8 = 1;
 const KIND_APART: u8 = 2;
+/// A response body's length field saying "the rest of the entry": what a body whose length was
+/// not known when its entry began to be written has (see `fill`). No body that long is stored.
+const BODY_TO_END: u32 = u32::MAX;
 
 /// A decoded entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,12 +180,13 @@ impl Entry {
         Some(out.freeze())
     }
 
-    /// The encoding of a response entry up to its body, for a body of `body_len` bytes that
-    /// follows as it arrives (see `fill`). The entry's own body is ignored.
-    pub(crate) fn encode_before_body(&self, body_len: u32) -> BytesMut {
+    /// The encoding of a response entry up to its body, for a body of `body_len` bytes (or,
+    /// `None`, of a length not yet known) that follows as it arrives (see `fill`). The entry's
+    /// own body is ignored.
+    pub(crate) fn encode_before_body(&self, body_len: Option<u32>) -> BytesMut {
         let mut out = BytesMut::with_capacity(self.encoded_len_hint());
         self.put_all_but_body(&mut out);
-        out.put_u32(body_len);
+        out.put_u32(body_len.unwrap_or(BODY_TO_END));
         out
     }
 
@@ -304,9 +308,12 @@ impl Entry {
                     headers.append(name, value);
                 }
                 let body = match head {
-                    None => r.shared_field()?,
+                    None => {
+                        let len = r.body_len(r.bytes.len())?;
+                        r.shared(len)?
+                    }
                     Some((total, body_at)) => {
-                        let len = r.u32()? as usize;
+                        let len = r.body_len(total)?;
                         if r.at.checked_add(len) != Some(total) {
                             return Err(DecodeError::Malformed);
                         }
@@ -398,6 +405,14 @@ impl<'a> Reader<'a> {
             strings.push(text.to_owned());
         }
         Ok(strings)
+    }
+
+    /// A body's length field, in an encoding `total` bytes long.
+    fn body_len(&mut self, total: usize) -> Result<usize, DecodeError> {
+        match self.u32()? {
+            BODY_TO_END => total.checked_sub(self.at).ok_or(DecodeError::Malformed),
+            len => Ok(len as usize),
+        }
     }
 
     fn shared_field(&mut self) -> Result<Bytes, DecodeError> {
@@ -548,6 +563,30 @@ mod tests {
             Entry::decode_head(&short, total),
             Err(DecodeError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_body_of_length_unknown_when_written_runs_to_the_end_of_the_entry() {
+        let entry = sample();
+        let body = entry.response().unwrap().body.whole().unwrap().clone();
+        let mut encoded = entry.encode_before_body(None);
+        encoded.extend_from_slice(&body);
+        let encoded = encoded.freeze();
+        assert_eq!(Entry::decode(&encoded).unwrap(), entry);
+        let total = encoded.len();
+        let (head, at) = Entry::decode_head(&encoded.slice(..total - 4), total).unwrap();
+        assert_eq!((at.start, at.len), (total - body.len(), body.len()));
+        assert_eq!(
+            head.response().unwrap().headers,
+            entry.response().unwrap().headers
+        );
+        // Written again (a 304 merged into it), it says its length.
+        let again = Entry::decode(&encoded).unwrap().encode().unwrap();
+        assert_eq!(Entry::decode(&again).unwrap(), entry);
+        assert_eq!(again.len(), total);
+        let empty = entry.encode_before_body(None).freeze();
+        let decoded = Entry::decode(&empty).unwrap();
+        assert!(decoded.response().unwrap().body.whole().unwrap().is_empty());
     }
 
     #[test]

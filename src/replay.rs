@@ -124,8 +124,8 @@ pub(crate) fn replay<B: Body>(
     response
 }
 
-/// The response for a stored head whose body is still arriving (`body`: read from a fill, or
-/// from the origin while a copy is kept), for a GET: whole, or `304` for a client that has it. A
+/// The response for a stored head whose body is still arriving (`body`: read from a fill), for
+/// a GET: whole, or `304` for a client that has it. A
 /// `Range` is not answered from a body not yet complete: the whole response is (RFC 9110 §14.2
 /// lets a server ignore `Range`).
 pub(crate) fn replay_arriving<B: Body>(

@@ -16,7 +16,6 @@ use crate::policy::{
     classify_response, sorted_vary, CacheControl, ResponseDecision, ResponsePolicy,
 };
 use crate::shared::storable::{may_store, strip_named_fields, Exchanged, NotStored};
-use bytes::Bytes;
 use http::header::SET_COOKIE;
 use http::{HeaderMap, Method};
 
@@ -89,13 +88,6 @@ impl Storable {
 
     pub(crate) fn response(&self) -> &StoredResponse {
         &self.0
-    }
-
-    /// A head that passed, with the body that arrived after it was judged (what may be stored
-    /// does not depend on the body's bytes; its size the caller bounds).
-    pub(crate) fn with_body(mut self, body: Bytes) -> Storable {
-        self.0.body = body.into();
-        self
     }
 
     pub(crate) fn into_response(self) -> StoredResponse {

@@ -165,6 +165,13 @@ enum Mode {
 
 const MODES: [Mode; 2] = [Mode::Proxy, Mode::Route];
 
+/// Each mode with a body of announced length (`/big`) and one sent chunked (`/chunked`).
+fn modes_and_bodies() -> impl Iterator<Item = (Mode, &'static str)> {
+    MODES
+        .into_iter()
+        .flat_map(|mode| [(mode, "/big"), (mode, "/chunked")])
+}
+
 async fn setup(mode: Mode) -> (Origin, SocketAddr) {
     setup_with(mode, CacheMiddleware::new(MemoryBackend::new(100))).await
 }
@@ -316,14 +323,14 @@ async fn streams_to_its_first_client_then_hits(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_that_join_a_fill_read_what_arrived_then_the_rest_with_one_origin_fetch() {
-    for mode in MODES {
-        eprintln!("mode: {mode:?}");
+    for (mode, path) in modes_and_bodies() {
+        eprintln!("mode: {mode:?}, {path}");
         let (origin, front) = setup(mode).await;
-        let (first, mut got_first) = reader_of_new_fetch(&origin, front, "/big", 2).await;
+        let (first, mut got_first) = reader_of_new_fetch(&origin, front, path, 2).await;
         // Arriving mid-fill: the two chunks already received come at once, before any more exist.
         let mut joined = Vec::new();
         for _ in 0..3 {
-            let mut reply = get_big(front).await;
+            let mut reply = get_path(front, path).await;
             assert_eq!(x_cache(&reply), "HIT");
             let start = read_at_least(&mut reply, 2 * CHUNK).await;
             assert!(start[..2 * CHUNK] == whole()[..2 * CHUNK]);
@@ -343,14 +350,14 @@ async fn requests_that_join_a_fill_read_what_arrived_then_the_rest_with_one_orig
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fill_goes_on_when_its_first_client_leaves() {
-    for mode in MODES {
-        eprintln!("mode: {mode:?}");
+    for (mode, path) in modes_and_bodies() {
+        eprintln!("mode: {mode:?}, {path}");
         let (origin, front) = setup(mode).await;
-        let (first, _) = reader_of_new_fetch(&origin, front, "/big", 1).await;
+        let (first, _) = reader_of_new_fetch(&origin, front, path, 1).await;
         drop(first); // the client hangs up mid-body
         tokio::time::sleep(Duration::from_millis(100)).await;
         origin.feed(1, CHUNKS);
-        let later = get_big(front).await;
+        let later = get_path(front, path).await;
         assert_eq!(x_cache(&later), "HIT");
         assert!(read_rest(later).await.unwrap() == whole());
         assert_eq!(
@@ -363,11 +370,11 @@ async fn the_fill_goes_on_when_its_first_client_leaves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fill_ends_every_reader_with_an_error_and_stores_nothing() {
-    for mode in MODES {
-        eprintln!("mode: {mode:?}");
+    for (mode, path) in modes_and_bodies() {
+        eprintln!("mode: {mode:?}, {path}");
         let (origin, front) = setup(mode).await;
-        let (first, _) = reader_of_new_fetch(&origin, front, "/big", 1).await;
-        let mut joined = get_big(front).await;
+        let (first, _) = reader_of_new_fetch(&origin, front, path, 1).await;
+        let mut joined = get_path(front, path).await;
         read_at_least(&mut joined, CHUNK).await;
         origin.fail();
         for reply in [first, joined] {
@@ -376,7 +383,7 @@ async fn a_failed_fill_ends_every_reader_with_an_error_and_stores_nothing() {
                 "a body cut short is an error, never a complete response"
             );
         }
-        let after = get_big(front).await;
+        let after = get_path(front, path).await;
         assert_eq!(x_cache(&after), "MISS", "nothing was stored");
         assert_eq!(origin.runs.get(), 2);
         origin.feed(0, CHUNKS);
@@ -480,6 +487,33 @@ async fn a_body_of_unknown_length_past_the_limit_reaches_its_client_whole_and_is
         let (again, mut got) = reader_of_new_fetch(&origin, front, "/chunked", CHUNKS).await;
         assert_ne!(x_cache(&again), "HIT");
         got.extend(read_rest(again).await.unwrap());
+        assert!(got == whole());
+        assert_eq!(origin.runs.get(), 2, "it was not stored");
+    }
+}
+
+/// A body of unknown length read by two clients (the second joined it) that turns out too large
+/// to store: both get every byte, at the pace of the slower one, and the next request goes to
+/// the origin without waiting on anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_of_a_body_of_unknown_length_past_the_limit_get_every_byte() {
+    for mode in MODES {
+        eprintln!("mode: {mode:?}");
+        let limit = 2 * CHUNK; // the body is four chunks
+        let middleware = CacheMiddleware::new(MemoryBackend::new(100)).max_body_size(limit);
+        let (origin, front) = setup_with(mode, middleware).await;
+        let (first, mut got_first) = reader_of_new_fetch(&origin, front, "/chunked", 1).await;
+        let mut joined = get_path(front, "/chunked").await;
+        let mut got_joined = read_at_least(&mut joined, CHUNK).await;
+        assert_eq!(origin.runs.get(), 1, "the second client joined the first");
+        origin.feed(1, CHUNKS);
+        got_first.extend(read_rest(first).await.unwrap());
+        got_joined.extend(read_rest(joined).await.unwrap());
+        assert!(got_first == whole(), "the first client got every byte");
+        assert!(got_joined == whole(), "the joined client got every byte");
+        let (next, mut got) = reader_of_new_fetch(&origin, front, "/chunked", CHUNKS).await;
+        assert_ne!(x_cache(&next), "HIT");
+        got.extend(read_rest(next).await.unwrap());
         assert!(got == whole());
         assert_eq!(origin.runs.get(), 2, "it was not stored");
     }

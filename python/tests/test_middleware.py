@@ -118,7 +118,9 @@ def test_streams_go_through_as_they_come_and_are_not_stored(serve, client) -> No
     assert runs(client, app.url, "events") == 2
 
 
-def test_a_large_response_streams_while_stored_and_a_joiner_reads_it_as_it_comes(serve, client) -> None:
+@pytest.mark.parametrize("route", ["large", "large-unannounced"])
+def test_a_large_response_streams_while_stored_and_a_joiner_reads_it_as_it_comes(serve, client, route: str) -> None:
+    """With a `Content-Length` or without one (sent chunked)."""
     app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
     chunk = 64 * 1024
     whole = b"".join(bytes([ord("a") + n]) * chunk for n in range(4))
@@ -130,12 +132,13 @@ def test_a_large_response_streams_while_stored_and_a_joiner_reads_it_as_it_comes
             got += next(parts)
         return got, parts
 
-    with httpx.stream("GET", f"{app.url}/large", timeout=10) as first:
+    with httpx.stream("GET", f"{app.url}/{route}", timeout=10) as first:
         # The handler holds the rest of its body: what arrived went out as it came.
         assert first.headers["x-cache"] == "MISS"
-        assert first.headers["content-length"] == str(len(whole))
+        if route == "large":
+            assert first.headers["content-length"] == str(len(whole))
         got, rest = first_chunk(first)
-        with httpx.stream("GET", f"{app.url}/large", timeout=10) as joined:
+        with httpx.stream("GET", f"{app.url}/{route}", timeout=10) as joined:
             # Joining the response still arriving: its start at once, no second handler run.
             assert joined.headers["x-cache"] == "HIT"
             assert joined.headers["etag"] == first.headers["etag"]
@@ -144,10 +147,10 @@ def test_a_large_response_streams_while_stored_and_a_joiner_reads_it_as_it_comes
             joined_got += b"".join(joined_rest)
         got += b"".join(rest)
     assert got == whole and joined_got == whole
-    again = client.get(f"{app.url}/large")
+    again = client.get(f"{app.url}/{route}")
     assert again.headers["x-cache"] == "HIT"
     assert again.content == whole
-    assert runs(client, app.url, "large") == 1
+    assert runs(client, app.url, route) == 1
 
 
 def test_a_huge_response_comes_back_exact_whole_and_in_ranges(serve, client, backend_env) -> None:

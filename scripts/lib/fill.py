@@ -2,15 +2,17 @@
 
     fill.py origin PORT DELAY_MS         serve /obj/SIZE/NAME: SIZE bytes in 64 KiB chunks, DELAY_MS
                                          apart, cacheable (/chunked/SIZE/NAME: the same without a
-                                         length, sent chunked); /count/SIZE/NAME: how often it was asked
-    fill.py ttfb ORIGIN PROXY ROUNDS [KIND]
+                                         length, sent chunked); /count/KIND/SIZE/NAME: how often
+                                         /KIND/SIZE/NAME was asked
+    fill.py ttfb ORIGIN PROXY ROUNDS [KIND [NAME]]
                                          time to first body byte of a cold 8 MiB object (KIND obj or
                                          chunked), straight from the origin and through the proxy,
-                                         taking turns
-    fill.py crowd PROXY ORIGIN N SIZE [NAME]
-                                         N concurrent clients on one object (/obj/SIZE/NAME, NAME
-                                         crowd by default): every body checked
-    fill.py dropped PROXY ORIGIN         a client that leaves mid-body; the next request
+                                         taking turns, each once the proxy finished receiving the
+                                         previous one (objects named NAME-..., ttfb by default)
+    fill.py crowd PROXY ORIGIN N SIZE [NAME [KIND]]
+                                         N concurrent clients on one object (/KIND/SIZE/NAME, NAME
+                                         crowd and KIND obj by default): every body checked
+    fill.py dropped PROXY ORIGIN [KIND]  a client that leaves mid-body; the next request
     fill.py ranges PROXY                 ranges of a stored object
 
 Each object's chunk i is 64 KiB starting with i as 8 bytes, so a reordered or missing chunk shows.
@@ -55,7 +57,7 @@ async def origin(port: int, delay_ms: float) -> None:
             return
         path = head.split(b" ", 2)[1].decode()
         if path.startswith("/count/"):
-            body = json.dumps(counts.get("/obj/" + path[len("/count/"):], 0)).encode()
+            body = json.dumps(counts.get(path[len("/count"):], 0)).encode()
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
             await writer.drain()
             writer.close()
@@ -117,20 +119,23 @@ async def first_body_byte(port: int, path: str) -> float:
 
 
 async def count(origin_port: int, path: str) -> int:
-    reader, writer = await request(origin_port, "/count/" + path[len("/obj/"):])
+    reader, writer = await request(origin_port, "/count" + path)
     await read_head(reader)
     value = int(await reader.read())
     writer.close()
     return value
 
 
-async def ttfb(origin_port: int, proxy_port: int, rounds: int, kind: str = "obj") -> None:
+async def ttfb(origin_port: int, proxy_port: int, rounds: int, kind: str = "obj", name: str = "ttfb") -> None:
     size = 8 * 1024 * 1024
     direct: List[float] = []
     proxied: List[float] = []
     for r in range(rounds):
-        direct.append(await first_body_byte(origin_port, f"/{kind}/{size}/ttfb-direct-{r}"))
-        proxied.append(await first_body_byte(proxy_port, f"/{kind}/{size}/ttfb-proxy-{r}"))
+        direct.append(await first_body_byte(origin_port, f"/{kind}/{size}/{name}-direct-{r}"))
+        proxied.append(await first_body_byte(proxy_port, f"/{kind}/{size}/{name}-proxy-{r}"))
+        # The proxy goes on receiving the object it was asked for (the client left after a byte):
+        # let it finish, so that the next round starts on an idle origin and proxy.
+        await asyncio.sleep(size // CHUNK * 0.003)
     differences = [(p - d) * 1000 for d, p in zip(direct, proxied)]
     print(json.dumps({
         "rounds": rounds,
@@ -144,22 +149,35 @@ async def ttfb(origin_port: int, proxy_port: int, rounds: int, kind: str = "obj"
 
 
 async def read_body(port: int, path: str) -> Tuple[int, Dict[str, str], str, int]:
+    """The status, fields, body digest and body length of a response (chunked or not)."""
     reader, writer = await request(port, path)
     status, fields = await read_head(reader)
     digest = hashlib.sha256()
     received = 0
+    chunked = fields.get("transfer-encoding", "").lower() == "chunked"
     while True:
-        data = await reader.read(1 << 20)
-        if not data:
-            break
+        if chunked:
+            size = int((await reader.readline()).split(b";")[0].strip(), 16)
+            if size == 0:
+                while (await reader.readline()) not in (b"\r\n", b""):
+                    pass  # trailer fields
+                break
+            data = await reader.readexactly(size)
+            await reader.readexactly(2)
+        else:
+            data = await reader.read(1 << 20)
+            if not data:
+                break
         digest.update(data)
         received += len(data)
     writer.close()
     return status, fields, digest.hexdigest(), received
 
 
-async def crowd(proxy_port: int, origin_port: int, clients: int, size: int, name: str = "crowd") -> None:
-    path = f"/obj/{size}/{name}"
+async def crowd(
+    proxy_port: int, origin_port: int, clients: int, size: int, name: str = "crowd", kind: str = "obj"
+) -> None:
+    path = f"/{kind}/{size}/{name}"
     want, _ = expected(size)
     started = time.perf_counter()
     results = await asyncio.gather(*(read_body(proxy_port, path) for _ in range(clients)))
@@ -178,9 +196,9 @@ async def crowd(proxy_port: int, origin_port: int, clients: int, size: int, name
     }))
 
 
-async def dropped(proxy_port: int, origin_port: int) -> None:
+async def dropped(proxy_port: int, origin_port: int, kind: str = "obj") -> None:
     size = 8 * 1024 * 1024
-    path = f"/obj/{size}/dropped"
+    path = f"/{kind}/{size}/dropped"
     reader, writer = await request(proxy_port, path)
     await read_head(reader)
     await reader.readexactly(1 << 20)
@@ -223,11 +241,11 @@ def main() -> None:
     if what == "origin":
         asyncio.run(origin(int(args[0]), float(args[1])))
     elif what == "ttfb":
-        asyncio.run(ttfb(int(args[0]), int(args[1]), int(args[2]), *args[3:4]))
+        asyncio.run(ttfb(int(args[0]), int(args[1]), int(args[2]), *args[3:5]))
     elif what == "crowd":
-        asyncio.run(crowd(int(args[0]), int(args[1]), int(args[2]), int(args[3]), *args[4:5]))
+        asyncio.run(crowd(int(args[0]), int(args[1]), int(args[2]), int(args[3]), *args[4:6]))
     elif what == "dropped":
-        asyncio.run(dropped(int(args[0]), int(args[1])))
+        asyncio.run(dropped(int(args[0]), int(args[1]), *args[2:3]))
     elif what == "ranges":
         asyncio.run(ranges(int(args[0])))
     else:

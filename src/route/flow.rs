@@ -8,11 +8,11 @@
 //!    up to the limit, store it, answer.
 
 use super::RouteConfig;
-use crate::body::{collect_limited, read_at_once, AtOnce, BoxError, CacheBody, Collected, Waiting};
+use crate::body::{collect_limited, read_at_once, AtOnce, BoxError, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
-use crate::engine::{Engine, Found, KeepPlan, Shared};
+use crate::engine::{Engine, Found, Shared};
 use crate::entry::Entry;
-use crate::fill::{streaming, FillPermit, StreamLimits, Streaming};
+use crate::fill::{streaming, StreamLimits, Streaming};
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::middleware::EngineHandle;
@@ -337,8 +337,8 @@ impl<'a> Miss<'a> {
             let response = Response::from_parts(response_parts, CacheBody::stream(response_body));
             return Ok(mark(response, self.status));
         }
-        // A large body of announced length streams while it is stored, unless it is all there
-        // at once: then it is read first, like a short one, and named by its bytes.
+        // A large body, or one of unknown length, streams while it is stored, unless it is all
+        // there at once: then it is read first, like a short one, and named by its bytes.
         let max = engine.config.max_body_size;
         let limits = StreamLimits {
             fill_from: STREAM_FROM,
@@ -348,44 +348,22 @@ impl<'a> Miss<'a> {
         let request = (&method, &request_headers);
         let response = (response_parts.status, &response_parts.headers);
         let collected = match streaming(limits, request, response, &response_body.size_hint()) {
-            Streaming::Fill(length) => match read_at_once(response_body, length as usize) {
-                AtOnce::Whole(bytes) => Collected::Complete(bytes),
-                AtOnce::Over(body) => Collected::TooLarge(body),
-                AtOnce::Waiting(body) => {
-                    let body = body.into_body();
-                    let Some(permit) = engine.fill_budget.reserve(u64::from(length)) else {
-                        // Other fills hold the budget: this one streams through, not stored.
-                        engine.counters.record(Event::NotStored("fill-budget"));
-                        let response = Response::from_parts(response_parts, body);
-                        return Ok(mark(response, self.status));
-                    };
-                    let streamed = Streamed {
-                        parts: response_parts,
-                        body,
-                        named,
-                    };
-                    let length = (length, permit);
-                    return Ok(self.stream_while_filling(
-                        streamed,
-                        length,
-                        &request_headers,
-                        policy,
-                    ));
+            Streaming::Fill(length) => {
+                match read_at_once(response_body, length.map_or(max, |l| l as usize)) {
+                    AtOnce::Whole(bytes) => Collected::Complete(bytes),
+                    AtOnce::Over(body) => Collected::TooLarge(body),
+                    AtOnce::Waiting(body) => {
+                        let streamed = Streamed {
+                            parts: response_parts,
+                            body,
+                            named,
+                        };
+                        let fill =
+                            self.stream_while_filling(streamed, length, &request_headers, policy);
+                        return Ok(fill);
+                    }
                 }
-            },
-            // Of unknown length: read first only if it is all there at once.
-            Streaming::KeepCopy => match read_at_once(response_body, max) {
-                AtOnce::Whole(bytes) => Collected::Complete(bytes),
-                AtOnce::Over(body) => Collected::TooLarge(body),
-                AtOnce::Waiting(body) => {
-                    let streamed = Streamed {
-                        parts: response_parts,
-                        body,
-                        named,
-                    };
-                    return Ok(self.stream_while_keeping(streamed, &request_headers, policy));
-                }
-            },
+            }
             Streaming::ReadFirst => collect_limited(response_body, max).await,
         };
         let body = match collected {
@@ -440,7 +418,7 @@ impl<'a> Miss<'a> {
     fn stream_while_filling<ResB: SendBody>(
         self,
         Streamed { parts, body, named }: Streamed<CacheBody<ResB>>,
-        length: (u32, FillPermit),
+        length: Option<u32>,
         request_headers: &HeaderMap,
         policy: ResponsePolicy<'_>,
     ) -> Response<CacheBody<ResB>> {
@@ -458,45 +436,14 @@ impl<'a> Miss<'a> {
         let lifetime = route.lifetime_from_now();
         let vary = route.vary_names(&parts.headers);
         let tags = entry_tags(&route.tags, named);
-        let begun = engine.begin_fill(&key, vary, request_headers, head, lifetime, tags, length);
+        let Some(begun) =
+            engine.begin_fill(&key, vary, request_headers, head, lifetime, tags, length)
+        else {
+            // Other fills hold the budget: this one streams through, not stored.
+            return mark(Response::from_parts(parts, body), status);
+        };
         let (head, body) = engine.stream_fill(begun, body, flight, leader);
         replay_arriving(head, body, request_headers, status, None)
-    }
-
-    /// Answers with the handler's response (of unknown length) as its body arrives, keeping a
-    /// copy up to the storage limit, and stores it once it ended whole. It goes at its client's
-    /// pace and ends with it: requests that join the flight wait for the stored response, and a
-    /// client that leaves stores nothing. Its `ETag` names the stored copy, as for a fill.
-    fn stream_while_keeping<ResB: SendBody>(
-        self,
-        Streamed { parts, body, named }: Streamed<Waiting<ResB>>,
-        request_headers: &HeaderMap,
-        policy: ResponsePolicy<'_>,
-    ) -> Response<CacheBody<ResB>> {
-        let Some(head) = self.streamed_head(&parts, policy) else {
-            return mark(Response::from_parts(parts, body.into_body()), self.status);
-        };
-        let Miss {
-            engine,
-            route,
-            key,
-            status,
-            leader,
-            flight,
-        } = self;
-        let answer = head.response().clone();
-        let plan = KeepPlan {
-            primary: key,
-            flight,
-            vary: route.vary_names(&parts.headers),
-            request_headers: request_headers.clone(),
-            head,
-            lifetime: route.lifetime_from_now(),
-            tags: entry_tags(&route.tags, named),
-            leader,
-        };
-        let body = engine.keep_while_streaming(body, plan);
-        replay_arriving(answer, body, request_headers, status, None)
     }
 
     /// The stored head of a response whose body streams while it is stored, if it may be stored

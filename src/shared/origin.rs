@@ -8,12 +8,12 @@ use super::freshness::Exchange;
 use super::revalidate::{make_conditional, update_from_304};
 use super::rules::{add_date_if_missing, kept_for, stale_on_error, worth_keeping};
 use super::storable::{may_store, Exchanged};
-use crate::body::{collect_limited, read_at_once, AtOnce, CacheBody, Collected, Waiting};
+use crate::body::{collect_limited, read_at_once, AtOnce, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
+use crate::engine::Lifetime;
 use crate::engine::Shared;
-use crate::engine::{KeepPlan, Lifetime};
 use crate::entry::Entry;
-use crate::fill::{streaming, FillPermit, StreamLimits, Streaming};
+use crate::fill::{streaming, StreamLimits, Streaming};
 use crate::fleet;
 use crate::key::partial_key;
 use crate::policy::sorted_vary;
@@ -142,35 +142,11 @@ impl Cache {
         };
         let request = (&outgoing.method, &outgoing.headers);
         let response = (parts.status, &parts.headers);
-        let streams = streaming(limits, request, response, &body.size_hint());
-        if let Streaming::Fill(length) = streams {
-            let Some(permit) = self.engine.fill_budget.reserve(u64::from(length)) else {
-                // Other fills hold the budget: this one streams through, not stored.
-                self.engine.counters.record(Event::NotStored("fill-budget"));
-                let response = Response::from_parts(parts, CacheBody::stream(body));
-                return self.passed_on(response, status.detail("fill-budget"));
-            };
-            let fill = Filling {
-                cc,
-                vary,
-                kept,
-                tags,
-                exchange,
-            };
-            return self.stream_while_filling(
-                parts,
-                body,
-                (length, permit),
-                outgoing,
-                leader,
-                status,
-                fill,
-            );
-        }
         let max = self.engine.config.max_body_size;
-        let collected = if streams == Streaming::KeepCopy {
-            // Of unknown length: read first only if it is all there at once.
-            match read_at_once(body, max) {
+        let collected = match streaming(limits, request, response, &body.size_hint()) {
+            // Read first after all when the whole of it is there at once.
+            Streaming::Fill(length) => match read_at_once(body, length.map_or(max, |l| l as usize))
+            {
                 AtOnce::Whole(bytes) => Collected::Complete(bytes),
                 AtOnce::Over(body) => Collected::TooLarge(body),
                 AtOnce::Waiting(body) => {
@@ -181,11 +157,12 @@ impl Cache {
                         tags,
                         exchange,
                     };
-                    return self.stream_while_keeping(parts, body, outgoing, leader, status, fill);
+                    let streams = (body, length);
+                    return self
+                        .stream_while_filling(parts, streams, outgoing, leader, status, fill);
                 }
-            }
-        } else {
-            collect_limited(body, max).await
+            },
+            Streaming::ReadFirst => collect_limited(body, max).await,
         };
         let body = match collected {
             Collected::Complete(bytes) => bytes,
@@ -255,52 +232,6 @@ impl Cache {
         })
     }
 
-    /// Answers with the origin's response (of unknown length) as its body arrives, keeping a
-    /// copy up to the storage limit, and stores it once it ended whole. Unlike a fill, it goes at
-    /// its client's pace and ends with it: requests that join the flight wait for the stored
-    /// response, and a client that leaves stores nothing.
-    fn stream_while_keeping<ResB: SendBody>(
-        &self,
-        parts: http::response::Parts,
-        body: Waiting<ResB>,
-        outgoing: Outgoing,
-        leader: Option<Leader<Arc<Shared>>>,
-        mut status: Status,
-        Filling {
-            cc,
-            vary,
-            kept,
-            tags,
-            exchange,
-        }: Filling,
-    ) -> Response<CacheBody<ResB>> {
-        let origin_age = parts.headers.contains_key(AGE);
-        let head = match self.streamed_head(&parts, &outgoing, &cc, &exchange) {
-            Ok(head) => head,
-            Err(reason) => {
-                let response = Response::from_parts(parts, body.into_body());
-                return self.passed_on(response, status.detail(reason));
-            }
-        };
-        let answer = head.response().clone();
-        let plan = KeepPlan {
-            primary: outgoing.key.clone(),
-            flight: Some(outgoing.key.clone()),
-            vary,
-            request_headers: outgoing.headers.clone(),
-            head,
-            lifetime: kept,
-            tags,
-            leader,
-        };
-        let body = self.engine.keep_while_streaming(body, plan);
-        status.stored = true;
-        // A response fresh from the origin carries an Age only when a cache behind us gave one.
-        let age = origin_age.then(|| kept.age_at(exchange.response_ms));
-        let response = replay_arriving(answer, body, &outgoing.headers, CacheStatus::Miss, age);
-        self.with_status(response, &status)
-    }
-
     /// Answers with the origin's response as its body arrives, while a task of its own receives
     /// the body (whatever becomes of this client), then stores it. Requests that join the flight
     /// meanwhile read the same body from its start.
@@ -308,8 +239,7 @@ impl Cache {
     fn stream_while_filling<ResB: SendBody>(
         &self,
         parts: http::response::Parts,
-        body: ResB,
-        length: (u32, FillPermit),
+        (body, length): (CacheBody<ResB>, Option<u32>),
         outgoing: Outgoing,
         leader: Option<Leader<Arc<Shared>>>,
         mut status: Status,
@@ -325,7 +255,7 @@ impl Cache {
         let storable = match self.streamed_head(&parts, &outgoing, &cc, &exchange) {
             Ok(storable) => storable,
             Err(reason) => {
-                let response = Response::from_parts(parts, CacheBody::stream(body));
+                let response = Response::from_parts(parts, body);
                 return self.passed_on(response, status.detail(reason));
             }
         };
@@ -338,6 +268,11 @@ impl Cache {
             tags,
             length,
         );
+        let Some(begun) = begun else {
+            // Other fills hold the budget: this one streams through, not stored.
+            let response = Response::from_parts(parts, body);
+            return self.passed_on(response, status.detail("fill-budget"));
+        };
         let flight = Some(outgoing.key.clone());
         let (head, body) = self.engine.stream_fill(begun, body, flight, leader);
         status.stored = true;
