@@ -18,8 +18,10 @@ const KIND_RESPONSE: u8 = 0;
 const KIND_VARIANTS: u8 = 1;
 const KIND_APART: u8 = 2;
 /// A response body's length field saying "the rest of the entry": what a body whose length was
-/// not known when its entry began to be written has (see `fill`). No body that long is stored.
+/// not known when its entry began to be written has (see `fill`).
 const BODY_TO_END: u32 = u32::MAX;
+/// The largest body an entry holds (its length is 32 bits, one value of which says "to the end").
+pub const MAX_STORED_BODY: usize = BODY_TO_END as usize - 1;
 
 /// A decoded entry.
 #[derive(Debug, Clone, PartialEq)]

@@ -23,6 +23,7 @@
 //! ```
 
 use crate::backends::{Backend, BuildError, MemoryBackend};
+use crate::entry::MAX_STORED_BODY;
 use crate::redact::redact_url;
 use crate::CacheMiddleware;
 use std::sync::Arc;
@@ -202,7 +203,7 @@ pub fn configure_middleware_from(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<CacheMiddleware, ConfigError> {
     let env = Env(&lookup);
-    if let Some(bytes) = env.count(CACHE_MAX_BODY_SIZE)? {
+    if let Some(bytes) = env.count_up_to(CACHE_MAX_BODY_SIZE, MAX_STORED_BODY as u64)? {
         middleware = middleware.max_body_size(usize::try_from(bytes).unwrap_or(usize::MAX));
     }
     if let Some(bytes) = env.count(CACHE_MAX_REQUEST_BODY_SIZE)? {
@@ -257,6 +258,21 @@ impl Env<'_> {
         match value.trim().parse::<u64>() {
             Ok(n) if n >= 1 => Ok(Some(n)),
             _ => Err(invalid(name, &value, "a whole number of at least 1")),
+        }
+    }
+
+    /// A count from 1 to `most`.
+    fn count_up_to(&self, name: &'static str, most: u64) -> Result<Option<u64>, ConfigError> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        match value.trim().parse::<u64>() {
+            Ok(n) if (1..=most).contains(&n) => Ok(Some(n)),
+            _ => Err(invalid(
+                name,
+                &value,
+                &format!("a whole number from 1 to {most}"),
+            )),
         }
     }
 
@@ -610,8 +626,13 @@ mod tests {
             .to_string();
         assert_eq!(
             error,
-            "CACHE_MAX_BODY_SIZE=\"1MB\" is not valid: expected a whole number of at least 1"
+            "CACHE_MAX_BODY_SIZE=\"1MB\" is not valid: expected a whole number from 1 to 4294967294"
         );
+        // The entry format holds bodies up to 4 GiB.
+        let error = configure_middleware_from(base(), vars(&[(CACHE_MAX_BODY_SIZE, "4294967295")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("from 1 to 4294967294"), "{error}");
         let error =
             configure_middleware_from(base(), vars(&[(CACHE_FLEET_SINGLE_FLIGHT, "yes please")]))
                 .unwrap_err()

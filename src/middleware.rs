@@ -73,9 +73,11 @@ impl CacheMiddleware {
         self.configure(|c| c.namespace = namespace)
     }
 
-    /// Largest response body stored, in bytes (default 1 MiB). Larger bodies stream through unstored.
+    /// Largest response body stored, in bytes (default 1 MiB). Larger bodies stream through
+    /// unstored. At most [`MAX_STORED_BODY`](crate::entry::MAX_STORED_BODY) (4 GiB less 2
+    /// bytes, what an entry can hold): a larger value is taken as that.
     pub fn max_body_size(self, bytes: usize) -> Self {
-        self.configure(|c| c.max_body_size = bytes)
+        self.configure(|c| c.max_body_size = bytes.min(crate::entry::MAX_STORED_BODY))
     }
 
     /// Largest POST body that is read to build a key, in bytes (default 64 KiB). A larger request

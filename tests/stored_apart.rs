@@ -428,3 +428,88 @@ async fn through_redis_a_large_response_read_again_soon_comes_from_the_kept_wind
         "{read} bytes read from storage for a hit of {LARGE} kept bytes"
     );
 }
+
+/// `/chunked`: the large response sent in 64 KiB pieces, a pause before each, with no length:
+/// stored as it arrives, so its entry says its body runs to the end.
+fn chunked_app(backend: Arc<dyn Backend>) -> (Router, Counter, CacheHandle) {
+    let runs = Counter::default();
+    let counted = runs.clone();
+    let route = get(move || {
+        counted.bump();
+        let pieces = large_body()
+            .chunks(64 * 1024)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        let stream = futures_util::stream::unfold(pieces, |mut pieces: Vec<Bytes>| async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let next = (!pieces.is_empty()).then(|| pieces.remove(0))?;
+            Some((Ok::<_, std::io::Error>(next), pieces))
+        });
+        async move { axum::body::Body::from_stream(stream) }
+    });
+    // Time enough for a 4 MiB write in a debug build: this is not about time.
+    let middleware = CacheMiddleware::new(backend)
+        .max_body_size(64 * 1024 * 1024)
+        .backend_timeout(Duration::from_secs(5));
+    let handle = middleware.handle();
+    let app = Router::new()
+        .route("/chunked", route.layer(cache(60)))
+        .layer(middleware);
+    (app, runs, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_response_of_unknown_length_is_stored_apart_and_read_back_whole_and_in_ranges() {
+    let redis = Redis::start();
+    let memcached = Memcached::start();
+    let backends: [(&str, Arc<dyn Backend>); 2] = [
+        ("redis", untiered(&redis)),
+        (
+            "memcached",
+            Arc::new(MemcachedBackend::new(memcached.url()).unwrap()),
+        ),
+    ];
+    for (name, backend) in backends {
+        let (app, runs, handle) = chunked_app(backend);
+        let first = fetch(&app, "/chunked").await;
+        assert_eq!(first.x_cache(), "MISS", "{name}");
+        assert!(
+            first.headers.get("content-length").is_none(),
+            "{name}: sent chunked"
+        );
+        assert!(
+            first.body == large_body(),
+            "{name}: the first client's bytes"
+        );
+        // Stored off the response's path: read back once it is there.
+        for _ in 0..500 {
+            if handle.stats().stores == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(handle.stats().stores, 1, "{name}: {:?}", handle.stats());
+        let hit = fetch(&app, "/chunked").await;
+        assert_eq!(hit.x_cache(), "HIT", "{name}");
+        assert!(hit.body == large_body(), "{name}: the stored bytes");
+        let part =
+            support::fetch_with(&app, "/chunked", &[("range", "bytes=3000000-3000099")]).await;
+        assert_eq!(
+            (part.status.as_u16(), part.x_cache()),
+            (206, "HIT"),
+            "{name}"
+        );
+        assert!(
+            part.body[..] == large_body()[3_000_000..3_000_100],
+            "{name}"
+        );
+        assert_eq!(runs.get(), 1, "{name}");
+        assert_eq!(
+            handle.stats().coalesced,
+            0,
+            "{name}: every hit read storage"
+        );
+    }
+    let apart = redis.cli(&["--scan", "--pattern", "*:apart:*"]);
+    assert_eq!(apart.lines().count(), 1, "stored apart in Redis: {apart:?}");
+}

@@ -10,8 +10,7 @@ use super::rules::{add_date_if_missing, kept_for, stale_on_error, worth_keeping}
 use super::storable::{may_store, Exchanged};
 use crate::body::{collect_limited, read_at_once, AtOnce, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
-use crate::engine::Lifetime;
-use crate::engine::Shared;
+use crate::engine::{Lifetime, Shared};
 use crate::entry::Entry;
 use crate::fill::{streaming, StreamLimits, Streaming};
 use crate::fleet;
