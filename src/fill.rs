@@ -222,19 +222,25 @@ impl Unstorable {
     }
 }
 
-/// A fill that failed, telling its readers when dropped: after the requests still waiting on
-/// its flight were let go, so that a client that saw it fail and asks again is not handed it.
+/// Ends its fill as failed when dropped, unless it ended otherwise first: readers never wait on
+/// a fill that nothing receives any more (its task was dropped, or stopped at a failure). On a
+/// failure, the engine drops it once the requests still waiting on the flight were let go, so
+/// that a client that saw it fail and asks again is not handed it.
 pub(crate) struct Failing<'a>(&'a Fill);
 
 impl Drop for Failing<'_> {
     fn drop(&mut self) {
-        self.0.end(End::Failed);
+        self.0.update(|state| {
+            if state.end == End::Open {
+                state.end = End::Failed;
+            }
+        });
     }
 }
 
 /// The rest of a body that cannot be stored, for the readers it has.
 pub(crate) struct Passing<'a, B> {
-    fill: &'a Fill,
+    failing: Failing<'a>,
     body: B,
     deadline: Instant,
 }
@@ -304,6 +310,7 @@ impl Fill {
         before_body: &[u8],
         mut body: B,
     ) -> Received<'_, B> {
+        let failing = Failing(self);
         let deadline = Instant::now() + TOTAL_LIMIT;
         let first = match self.length {
             Length::Announced(length) => length as usize,
@@ -316,19 +323,19 @@ impl Fill {
         let mut received = 0u64;
         while let Some(data) = next_data(&mut body, deadline).await {
             let Ok(data) = data else {
-                return Received::Failed(Failing(self));
+                return Received::Failed(failing);
             };
             received += data.len() as u64;
             match self.length {
                 Length::Announced(length) if received > u64::from(length) => {
                     // More than announced: not this response.
-                    return Received::Failed(Failing(self));
+                    return Received::Failed(failing);
                 }
                 Length::AtMost(limit) if received > limit => {
-                    return self.pass(data, body, deadline, Unstorable::TooLarge);
+                    return pass(failing, data, body, deadline, Unstorable::TooLarge);
                 }
                 Length::AtMost(_) if !self.grow_permit(data.len()) => {
-                    return self.pass(data, body, deadline, Unstorable::NoRoom);
+                    return pass(failing, data, body, deadline, Unstorable::NoRoom);
                 }
                 _ => {}
             }
@@ -363,7 +370,7 @@ impl Fill {
             Length::AtMost(_) => true,
         };
         if !complete {
-            return Received::Failed(Failing(self));
+            return Received::Failed(failing);
         }
         self.end(End::Complete);
         Received::Complete(Bytes::from_owner(Piece(buffer.to_slice())))
@@ -373,26 +380,30 @@ impl Fill {
         let mut permit = self.permit.lock().unwrap_or_else(PoisonError::into_inner);
         permit.grow(bytes as u64)
     }
+}
 
-    /// The body cannot be stored: `data` (its latest chunk) goes to the readers, and the rest
-    /// once they have had it.
-    fn pass<B>(&self, data: Bytes, body: B, deadline: Instant, why: Unstorable) -> Received<'_, B> {
-        self.update(|state| {
-            state.passing = true;
-            let held: usize = state.chunks.iter().map(Bytes::len).sum();
-            state.keep_at_most = held.max(PASSING_FLOOR);
-            state.held = held;
-            state.pass_on(data);
-        });
-        Received::Unstorable(
-            why,
-            Passing {
-                fill: self,
-                body,
-                deadline,
-            },
-        )
-    }
+/// The body of `failing`'s fill cannot be stored: `data` (its latest chunk) goes to the readers,
+/// and the rest as they take it.
+fn pass<B>(
+    failing: Failing<'_>,
+    data: Bytes,
+    body: B,
+    deadline: Instant,
+    why: Unstorable,
+) -> Received<'_, B> {
+    failing.0.update(|state| {
+        state.passing = true;
+        let held: usize = state.chunks.iter().map(Bytes::len).sum();
+        state.keep_at_most = held.max(PASSING_FLOOR);
+        state.held = held;
+        state.pass_on(data);
+    });
+    let rest = Passing {
+        failing,
+        body,
+        deadline,
+    };
+    Received::Unstorable(why, rest)
 }
 
 /// The most body bytes a fill of `length` may store.
@@ -423,7 +434,7 @@ impl<B: SendBody> Passing<'_, B> {
     /// Hands the rest of the body on, a chunk each time a reader has had all before it. Ends
     /// when the body does, fails, or has no reader left.
     pub(crate) async fn hand_on(mut self) {
-        let fill = self.fill;
+        let fill = self.failing.0;
         while fill.wanted(self.deadline).await {
             match next_data(&mut self.body, self.deadline).await {
                 None => return fill.end(End::Complete),
@@ -740,6 +751,32 @@ mod tests {
             .expect("the fill ends with its last reader")
             .unwrap();
         assert!(taken.load(Ordering::SeqCst) < 4, "the rest is never taken");
+    }
+
+    #[tokio::test]
+    async fn readers_of_a_fill_whose_task_is_dropped_end_with_an_error() {
+        let budget = FillBudget::new(1 << 20);
+        for length in [Length::Announced(100), Length::AtMost(100)] {
+            let fill = Fill::new(length, budget.reserve(100).unwrap());
+            let mut reader = fill.reader();
+            // One chunk, then nothing more, ever.
+            let first = Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"ab")));
+            let frames = stream::StreamExt::chain(stream::iter([first]), stream::pending());
+            let body = StreamBody::new(frames);
+            let task = tokio::spawn({
+                let fill = Arc::clone(&fill);
+                async move {
+                    let _ = fill.receive(b"", body).await;
+                }
+            });
+            assert_eq!(&next(&mut reader).await.unwrap().unwrap()[..], b"ab");
+            task.abort();
+            let ended = tokio::time::timeout(Duration::from_secs(5), next(&mut reader)).await;
+            assert!(
+                matches!(ended, Ok(Some(Err(FillFailed)))),
+                "{length:?}: an error, not a wait for ever"
+            );
+        }
     }
 
     #[tokio::test]
