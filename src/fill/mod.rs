@@ -47,6 +47,8 @@ const STALL_LIMIT: Duration = Duration::from_secs(30);
 const TOTAL_LIMIT: Duration = Duration::from_secs(600);
 /// The first buffer of a body of unannounced length (it doubles as it fills).
 const FIRST_CAPACITY: usize = 64 * 1024;
+/// A stored fill keeps its buffer if at most a this-th of it is spare, else an exact copy.
+const SPARE_KEPT_AT_MOST: usize = 8;
 
 /// Why a reader of a fill got no complete body.
 #[derive(Debug, thiserror::Error)]
@@ -273,13 +275,24 @@ impl Fill {
             return Received::Failed(failing);
         }
         self.end(End::Complete);
-        Received::Complete(Bytes::from_owner(Piece(buffer.to_slice())))
+        Received::Complete(stored_copy(buffer))
     }
 
     fn grow_permit(&self, bytes: usize) -> bool {
         let mut permit = self.permit.lock().unwrap_or_else(PoisonError::into_inner);
         permit.grow(bytes as u64)
     }
+}
+
+/// What is stored of a complete fill's buffer: the buffer itself, unless it grew well past what
+/// it holds (a body of unknown length, doubling), when a copy of its size is kept instead, so
+/// that a backend weighing entries by their length holds about that much.
+fn stored_copy(buffer: AppendOnlyBytes) -> Bytes {
+    let spare = buffer.capacity() - buffer.len();
+    if spare > buffer.len() / SPARE_KEPT_AT_MOST {
+        return Bytes::copy_from_slice(buffer.as_bytes());
+    }
+    Bytes::from_owner(Piece(buffer.to_slice()))
 }
 
 /// The most body bytes a fill of `length` may store.
@@ -451,6 +464,24 @@ mod tests {
                 "{length:?}: an error, not a wait for ever"
             );
         }
+    }
+
+    #[test]
+    fn a_stored_fill_holds_about_its_size_whatever_its_buffer_grew_to() {
+        let mut doubled = AppendOnlyBytes::with_capacity(200 * 1024);
+        doubled.push_slice(&[7; 70 * 1024]);
+        let start = doubled.slice(0..1).as_ptr();
+        let stored = stored_copy(doubled);
+        assert_eq!(stored.len(), 70 * 1024);
+        assert_ne!(
+            stored.as_ptr(),
+            start,
+            "a copy of its size, not the 200 KiB buffer"
+        );
+        let mut nearly_full = AppendOnlyBytes::with_capacity(100);
+        nearly_full.push_slice(&[7; 90]);
+        let start = nearly_full.slice(0..1).as_ptr();
+        assert_eq!(stored_copy(nearly_full).as_ptr(), start, "kept as it is");
     }
 
     #[tokio::test]
