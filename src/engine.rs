@@ -638,9 +638,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Where the entry at `key` stored its response apart, if it did.
+    /// Where the entry at `key` stored its response apart, if it did (as the store holds it now:
+    /// another instance may have written it a moment ago).
     async fn apart_at(&self, key: &CacheKey) -> Option<Apart> {
-        let stored = self.call("get", self.backend.get(key.as_str())).await?;
+        let stored = self
+            .call("get", self.backend.get_latest(key.as_str()))
+            .await?;
         match Entry::decode(&stored.ok()??).ok()?.content {
             Content::Apart(apart) => Some(apart),
             _ => None,
@@ -650,10 +653,11 @@ impl Engine {
     /// Makes the response stored at `key` stale now (a soft purge of one URL), keeping it for its
     /// freshness lifetime from now so that it can be served within a stale window while it is
     /// refreshed. A variant marker is removed instead: its variants cannot be listed. What was
-    /// done, or `None` when nothing is stored there.
+    /// done, or `None` when nothing is stored there. Read from the store itself, not a copy in
+    /// this process, which may not know yet of a write another instance made a moment ago.
     pub(crate) async fn soften(&self, key: &CacheKey) -> Result<Option<PurgeKind>, BackendError> {
         let found = self
-            .call_or_refuse("get", self.backend.get(key.as_str()))
+            .call_or_refuse("get", self.backend.get_latest(key.as_str()))
             .await?;
         let Some(bytes) = found else {
             return Ok(None);

@@ -9,8 +9,9 @@ use axum::Router;
 use bytes::Bytes;
 use cache_middleware::backends::{Backend, BackendError, Lease, RedisBackend};
 use cache_middleware::proxy::{router, ProxyConfig};
-use cache_middleware::{cache, CacheMiddleware};
+use cache_middleware::{cache, CacheMiddleware, PurgeKind};
 use futures_util::future::join_all;
+use http::Method;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -308,6 +309,110 @@ async fn a_lease_given_back_after_storing_serves_the_entry_and_never_runs_again(
     assert_eq!(served.status, 200);
     assert_eq!(served.text(), "made by holder, run 2");
     assert_eq!(runs.get(), 2, "handler runs in the fleet");
+}
+
+/// A backend over Redis that remembers the last key read from it.
+#[derive(Debug)]
+struct LastRead {
+    redis: RedisBackend,
+    key: std::sync::Mutex<Option<String>>,
+}
+
+impl LastRead {
+    fn read(&self, key: &str) {
+        *self.key.lock().unwrap() = Some(key.to_owned());
+    }
+
+    /// Whether this instance's tier holds the last key read, as absent.
+    fn tier_holds_it_absent(&self) -> bool {
+        let key = self.key.lock().unwrap().clone();
+        key.is_some_and(|key| matches!(self.redis.get_ready(&key), Some(Ok(None))))
+    }
+}
+
+#[async_trait]
+impl Backend for LastRead {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
+        self.read(key);
+        self.redis.get(key).await
+    }
+    async fn get_latest(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
+        self.read(key);
+        self.redis.get_latest(key).await
+    }
+    fn get_ready(&self, key: &str) -> Option<Result<Option<Bytes>, BackendError>> {
+        self.redis.get_ready(key)
+    }
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
+        self.redis.set(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        self.redis.delete(key).await
+    }
+    async fn clear(&self) -> Result<(), BackendError> {
+        self.redis.clear().await
+    }
+    fn name(&self) -> &'static str {
+        "last-read"
+    }
+}
+
+/// A soft purge on one instance of a page another instance stored a moment before: this
+/// instance's tier still remembers the page absent (Redis's report of the write is not read
+/// yet), and the purge must find the page anyway, or it would silently do nothing.
+#[tokio::test]
+async fn a_soft_purge_finds_a_page_another_instance_stored_a_moment_before() {
+    let redis = Redis::start();
+    let runs = Counter::default();
+    let other = Instance::start("other", &redis.url(), &runs, WAIT, Duration::from_secs(10));
+    let backend = Arc::new(LastRead {
+        redis: RedisBackend::builder(redis.url())
+            .namespace("fleet")
+            .build()
+            .unwrap(),
+        key: std::sync::Mutex::new(None),
+    });
+    let handle = CacheMiddleware::new(Arc::clone(&backend)).handle();
+    let page = "http://fleet.test/slow";
+    // Nothing stored yet: a soft purge finds nothing. This instance then looks the page up, as
+    // a request would, and its tier learns the page is absent (once its key tracking is up).
+    let found = handle.purge_url(Method::GET, page, PurgeKind::Soft).await;
+    assert_eq!(found.unwrap(), None);
+    let key = backend
+        .key
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the purge read the page's key");
+    for _ in 0..100 {
+        assert_eq!(backend.get(&key).await.unwrap(), None);
+        if backend.tier_holds_it_absent() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(backend.tier_holds_it_absent(), "tier never up");
+
+    // The other instance stores the page while this one's only thread waits: Redis's report
+    // of the write cannot be read meanwhile.
+    let address = other.address;
+    let stored = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(over_http(address, "GET", "/slow", &[SITE], Bytes::new()))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(stored.x_cache(), "MISS");
+    let purged = handle.purge_url(Method::GET, page, PurgeKind::Soft).await;
+    assert_eq!(
+        purged.unwrap(),
+        Some(PurgeKind::Soft),
+        "the purge found the page"
+    );
+    // Stale now: the next request runs the handler again.
+    let after = get_slow(&other).await;
+    assert_ne!(after.x_cache(), "HIT");
+    assert_eq!(runs.get(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
