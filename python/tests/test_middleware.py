@@ -194,6 +194,37 @@ def test_a_body_without_a_length_streams_to_its_client_and_is_stored_once_comple
     assert runs(client, app.url, "large-unannounced") == 1
 
 
+def test_a_body_without_a_length_past_the_limit_reaches_every_reader_whole_and_is_not_stored(serve, client) -> None:
+    # 256 KiB sent in 64 KiB chunks, the rest once released: past a 100,000-byte limit at the second.
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory", "CACHE_MAX_BODY_SIZE": "100000"})
+    chunk = 64 * 1024
+    whole = b"".join(bytes([ord("a") + n]) * chunk for n in range(4))
+
+    def first_chunk(response: httpx.Response) -> Tuple[bytes, Iterator[bytes]]:
+        parts = response.iter_bytes()
+        got = b""
+        while len(got) < chunk:
+            got += next(parts)
+        return got, parts
+
+    with httpx.stream("GET", f"{app.url}/large-unannounced", timeout=10) as first:
+        got, rest = first_chunk(first)
+        with httpx.stream("GET", f"{app.url}/large-unannounced", timeout=10) as joined:
+            assert joined.headers["x-cache"] == "HIT", "it joined the response still arriving"
+            joined_got, joined_rest = first_chunk(joined)
+            client.post(f"{app.url}/release-large")
+            # Read side by side: the response goes at the pace of its fastest reader.
+            for part in joined_rest:
+                joined_got += part
+                got += next(rest, b"")
+        got += b"".join(rest)
+    assert got == whole and joined_got == whole
+    assert runs(client, app.url, "large-unannounced") == 1
+    again = client.get(f"{app.url}/large-unannounced")
+    assert again.headers["x-cache"] != "HIT" and again.content == whole
+    assert runs(client, app.url, "large-unannounced") == 2
+
+
 def test_a_large_body_sent_at_once_is_named_by_its_bytes_in_every_instance(serve, client) -> None:
     tags = []
     for _ in range(2):
