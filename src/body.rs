@@ -1,6 +1,6 @@
 //! Bodies that the cache hands on: buffered bytes, a stream, a buffered prefix followed by the rest
-//! of a stream, a response being received from the origin while it is stored (a [`Fill`]), or a
-//! stored response read from storage as it is sent.
+//! of a stream, a response being received from the origin while it is stored (a
+//! [`Fill`](crate::fill::Fill)), or a stored response read from storage as it is sent.
 //! Reading a body up to a limit never loses data: what was read comes first, then the rest, then
 //! any error the stream reported.
 
@@ -83,7 +83,7 @@ impl<B: Body> CacheBody<B> {
         }
     }
 
-    /// The body of a response being received, read from its start (see [`Fill`]).
+    /// The body of a response being received, read from its start (see [`Fill`](crate::fill::Fill)).
     pub(crate) fn filling(reader: FillReader) -> Self {
         CacheBody {
             prefix: None,

@@ -12,12 +12,13 @@
 //! complete.
 //!
 //! A body whose length is not announced (sent chunked) fills a buffer that grows (doubling) up
-//! to the storage limit, its share of the fill budget growing with it. If it passes the limit,
+//! to the storage limit, its share of the fill budget growing with it; once complete, it is
+//! stored in an allocation of about its size (see [`stored_copy`]). If it passes the limit,
 //! or the budget has no room for it, it cannot be stored, but its readers still get all of it:
 //! the fill then hands it on at the pace of its fastest reader, keeping what slower ones still
-//! need up to what it held when it passed (at least [`passing::PASSING_FLOOR`]). A reader that falls
-//! further behind is cut off with an error (never a body presented as complete): one slow or
-//! stalled client cannot hold the others back, nor make the fill hold more.
+//! need up to what it held when it passed (at least [`passing::PASSING_FLOOR`]). A reader that
+//! falls further behind is cut off with an error (never a body presented as complete): one slow
+//! or stalled client cannot hold the others back, nor make the fill hold more.
 
 use crate::service::SendBody;
 use append_only_bytes::{AppendOnlyBytes, BytesSlice};

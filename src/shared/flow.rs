@@ -265,7 +265,7 @@ impl Cache {
     }
 
     /// Joins the single flight for the key (GET only): `Ok(Some)` leads it, `Ok(None)` goes to
-    /// the origin alone, `Err` is the leader's response, taken as [`take_shared`] allows.
+    /// the origin alone, `Err` is the leader's response, taken as [`take_shared`](Self::take_shared) allows.
     async fn join_flight<B: http_body::Body>(
         &self,
         method: &Method,
