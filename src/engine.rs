@@ -5,7 +5,7 @@
 //! store: the cache is never the reason a request fails. (One exception cannot be avoided: a
 //! large response read from storage as it is sent is cut short if the backend fails part-way.)
 
-use crate::apart::{ApartBody, WindowSource, Windows};
+use crate::apart::{ApartBody, WindowRead, WindowSource, Windows};
 use crate::backends::{
     transfer_allowance, write_nonce, Backend, BackendError, Lease, APART_READ_WINDOW,
 };
@@ -344,10 +344,10 @@ impl Engine {
 
     /// Begins storing a response whose body of `length` bytes (`None`: not announced) is still
     /// to arrive: what requests joining meanwhile share (the head, and the body as it arrives),
-    /// and the plan that [`store_filled`](Self::store_filled) completes; `None` (counted) when the fills in
-    /// progress hold the fill budget, and the response is to stream through unstored. Only a
-    /// [`Storable`] head can begin one. A body of announced length takes its share of the
-    /// budget now; one of unknown length as it grows.
+    /// and the plan that [`store_filled`](Self::store_filled) completes; `None` (counted) when
+    /// the fills in progress hold the fill budget, and the response is to stream through
+    /// unstored. Only a [`Storable`] head can begin one. A body of announced length takes its
+    /// share of the budget now; one of unknown length as it grows.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn begin_fill(
         &self,
@@ -688,19 +688,14 @@ impl Engine {
         now_ms: u64,
         reading: Reading,
     ) -> Option<Entry> {
-        let ready = match reading {
-            Reading::Nearest => self.backend.get_ready(key.as_str()),
-            Reading::Latest => None,
-        };
-        let found = match ready {
-            Some(found) => found,
-            None => {
-                let get = match reading {
-                    Reading::Nearest => self.backend.get(key.as_str()),
-                    Reading::Latest => self.backend.get_latest(key.as_str()),
-                };
-                // Boxed: the timer and the backend's future stay out of the request's own future.
-                Box::pin(self.call("get", get)).await?
+        // Boxed: the timer and the backend's future stay out of the request's own future.
+        let found = match reading {
+            Reading::Nearest => match self.backend.get_ready(key.as_str()) {
+                Some(found) => found,
+                None => Box::pin(self.call("get", self.backend.get(key.as_str()))).await?,
+            },
+            Reading::Latest => {
+                Box::pin(self.call("get", self.backend.get_latest(key.as_str()))).await?
             }
         };
         let entry = self.entry_from(key, found)?;
@@ -728,9 +723,7 @@ impl Engine {
         let at = apart.key(key.as_str());
         let total = usize::try_from(apart.length).ok()?;
         let window = APART_READ_WINDOW.min(total);
-        let extra = transfer_allowance(window);
-        let name = window_name(&at, 0, window);
-        let first = match self.windows.kept(&name) {
+        let first = match self.windows.kept(&window_name(&at, 0, window)) {
             // Read lately for another client: its last byte, read now, says it is still stored.
             Some(kept) => {
                 let last = self.backend.get_range(&at, total.checked_sub(1)?, 1);
@@ -738,10 +731,7 @@ impl Engine {
                 (last.len() == 1).then_some(kept)?
             }
             None => {
-                let limit = self.config.backend_timeout + extra;
-                let read =
-                    || self.call_within("get", extra, self.backend.get_range(&at, 0, window));
-                self.found_bytes(key, self.windows.read(name, limit, read).await?)?
+                self.found_bytes(key, self.read_window(&at, 0, window, Gate::Breaker).await?)?
             }
         };
         let (whole, body_at) = match Entry::decode_head(&first, total) {
@@ -998,6 +988,35 @@ impl Engine {
     }
 }
 
+/// Whether a backend call waits on the breaker.
+#[derive(Clone, Copy)]
+enum Gate {
+    /// Not made while the breaker is open (a lookup).
+    Breaker,
+    /// Made whatever the breaker's state (part of a response already under way).
+    None,
+}
+
+impl Engine {
+    /// Bytes `start..start + len` of the value at `at`, shared with its other readers: one read
+    /// of a window at a time, then kept a while (see [`Windows`]). Within the latency budget and
+    /// time for the window's size.
+    async fn read_window(&self, at: &str, start: usize, len: usize, gate: Gate) -> WindowRead {
+        let extra = transfer_allowance(len);
+        let limit = self.config.backend_timeout + extra;
+        let read = || async {
+            let read = self.backend.get_range(at, start, len);
+            match gate {
+                Gate::Breaker => self.call_within("get", extra, read).await,
+                Gate::None => Some(self.timed("get", extra, read).await),
+            }
+        };
+        self.windows
+            .read(window_name(at, start, len), limit, read)
+            .await
+    }
+}
+
 /// The windows of a response stored apart, read through the engine (within the latency budget
 /// and time for their size, their failures told to the breaker).
 struct ApartSource {
@@ -1011,18 +1030,10 @@ impl WindowSource for ApartSource {
         let engine = Arc::clone(&self.engine);
         let key = self.key.clone();
         Box::pin(async move {
-            let extra = transfer_allowance(len);
-            let limit = engine.config.backend_timeout + extra;
-            let name = window_name(&key, start, len);
-            let read = match engine.windows.kept(&name) {
+            let read = match engine.windows.kept(&window_name(&key, start, len)) {
                 Some(window) => Some(Ok(Some(window))),
-                None => {
-                    let read = || async {
-                        let read = engine.backend.get_range(&key, start, len);
-                        Some(engine.timed("get", extra, read).await)
-                    };
-                    engine.windows.read(name, limit, read).await
-                }
+                // Already on its way to a client: read even with the breaker open.
+                None => engine.read_window(&key, start, len, Gate::None).await,
             };
             match read {
                 Some(Ok(Some(window))) if window.len() == len => Ok(window),

@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use http::Method;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::servers::{wait_until, Cluster, Redis};
 use support::{over_http, Counter, Observed};
@@ -190,42 +190,68 @@ async fn on_a_cluster_too_a_cold_key_runs_its_handler_once() {
     assert!(responses.iter().all(|r| r.status == 200));
 }
 
-/// An instance's backend over Redis, whose fleet lease can be scripted: once armed, held
-/// elsewhere at first; on the next try, the instance at `holder` runs its handler and stores the
-/// response, and then the lease is free. That is what a waiting instance meets when the holder
-/// stores and gives the lease back between two of its looks (a window of a few milliseconds in a
-/// real fleet).
+/// An instance's backend over Redis that the test watches (the last key read, whether its tier
+/// has answered), and whose fleet lease it can script: once `hand_over_from` is set, the lease
+/// is held elsewhere at first; on the next try, the instance there runs its handler and stores
+/// the response, and then the lease is free. That is what a waiting instance meets when the
+/// holder stores and gives the lease back between two of its looks (a window of a few
+/// milliseconds in a real fleet).
 #[derive(Debug)]
-struct HandedOver {
+struct Watched {
     redis: RedisBackend,
-    holder: SocketAddr,
-    armed: AtomicBool,
+    hand_over_from: Mutex<Option<SocketAddr>>,
     tries: AtomicUsize,
-    /// The in-process tier answered a read (its key tracking is up).
+    last_read: Mutex<Option<String>>,
+    /// The in-process tier answered a read with a value (its key tracking is up).
     tier_answered: AtomicBool,
 }
 
-impl HandedOver {
-    /// The holder's run, while this instance's thread waits: nothing else runs on it meanwhile,
-    /// Redis's report of the holder's write to this instance's tier included.
-    fn holder_runs(&self) {
-        let holder = self.holder;
-        let stored = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(over_http(holder, "GET", "/slow", &[SITE], Bytes::new()))
+impl Watched {
+    /// Over `redis`, in the fleet's namespace, with the in-process tier (as by default).
+    fn over(redis: &Redis) -> Arc<Self> {
+        Arc::new(Watched {
+            redis: RedisBackend::builder(redis.url())
+                .namespace("fleet")
+                .build()
+                .unwrap(),
+            hand_over_from: Mutex::new(None),
+            tries: AtomicUsize::new(0),
+            last_read: Mutex::new(None),
+            tier_answered: AtomicBool::new(false),
         })
-        .join()
-        .unwrap();
-        assert_eq!(stored.x_cache(), "MISS", "the holder runs its handler");
+    }
+
+    fn read(&self, key: &str) {
+        *self.last_read.lock().unwrap() = Some(key.to_owned());
+    }
+
+    /// Whether this instance's tier holds the last key read, as absent.
+    fn tier_holds_it_absent(&self) -> bool {
+        let key = self.last_read.lock().unwrap().clone();
+        key.is_some_and(|key| matches!(self.redis.get_ready(&key), Some(Ok(None))))
     }
 }
 
+/// The page `/slow` of the instance at `address`, asked for while the calling thread waits:
+/// nothing else runs on it meanwhile, Redis's reports of the instance's writes to this thread's
+/// tier included.
+fn stored_while_this_thread_waits(address: SocketAddr) -> Observed {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(over_http(address, "GET", "/slow", &[SITE], Bytes::new()))
+    })
+    .join()
+    .unwrap()
+}
+
 #[async_trait]
-impl Backend for HandedOver {
+impl Backend for Watched {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
+        self.read(key);
         self.redis.get(key).await
     }
     async fn get_latest(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
+        self.read(key);
         self.redis.get_latest(key).await
     }
     fn get_ready(&self, key: &str) -> Option<Result<Option<Bytes>, BackendError>> {
@@ -245,7 +271,7 @@ impl Backend for HandedOver {
         self.redis.clear().await
     }
     fn name(&self) -> &'static str {
-        "handed-over"
+        "watched"
     }
     async fn acquire_lease(
         &self,
@@ -253,13 +279,14 @@ impl Backend for HandedOver {
         token: &str,
         ttl: Duration,
     ) -> Result<Lease, BackendError> {
-        if !self.armed.load(Ordering::SeqCst) {
+        let Some(holder) = *self.hand_over_from.lock().unwrap() else {
             return self.redis.acquire_lease(key, token, ttl).await;
-        }
+        };
         if self.tries.fetch_add(1, Ordering::SeqCst) == 0 {
             return Ok(Lease::HeldElsewhere);
         }
-        self.holder_runs();
+        let stored = stored_while_this_thread_waits(holder);
+        assert_eq!(stored.x_cache(), "MISS", "the holder runs its handler");
         Ok(Lease::Acquired)
     }
     async fn release_lease(&self, key: &str, token: &str) -> Result<(), BackendError> {
@@ -275,16 +302,7 @@ async fn a_lease_given_back_after_storing_serves_the_entry_and_never_runs_again(
     let redis = Redis::start();
     let runs = Counter::default();
     let holder = Instance::start("holder", &redis.url(), &runs, WAIT, Duration::from_secs(10));
-    let backend = Arc::new(HandedOver {
-        redis: RedisBackend::builder(redis.url())
-            .namespace("fleet")
-            .build()
-            .unwrap(),
-        holder: holder.address,
-        armed: AtomicBool::new(false),
-        tries: AtomicUsize::new(0),
-        tier_answered: AtomicBool::new(false),
-    });
+    let backend = Watched::over(&redis);
     // The scripted lease call lasts the holder's whole run: more than the latency budget.
     let middleware =
         CacheMiddleware::new(Arc::clone(&backend)).backend_timeout(Duration::from_secs(5));
@@ -304,57 +322,11 @@ async fn a_lease_given_back_after_storing_serves_the_entry_and_never_runs_again(
     );
     assert_eq!(runs.get(), 1, "the other site's page ran once");
 
-    backend.armed.store(true, Ordering::SeqCst);
+    *backend.hand_over_from.lock().unwrap() = Some(holder.address);
     let served = get_slow(&waiter).await;
     assert_eq!(served.status, 200);
     assert_eq!(served.text(), "made by holder, run 2");
     assert_eq!(runs.get(), 2, "handler runs in the fleet");
-}
-
-/// A backend over Redis that remembers the last key read from it.
-#[derive(Debug)]
-struct LastRead {
-    redis: RedisBackend,
-    key: std::sync::Mutex<Option<String>>,
-}
-
-impl LastRead {
-    fn read(&self, key: &str) {
-        *self.key.lock().unwrap() = Some(key.to_owned());
-    }
-
-    /// Whether this instance's tier holds the last key read, as absent.
-    fn tier_holds_it_absent(&self) -> bool {
-        let key = self.key.lock().unwrap().clone();
-        key.is_some_and(|key| matches!(self.redis.get_ready(&key), Some(Ok(None))))
-    }
-}
-
-#[async_trait]
-impl Backend for LastRead {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
-        self.read(key);
-        self.redis.get(key).await
-    }
-    async fn get_latest(&self, key: &str) -> Result<Option<Bytes>, BackendError> {
-        self.read(key);
-        self.redis.get_latest(key).await
-    }
-    fn get_ready(&self, key: &str) -> Option<Result<Option<Bytes>, BackendError>> {
-        self.redis.get_ready(key)
-    }
-    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), BackendError> {
-        self.redis.set(key, value, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        self.redis.delete(key).await
-    }
-    async fn clear(&self) -> Result<(), BackendError> {
-        self.redis.clear().await
-    }
-    fn name(&self) -> &'static str {
-        "last-read"
-    }
 }
 
 /// A soft purge on one instance of a page another instance stored a moment before: this
@@ -365,13 +337,7 @@ async fn a_soft_purge_finds_a_page_another_instance_stored_a_moment_before() {
     let redis = Redis::start();
     let runs = Counter::default();
     let other = Instance::start("other", &redis.url(), &runs, WAIT, Duration::from_secs(10));
-    let backend = Arc::new(LastRead {
-        redis: RedisBackend::builder(redis.url())
-            .namespace("fleet")
-            .build()
-            .unwrap(),
-        key: std::sync::Mutex::new(None),
-    });
+    let backend = Watched::over(&redis);
     let handle = CacheMiddleware::new(Arc::clone(&backend)).handle();
     let page = "http://fleet.test/slow";
     // Nothing stored yet: a soft purge finds nothing. This instance then looks the page up, as
@@ -379,7 +345,7 @@ async fn a_soft_purge_finds_a_page_another_instance_stored_a_moment_before() {
     let found = handle.purge_url(Method::GET, page, PurgeKind::Soft).await;
     assert_eq!(found.unwrap(), None);
     let key = backend
-        .key
+        .last_read
         .lock()
         .unwrap()
         .clone()
@@ -395,13 +361,7 @@ async fn a_soft_purge_finds_a_page_another_instance_stored_a_moment_before() {
 
     // The other instance stores the page while this one's only thread waits: Redis's report
     // of the write cannot be read meanwhile.
-    let address = other.address;
-    let stored = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(over_http(address, "GET", "/slow", &[SITE], Bytes::new()))
-    })
-    .join()
-    .unwrap();
+    let stored = stored_while_this_thread_waits(other.address);
     assert_eq!(stored.x_cache(), "MISS");
     let purged = handle.purge_url(Method::GET, page, PurgeKind::Soft).await;
     assert_eq!(

@@ -118,19 +118,26 @@ def test_streams_go_through_as_they_come_and_are_not_stored(serve, client) -> No
     assert runs(client, app.url, "events") == 2
 
 
+# The body of `/large` and `/large-unannounced` in apps/basic.py: four 64 KiB chunks, the first
+# at once, the rest once `POST /release-large` is called.
+LARGE_CHUNK = 64 * 1024
+LARGE_WHOLE = b"".join(bytes([ord("a") + n]) * LARGE_CHUNK for n in range(4))
+
+
+def first_chunk(response: httpx.Response) -> Tuple[bytes, Iterator[bytes]]:
+    """The first chunk's bytes of a streamed response, and the rest to come."""
+    parts = response.iter_bytes()
+    got = b""
+    while len(got) < LARGE_CHUNK:
+        got += next(parts)
+    return got, parts
+
+
 @pytest.mark.parametrize("route", ["large", "large-unannounced"])
 def test_a_large_response_streams_while_stored_and_a_joiner_reads_it_as_it_comes(serve, client, route: str) -> None:
     """With a `Content-Length` or without one (sent chunked)."""
     app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
-    chunk = 64 * 1024
-    whole = b"".join(bytes([ord("a") + n]) * chunk for n in range(4))
-
-    def first_chunk(response: httpx.Response) -> Tuple[bytes, Iterator[bytes]]:
-        parts = response.iter_bytes()
-        got = b""
-        while len(got) < chunk:
-            got += next(parts)
-        return got, parts
+    whole = LARGE_WHOLE
 
     with httpx.stream("GET", f"{app.url}/{route}", timeout=10) as first:
         # The handler holds the rest of its body: what arrived went out as it came.
@@ -174,16 +181,12 @@ def test_a_huge_response_comes_back_exact_whole_and_in_ranges(serve, client, bac
 
 def test_a_body_without_a_length_streams_to_its_client_and_is_stored_once_complete(serve, client) -> None:
     app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
-    chunk = 64 * 1024
-    whole = b"".join(bytes([ord("a") + n]) * chunk for n in range(4))
+    whole = LARGE_WHOLE
     with httpx.stream("GET", f"{app.url}/large-unannounced", timeout=10) as first:
         # The handler holds the rest of its body: what it sent went out as it came.
         assert first.headers["x-cache"] == "MISS"
         assert "content-length" not in first.headers
-        parts = first.iter_bytes()
-        got = b""
-        while len(got) < chunk:
-            got += next(parts)
+        got, parts = first_chunk(first)
         client.post(f"{app.url}/release-large")
         got += b"".join(parts)
     assert got == whole
@@ -197,15 +200,7 @@ def test_a_body_without_a_length_streams_to_its_client_and_is_stored_once_comple
 def test_a_body_without_a_length_past_the_limit_reaches_every_reader_whole_and_is_not_stored(serve, client) -> None:
     # 256 KiB sent in 64 KiB chunks, the rest once released: past a 100,000-byte limit at the second.
     app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory", "CACHE_MAX_BODY_SIZE": "100000"})
-    chunk = 64 * 1024
-    whole = b"".join(bytes([ord("a") + n]) * chunk for n in range(4))
-
-    def first_chunk(response: httpx.Response) -> Tuple[bytes, Iterator[bytes]]:
-        parts = response.iter_bytes()
-        got = b""
-        while len(got) < chunk:
-            got += next(parts)
-        return got, parts
+    whole = LARGE_WHOLE
 
     with httpx.stream("GET", f"{app.url}/large-unannounced", timeout=10) as first:
         got, rest = first_chunk(first)

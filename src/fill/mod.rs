@@ -72,11 +72,16 @@ struct State {
     /// The number of each reader's next chunk.
     positions: HashMap<u64, usize>,
     next_reader: u64,
-    /// The body cannot be stored: it is handed on at its fastest reader's pace.
-    passing: bool,
-    /// While passing: the bytes of `chunks`, and the most they may be.
-    held: usize,
-    keep_at_most: usize,
+    /// Set once the body cannot be stored: it is handed on at its fastest reader's pace.
+    passing: Option<Holding>,
+}
+
+/// What a body that cannot be stored holds for its readers.
+struct Holding {
+    /// The bytes of its chunks not let go of.
+    bytes: usize,
+    /// The most they may be.
+    most: usize,
 }
 
 impl State {
@@ -161,9 +166,7 @@ impl Fill {
                 readers_waiting: Vec::new(),
                 positions: HashMap::new(),
                 next_reader: 0,
-                passing: false,
-                held: 0,
-                keep_at_most: 0,
+                passing: None,
             }),
             moved: Notify::new(),
         })
@@ -215,20 +218,18 @@ impl Fill {
     ) -> Received<'_, B> {
         let failing = Failing(self);
         let deadline = Instant::now() + TOTAL_LIMIT;
+        let most = before_body.len() + capacity_for(self.length);
         let first = match self.length {
-            Length::Announced(length) => length as usize,
-            Length::AtMost(_) => capacity_for(self.length).min(FIRST_CAPACITY),
+            Length::Announced(_) => most,
+            Length::AtMost(_) => most.min(before_body.len() + FIRST_CAPACITY),
         };
-        let mut buffer = AppendOnlyBytes::with_capacity(before_body.len() + first);
+        let mut buffer = AppendOnlyBytes::with_capacity(first);
         buffer.push_slice(before_body);
-        // Where each chunk is in the buffer, to view them anew when it grows.
-        let mut spans: Vec<Range<usize>> = Vec::new();
-        let mut received = 0u64;
         while let Some(data) = next_data(&mut body, deadline).await {
             let Ok(data) = data else {
                 return Received::Failed(failing);
             };
-            received += data.len() as u64;
+            let received = (buffer.len() - before_body.len() + data.len()) as u64;
             match self.length {
                 Length::Announced(length) if received > u64::from(length) => {
                     // More than announced: not this response.
@@ -247,29 +248,29 @@ impl Fill {
             if grown {
                 // Twice as large, never past the most that may be stored (it cannot overflow
                 // that: a body past the limit was handed on above).
-                let most = before_body.len() + capacity_for(self.length);
                 let larger = (2 * buffer.capacity()).max(start + data.len()).min(most);
                 let mut moved = AppendOnlyBytes::with_capacity(larger);
                 moved.push_slice(buffer.as_bytes());
                 buffer = moved;
             }
             buffer.push_slice(&data);
-            spans.push(start..buffer.len());
-            if grown {
-                // Readers get views of the larger buffer from now on; the old one goes with the
-                // last piece of it they send.
-                let pieces = spans
-                    .iter()
-                    .map(|span| view(&buffer, span.clone()))
-                    .collect();
-                self.update(|state| state.chunks = pieces);
-            } else {
-                let piece = view(&buffer, start..buffer.len());
-                self.update(|state| state.chunks.push_back(piece));
-            }
+            let piece = view(&buffer, start..buffer.len());
+            self.update(|state| {
+                if grown {
+                    // Readers get views of the larger buffer from now on (every chunk is still
+                    // there: a stored body lets go of none); the old one goes with the last piece
+                    // of it they send.
+                    let mut at = before_body.len();
+                    for chunk in &mut state.chunks {
+                        *chunk = view(&buffer, at..at + chunk.len());
+                        at += chunk.len();
+                    }
+                }
+                state.chunks.push_back(piece);
+            });
         }
         let complete = match self.length {
-            Length::Announced(length) => received == u64::from(length),
+            Length::Announced(length) => buffer.len() - before_body.len() == length as usize,
             Length::AtMost(_) => true,
         };
         if !complete {
@@ -343,7 +344,7 @@ impl FillReader {
             self.next += 1;
             self.read += chunk.len() as u64;
             state.positions.insert(self.id, self.next);
-            if state.passing {
+            if state.passing.is_some() {
                 self.fill.moved.notify_one();
             }
             return Poll::Ready(Some(Ok(chunk)));
@@ -381,7 +382,7 @@ impl Drop for FillReader {
         let passing = {
             let mut state = self.fill.state();
             state.positions.remove(&self.id);
-            state.passing
+            state.passing.is_some()
         };
         if passing {
             self.fill.moved.notify_one();

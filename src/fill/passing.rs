@@ -3,7 +3,7 @@
 //! the slower ones at most what it held when it passed (at least [`PASSING_FLOOR`]); a reader
 //! further behind is cut off with an error.
 
-use super::{next_data, End, Failing, Fill, Received, State};
+use super::{next_data, End, Failing, Fill, Holding, Received, State};
 use crate::service::SendBody;
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -46,10 +46,9 @@ pub(super) fn pass<B>(
     why: Unstorable,
 ) -> Received<'_, B> {
     failing.0.update(|state| {
-        state.passing = true;
-        let held: usize = state.chunks.iter().map(Bytes::len).sum();
-        state.keep_at_most = held.max(PASSING_FLOOR);
-        state.held = held;
+        let bytes: usize = state.chunks.iter().map(Bytes::len).sum();
+        let most = bytes.max(PASSING_FLOOR);
+        state.passing = Some(Holding { bytes, most });
         state.pass_on(data);
     });
     let rest = Passing {
@@ -64,12 +63,16 @@ impl State {
     /// While passing: a chunk more for the readers, letting go of what they all had, and of
     /// what is past the most it may keep (cutting off the readers that still needed it).
     fn pass_on(&mut self, data: Bytes) {
-        self.held += data.len();
-        self.chunks.push_back(data);
         let all_had = self.positions.values().copied().min().unwrap_or(self.end());
-        while self.chunks.len() > 1 && (self.base < all_had || self.held > self.keep_at_most) {
+        let holding = self
+            .passing
+            .as_mut()
+            .expect("only a body passing is passed on");
+        holding.bytes += data.len();
+        self.chunks.push_back(data);
+        while self.chunks.len() > 1 && (self.base < all_had || holding.bytes > holding.most) {
             let gone = self.chunks.pop_front().expect("more than one chunk");
-            self.held -= gone.len();
+            holding.bytes -= gone.len();
             self.base += 1;
         }
         let base = self.base;
@@ -199,7 +202,8 @@ mod tests {
         while let Some(chunk) = next(&mut fast).await {
             got.extend_from_slice(&chunk.unwrap());
             let state = fill.state();
-            assert!(state.held <= PASSING_FLOOR, "held {}", state.held);
+            let held = state.passing.as_ref().map_or(0, |holding| holding.bytes);
+            assert!(held <= PASSING_FLOOR, "held {held}");
         }
         assert_eq!(got.len(), 6 * CHUNK, "the fast reader got every byte");
         task.await.unwrap();
