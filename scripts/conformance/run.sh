@@ -3,17 +3,19 @@
 # against the caching proxy: the suite's origin server and the proxy on free loopback ports, then
 # the suite's client through the proxy. Prints the score per suite and fails below the floor.
 #
-#   scripts/conformance/run.sh [--min PERCENT] [--binary PATH] [--out RESULTS.json] [-- proxy args]
+#   scripts/conformance/run.sh [--min PERCENT] [--min-optimal COUNT] [--binary PATH] [--out RESULTS.json] [-- proxy args]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 VERSION=0.4.5 # the suite version the published score was measured with
 min=""
+min_optimal=""
 binary=target/debug/cache-middleware
 out=target/conformance/results.json
 while (($#)); do
   case "$1" in
     --min) min="$2"; shift 2 ;;
+    --min-optimal) min_optimal="$2"; shift 2 ;;
     --binary) binary="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --) shift; break ;;
@@ -61,4 +63,4 @@ wait_for "$proxy_port" "the proxy" "$work/proxy.log"
 
 (cd "$suite" && exec env npm_config_base="http://127.0.0.1:$proxy_port" npm_package_config_id= \
   node --no-warnings cli.mjs) >"$out"
-node scripts/conformance/score.mjs "$suite" "$out" --markdown ${min:+--min "$min"}
+node scripts/conformance/score.mjs "$suite" "$out" --markdown ${min:+--min "$min"} ${min_optimal:+--min-optimal "$min_optimal"}

@@ -3,18 +3,20 @@
 // test it depends on failed. Browser-only tests are left out: a shared cache does not run them. A
 // required test with no result (it did not run, or crashed) counts as failed, never as absent.
 //
-//   node score.mjs <package dir> <results.json> [--min PERCENT] [--markdown] [--failures]
+//   node score.mjs <package dir> <results.json> [--min PERCENT] [--min-optimal COUNT] [--markdown] [--failures]
 import { existsSync, readFileSync } from 'fs'
 import { pathToFileURL } from 'url'
 import path from 'path'
 
 const [packageDir, resultsFile, ...flags] = process.argv.slice(2)
 if (!packageDir || !resultsFile) {
-  console.error('usage: node score.mjs <http-cache-tests dir> <results.json> [--min PERCENT] [--markdown] [--failures]')
+  console.error('usage: node score.mjs <http-cache-tests dir> <results.json> [--min PERCENT] [--min-optimal COUNT] [--markdown] [--failures]')
   process.exit(2)
 }
 const minIndex = flags.indexOf('--min')
 const min = minIndex >= 0 ? parseFloat(flags[minIndex + 1]) : null
+const minOptimalIndex = flags.indexOf('--min-optimal')
+const minOptimal = minOptimalIndex >= 0 ? parseInt(flags[minOptimalIndex + 1], 10) : null
 
 const load = async file => (await import(pathToFileURL(path.resolve(packageDir, file)).href)).default
 const suites = await load('tests/index.mjs')
@@ -35,6 +37,10 @@ const passed = id => {
 }
 
 const rows = []
+// Tests of kind `optimal` (a cache that reuses more is better) are counted beside the share.
+let optimalTotal = 0
+let optimalGood = 0
+const optimalFailures = []
 let total = 0
 let good = 0
 let strict = 0
@@ -43,7 +49,13 @@ for (const suite of suites) {
   let suiteTotal = 0
   let suiteGood = 0
   for (const test of suite.tests) {
-    if (test.browser_only === true || !isRequired(test)) continue
+    if (test.browser_only === true) continue
+    if (test.kind === 'optimal') {
+      optimalTotal++
+      if (results[test.id] === true) optimalGood++
+      else optimalFailures.push(`${suite.id} ${test.id} (optimal): ${JSON.stringify(results[test.id])}`)
+    }
+    if (!isRequired(test)) continue
     suiteTotal++
     if (results[test.id] === true) suiteGood++
     if (passed(test.id)) strict++
@@ -61,9 +73,14 @@ if (flags.includes('--markdown')) {
   for (const [id, name, g, t] of rows) if (t) console.log(`| \`${id}\` | ${name} | ${g} | ${t} |`)
   console.log(`| **all** | | **${good}** | **${total}** |`)
 }
-if (flags.includes('--failures')) for (const line of failures) console.log(line)
+if (flags.includes('--failures')) for (const line of [...failures, ...optimalFailures]) console.log(line)
 console.log(`required tests passed: ${good} of ${total} (${percent.toFixed(1)}%); with dependencies: ${strict} (${((100 * strict) / total).toFixed(1)}%)`)
+console.log(`optimal tests passed: ${optimalGood} of ${optimalTotal}`)
 if (min !== null && percent < min) {
   console.error(`conformance dropped below the floor: ${percent.toFixed(1)}% < ${min}%`)
+  process.exit(1)
+}
+if (minOptimal !== null && optimalGood < minOptimal) {
+  console.error(`optimal tests passed dropped below the floor: ${optimalGood} < ${minOptimal}`)
   process.exit(1)
 }
