@@ -115,10 +115,6 @@ impl ApartBody {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Bytes `from..=to` of the body (within it: the caller checked the range).
     pub(crate) fn part(&self, from: usize, to: usize) -> ApartBody {
         let first = if from < self.first.len() {

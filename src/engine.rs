@@ -173,6 +173,11 @@ enum Reading {
     Latest,
 }
 
+/// The engine as `CacheMiddleware` hands it to the route layers and `CacheHandle`, in request
+/// extensions.
+#[derive(Clone)]
+pub(crate) struct EngineHandle(pub Arc<Engine>);
+
 pub(crate) struct Engine {
     pub backend: Arc<dyn Backend>,
     pub config: EngineConfig,

@@ -91,10 +91,6 @@ impl StoredBody {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Bytes `from..=to` (within the body: the caller checked the range), without a copy.
     pub(crate) fn part(&self, from: usize, to: usize) -> StoredBody {
         match self {

@@ -147,7 +147,7 @@ impl std::fmt::Debug for CacheHandle {
 #[cfg(feature = "axum")]
 mod extract {
     use super::CacheHandle;
-    use crate::middleware::EngineHandle;
+    use crate::engine::EngineHandle;
     use axum::extract::FromRequestParts;
     use http::{header::HOST, request::Parts, StatusCode};
 

@@ -33,22 +33,22 @@ mod body;
 mod breaker;
 mod coalesce;
 mod engine;
-pub mod entry;
+mod entry;
 mod fill;
 mod fleet;
 mod handle;
 pub mod helpers;
-pub mod key;
+mod key;
 #[cfg(feature = "logging")]
 pub mod logger_config;
 mod middleware;
-pub mod policy;
+mod policy;
 #[cfg(feature = "proxy")]
 pub mod proxy;
 #[cfg(feature = "proxy")]
 pub mod purge;
 mod ranges;
-pub mod redact;
+mod redact;
 mod replay;
 mod route;
 #[cfg(feature = "proxy")]
@@ -62,10 +62,11 @@ mod variant_values;
 
 pub use body::{BoxError, CacheBody};
 pub use breaker::BreakerState;
+pub use entry::MAX_STORED_BODY;
 pub use fill::FillFailed;
 pub use handle::CacheHandle;
 pub use middleware::{CacheMiddleware, CacheMiddlewareService};
-pub use replay::{CacheStatus, X_CACHE};
+pub use replay::{XCache, X_CACHE};
 pub use route::{cache, CacheLayer, CacheService, IntoTimeout};
 pub use shared::{SharedCache, SharedCacheService};
 pub use stats::CacheStats;

@@ -2,7 +2,7 @@
 //! engine-wide settings) and hands it to the `cache(ttl)` route layers through request extensions.
 
 use crate::backends::Backend;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, EngineHandle};
 use crate::handle::CacheHandle;
 use http::{Request, StatusCode};
 use std::fmt;
@@ -11,10 +11,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
-
-/// The engine handle the route layers find in request extensions.
-#[derive(Clone)]
-pub(crate) struct EngineHandle(pub Arc<Engine>);
 
 /// The cache middleware: add it once, around the router; opt routes in with [`cache`](crate::cache).
 ///
@@ -46,7 +42,9 @@ impl CacheMiddleware {
         self.engine.stats()
     }
 
-    /// A handle for start-up code: the backend (for warming) and invalidation.
+    /// A handle for start-up code: the backend (for warming) and invalidation. Take it after the
+    /// last setter: each setter builds a new engine, and a handle taken before it still speaks for
+    /// the old one (its namespace, its limits, its counters).
     pub fn handle(&self) -> CacheHandle {
         CacheHandle::new(Arc::clone(&self.engine), None)
     }
@@ -74,10 +72,10 @@ impl CacheMiddleware {
     }
 
     /// Largest response body stored, in bytes (default 1 MiB). Larger bodies stream through
-    /// unstored. At most [`MAX_STORED_BODY`](crate::entry::MAX_STORED_BODY) (4 GiB less 2
+    /// unstored. At most [`MAX_STORED_BODY`](crate::MAX_STORED_BODY) (4 GiB less 2
     /// bytes, what an entry can hold): a larger value is taken as that.
     pub fn max_body_size(self, bytes: usize) -> Self {
-        self.configure(|c| c.max_body_size = bytes.min(crate::entry::MAX_STORED_BODY))
+        self.configure(|c| c.max_body_size = bytes.min(crate::MAX_STORED_BODY))
     }
 
     /// Largest POST body that is read to build a key, in bytes (default 64 KiB). A larger request

@@ -16,9 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The header that tells how the cache handled a response.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// How the cache handled a response, as `X-Cache` reports it.
+/// How the cache handled a response, as `X-Cache` reports it (not RFC 9211 `Cache-Status`, which
+/// shared-cache mode writes too: see `shared::cache_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
+pub enum XCache {
     /// Served from the cache.
     Hit,
     /// Not in the cache: the handler ran.
@@ -32,14 +33,14 @@ pub enum CacheStatus {
     Bypass,
 }
 
-impl CacheStatus {
+impl XCache {
     fn header_value(self) -> HeaderValue {
         HeaderValue::from_static(match self {
-            CacheStatus::Hit => "HIT",
-            CacheStatus::Miss => "MISS",
-            CacheStatus::Refresh => "REFRESH",
-            CacheStatus::Stale => "STALE",
-            CacheStatus::Bypass => "BYPASS",
+            XCache::Hit => "HIT",
+            XCache::Miss => "MISS",
+            XCache::Refresh => "REFRESH",
+            XCache::Stale => "STALE",
+            XCache::Bypass => "BYPASS",
         })
     }
 }
@@ -106,7 +107,7 @@ pub(crate) fn replay<B: Body>(
     stored: StoredResponse,
     method: &Method,
     request_headers: &HeaderMap,
-    status: CacheStatus,
+    status: XCache,
     age: Option<Duration>,
 ) -> Response<CacheBody<B>> {
     let mut response = if client_has_current(request_headers, &stored) {
@@ -132,7 +133,7 @@ pub(crate) fn replay_arriving<B: Body>(
     head: StoredResponse,
     body: CacheBody<B>,
     request_headers: &HeaderMap,
-    status: CacheStatus,
+    status: XCache,
     age: Option<Duration>,
 ) -> Response<CacheBody<B>> {
     let mut response = if client_has_current(request_headers, &head) {
@@ -148,7 +149,7 @@ pub(crate) fn replay_arriving<B: Body>(
 }
 
 /// The fields the cache sets on every response it answers from storage.
-fn stamp<B>(response: &mut Response<B>, status: CacheStatus, age: Option<Duration>) {
+fn stamp<B>(response: &mut Response<B>, status: XCache, age: Option<Duration>) {
     let headers = response.headers_mut();
     headers.insert(X_CACHE, status.header_value());
     if let Some(age) = age {
@@ -217,7 +218,7 @@ pub(crate) fn replay_from_partial<B: Body>(
 ) -> Option<Response<CacheBody<B>>> {
     let (asked, held) = part_of_partial(request_headers, &stored)?;
     let mut response = part(stored, asked, held.first, held.length);
-    stamp(&mut response, CacheStatus::Hit, Some(age));
+    stamp(&mut response, XCache::Hit, Some(age));
     Some(response)
 }
 
@@ -251,7 +252,7 @@ fn age_value(seconds: u64) -> HeaderValue {
 }
 
 /// Marks a response the cache passed on without storing.
-pub(crate) fn mark<B>(mut response: Response<B>, status: CacheStatus) -> Response<B> {
+pub(crate) fn mark<B>(mut response: Response<B>, status: XCache) -> Response<B> {
     response
         .headers_mut()
         .insert(X_CACHE, status.header_value());
@@ -370,7 +371,7 @@ mod tests {
             stored(),
             &Method::GET,
             &HeaderMap::new(),
-            CacheStatus::Hit,
+            XCache::Hit,
             Some(Duration::from_millis(7900)),
         );
         assert_eq!(response.status(), StatusCode::OK);
@@ -387,7 +388,7 @@ mod tests {
             stored(),
             &Method::HEAD,
             &HeaderMap::new(),
-            CacheStatus::Hit,
+            XCache::Hit,
             None,
         );
         assert!(response.headers().contains_key("etag"));
@@ -408,19 +409,14 @@ mod tests {
         ] {
             let mut headers = HeaderMap::new();
             headers.insert(header::IF_NONE_MATCH, candidate.parse().unwrap());
-            let response = replay::<Empty<Bytes>>(
-                stored.clone(),
-                &Method::GET,
-                &headers,
-                CacheStatus::Hit,
-                None,
-            );
+            let response =
+                replay::<Empty<Bytes>>(stored.clone(), &Method::GET, &headers, XCache::Hit, None);
             assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{candidate}");
             assert_eq!(response.headers()["etag"], etag.as_str());
             assert!(!response.headers().contains_key("content-type"));
         }
         let other = request_with("if-none-match", "\"other\"");
-        let response = replay::<Empty<Bytes>>(stored, &Method::GET, &other, CacheStatus::Hit, None);
+        let response = replay::<Empty<Bytes>>(stored, &Method::GET, &other, XCache::Hit, None);
         assert_eq!(response.status(), StatusCode::OK);
     }
 }

@@ -10,17 +10,16 @@
 use super::RouteConfig;
 use crate::body::{collect_limited, read_at_once, AtOnce, BoxError, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
-use crate::engine::{Engine, Found, Shared};
+use crate::engine::{Engine, EngineHandle, Found, Shared};
 use crate::entry::Entry;
 use crate::fill::{streaming, StreamLimits, Streaming};
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
-use crate::middleware::EngineHandle;
 use crate::policy::{
     classify_request, classify_response, refresh_early_now, safe_method_with_content, BypassReason,
     RequestDecision, RequestPolicy, ResponseDecision, ResponsePolicy, SkipReason,
 };
-use crate::replay::{copy_etag, end_to_end, mark, replay, replay_arriving, to_stored, CacheStatus};
+use crate::replay::{copy_etag, end_to_end, mark, replay, replay_arriving, to_stored, XCache};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::Storable;
@@ -129,13 +128,8 @@ where
                         now_ms,
                     );
                 let seen_ms = entry.stored_at_ms;
-                let response = replay_entry(
-                    entry,
-                    &parts.method,
-                    &parts.headers,
-                    CacheStatus::Hit,
-                    now_ms,
-                );
+                let response =
+                    replay_entry(entry, &parts.method, &parts.headers, XCache::Hit, now_ms);
                 if early {
                     tracing::debug!(key = %key, "refreshing early, in the background");
                     revalidate_in_background(inner, engine, route, key, parts, body, seen_ms);
@@ -146,13 +140,8 @@ where
                 tracing::debug!(key = %key, "serving stale while revalidating");
                 engine.counters.record(Event::Stale);
                 let seen_ms = entry.stored_at_ms;
-                let response = replay_entry(
-                    entry,
-                    &parts.method,
-                    &parts.headers,
-                    CacheStatus::Stale,
-                    now_ms,
-                );
+                let response =
+                    replay_entry(entry, &parts.method, &parts.headers, XCache::Stale, now_ms);
                 if parts.method != Method::HEAD {
                     revalidate_in_background(inner, engine, route, key, parts, body, seen_ms);
                 }
@@ -185,7 +174,7 @@ where
                             entry,
                             &parts.method,
                             &parts.headers,
-                            CacheStatus::Hit,
+                            XCache::Hit,
                             Entry::now_ms(),
                         ));
                     }
@@ -206,9 +195,9 @@ where
                         }
                         engine.counters.record(Event::Coalesced);
                         let status = if refresh {
-                            CacheStatus::Refresh
+                            XCache::Refresh
                         } else {
-                            CacheStatus::Hit
+                            XCache::Hit
                         };
                         return Ok(replay_shared(
                             &shared,
@@ -226,10 +215,10 @@ where
         }
     }
     let status = if refresh {
-        CacheStatus::Refresh
+        XCache::Refresh
     } else {
         engine.counters.record(Event::Miss);
-        CacheStatus::Miss
+        XCache::Miss
     };
     let mut miss = Miss::new(&engine, &route, key, status);
     miss.leader = leader;
@@ -244,19 +233,14 @@ struct Miss<'a> {
     engine: &'a Arc<Engine>,
     route: &'a RouteConfig,
     key: CacheKey,
-    status: CacheStatus,
+    status: XCache,
     leader: Option<Leader<Arc<Shared>>>,
     /// The single-flight key, remembered as uncacheable when the response cannot be stored.
     flight: Option<CacheKey>,
 }
 
 impl<'a> Miss<'a> {
-    fn new(
-        engine: &'a Arc<Engine>,
-        route: &'a RouteConfig,
-        key: CacheKey,
-        status: CacheStatus,
-    ) -> Self {
+    fn new(engine: &'a Arc<Engine>, route: &'a RouteConfig, key: CacheKey, status: XCache) -> Self {
         Miss {
             engine,
             route,
@@ -476,7 +460,7 @@ impl<'a> Miss<'a> {
     ) -> Response<CacheBody<ResB>> {
         tracing::debug!(key = %self.key, reason, "handler failed; serving stale entry");
         self.engine.counters.record(Event::Stale);
-        replay_entry(stale, method, headers, CacheStatus::Stale, Entry::now_ms())
+        replay_entry(stale, method, headers, XCache::Stale, Entry::now_ms())
     }
 }
 
@@ -523,7 +507,7 @@ fn revalidate_in_background<S, ReqB, ResB>(
         {
             return; // another instance refreshed it before this one took the lease
         }
-        let mut miss = Miss::new(&engine, &route, key, CacheStatus::Refresh);
+        let mut miss = Miss::new(&engine, &route, key, XCache::Refresh);
         miss.leader = Some(leader);
         // Drain the response so that the handler's body runs to completion (without keeping it:
         // what is stored was kept as it passed).
@@ -550,7 +534,7 @@ where
     engine.counters.record(Event::Bypass(reason));
     let mut response = inner.call(Request::from_parts(parts, body)).await?;
     response.headers_mut().remove(&engine.config.tag_header);
-    Ok(mark(response.map(CacheBody::stream), CacheStatus::Bypass))
+    Ok(mark(response.map(CacheBody::stream), XCache::Bypass))
 }
 
 /// Requests share a handler run only with identical key material: the key, plus the values of the
@@ -573,7 +557,7 @@ fn replay_shared<B: Body>(
     shared: &Shared,
     method: &Method,
     headers: &HeaderMap,
-    status: CacheStatus,
+    status: XCache,
 ) -> Response<CacheBody<B>> {
     let now_ms = Entry::now_ms();
     let entry = shared.entry.clone();
@@ -600,7 +584,7 @@ fn replay_entry<B: Body>(
     entry: Entry,
     method: &Method,
     headers: &HeaderMap,
-    status: CacheStatus,
+    status: XCache,
     now_ms: u64,
 ) -> Response<CacheBody<B>> {
     let age = entry.age(now_ms);

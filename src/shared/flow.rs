@@ -20,7 +20,7 @@ use crate::entry::{Entry, StoredResponse};
 use crate::fleet::{self, Turn};
 use crate::key::{partial_key, primary_key, CacheKey};
 use crate::policy::{refresh_early_now, safe_method_with_content, BypassReason, CacheControl};
-use crate::replay::{mark, replay, replay_arriving, replay_from_partial, CacheStatus};
+use crate::replay::{mark, replay, replay_arriving, replay_from_partial, XCache};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::SharedRules;
@@ -220,13 +220,9 @@ impl Cache {
         now_ms: u64,
     ) -> Response<CacheBody<B>> {
         let (event, x_cache, detail) = match how {
-            Use::Fresh => (Event::Hit, CacheStatus::Hit, None),
-            Use::Stale => (Event::Stale, CacheStatus::Stale, Some("max-stale")),
-            _ => (
-                Event::Stale,
-                CacheStatus::Stale,
-                Some("stale-while-revalidate"),
-            ),
+            Use::Fresh => (Event::Hit, XCache::Hit, None),
+            Use::Stale => (Event::Stale, XCache::Stale, Some("max-stale")),
+            _ => (Event::Stale, XCache::Stale, Some("stale-while-revalidate")),
         };
         tracing::debug!(key = %key, how = ?how, "answered from storage");
         self.engine.counters.record(event);
@@ -329,12 +325,12 @@ impl Cache {
                 head,
                 CacheBody::filling(fill.reader()),
                 headers,
-                CacheStatus::Hit,
+                XCache::Hit,
                 Some(age),
             );
             return Some(self.with_status(response, &status));
         }
-        Some(self.answer(entry, method, headers, CacheStatus::Hit, status, now_ms))
+        Some(self.answer(entry, method, headers, XCache::Hit, status, now_ms))
     }
 
     /// Methods other than GET and HEAD go to the origin; an unsafe one that succeeds invalidates
@@ -400,7 +396,7 @@ impl Cache {
         entry: Entry,
         method: &Method,
         headers: &HeaderMap,
-        x_cache: CacheStatus,
+        x_cache: XCache,
         status: Status,
         now_ms: u64,
     ) -> Response<CacheBody<B>> {
@@ -428,9 +424,9 @@ impl Cache {
     pub(super) fn passed_on<B>(&self, response: Response<B>, status: Status) -> Response<B> {
         let x_cache = if status.fwd == Some(Forward::UriMiss) || status.fwd == Some(Forward::Stale)
         {
-            CacheStatus::Miss
+            XCache::Miss
         } else {
-            CacheStatus::Bypass
+            XCache::Bypass
         };
         self.with_status(mark(response, x_cache), &status)
     }
@@ -458,5 +454,5 @@ pub(super) fn entry_response(entry: &Entry) -> &StoredResponse {
 fn only_if_cached<B: http_body::Body>() -> Response<CacheBody<B>> {
     let mut response = Response::new(CacheBody::empty());
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-    mark(response, CacheStatus::Miss)
+    mark(response, XCache::Miss)
 }

@@ -17,7 +17,7 @@ use crate::fleet;
 use crate::key::partial_key;
 use crate::policy::sorted_vary;
 use crate::policy::CacheControl;
-use crate::replay::{end_to_end, replay, replay_arriving, CacheStatus};
+use crate::replay::{end_to_end, replay, replay_arriving, XCache};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::Storable;
@@ -180,7 +180,7 @@ impl Cache {
             Err((reason, stored)) => {
                 self.not_stored(&outgoing, reason, stored.status);
                 let (method, headers) = (&outgoing.method, &outgoing.headers);
-                let response = replay(stored, method, headers, CacheStatus::Miss, None);
+                let response = replay(stored, method, headers, XCache::Miss, None);
                 return self.with_status(response, &status.detail(reason));
             }
         };
@@ -210,7 +210,7 @@ impl Cache {
             .into_response()
             .expect("stored entries hold responses");
         let (method, headers) = (&outgoing.method, &outgoing.headers);
-        let response = replay(stored, method, headers, CacheStatus::Miss, age);
+        let response = replay(stored, method, headers, XCache::Miss, age);
         self.with_status(response, &status)
     }
 
@@ -277,7 +277,7 @@ impl Cache {
         status.stored = true;
         // A response fresh from the origin carries an Age only when a cache behind us gave one.
         let age = origin_age.then(|| kept.age_at(exchange.response_ms));
-        let response = replay_arriving(head, body, &outgoing.headers, CacheStatus::Miss, age);
+        let response = replay_arriving(head, body, &outgoing.headers, XCache::Miss, age);
         self.with_status(response, &status)
     }
 
@@ -353,7 +353,7 @@ impl Cache {
                 tracing::debug!(key = %outgoing.key, reason, "validated response no longer storable; entry removed");
                 self.engine.counters.record(Event::NotStored(reason));
                 let _ = self.engine.remove(&outgoing.key).await;
-                let response = replay(stored, method, headers, CacheStatus::Refresh, None);
+                let response = replay(stored, method, headers, XCache::Refresh, None);
                 return self.with_status(response, &status.detail(reason));
             }
         };
@@ -378,7 +378,7 @@ impl Cache {
         tracing::debug!(key = %outgoing.key, "stored response validated (304)");
         status.stored = true;
         let now_ms = Entry::now_ms();
-        self.answer(entry, method, headers, CacheStatus::Refresh, status, now_ms)
+        self.answer(entry, method, headers, XCache::Refresh, status, now_ms)
     }
 
     /// The origin's response for `outgoing`, of `status`, could not be stored, for `reason`:
@@ -458,6 +458,6 @@ impl Cache {
         status.fwd_status = Some(failed);
         let (method, headers) = (&outgoing.method, &outgoing.headers);
         let now_ms = Entry::now_ms();
-        self.answer(stale, method, headers, CacheStatus::Stale, status, now_ms)
+        self.answer(stale, method, headers, XCache::Stale, status, now_ms)
     }
 }
