@@ -20,6 +20,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// `text` (an error message, say) with `url`, and every form of its password, masked: a library's
 /// message may quote the password alone, decoded or not.
+#[cfg(any(feature = "redis", feature = "memcached", test))]
 pub fn scrub(text: &str, url: &str) -> String {
     let mut text = text.replace(url, &redact_url(url));
     for secret in secrets(url) {
@@ -31,6 +32,7 @@ pub fn scrub(text: &str, url: &str) -> String {
 }
 
 /// The credentials in `url` as written, and percent-decoded.
+#[cfg(any(feature = "redis", feature = "memcached", test))]
 fn secrets(url: &str) -> Vec<String> {
     let (_, rest) = split_scheme(url);
     let Some(at) = rest.rfind('@') else {
