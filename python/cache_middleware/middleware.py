@@ -125,7 +125,8 @@ class CacheMiddleware:
                 route,
             )
         except ValueError:
-            # A target the engine cannot read (the server let it through): served, uncached.
+            # A target or a field the engine cannot read (the server let it through): served,
+            # uncached.
             await self.app(scope, _replaying(body or [], more, receive), send)
             return
         if isinstance(started, tuple):

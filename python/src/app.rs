@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 use cache_middleware::CacheBody;
+use http::header::CACHE_CONTROL;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use std::collections::VecDeque;
@@ -353,14 +354,23 @@ impl tower_service::Service<Request<CacheBody<ReadBody>>> for PyApp {
             let mut response = Response::new(AppBody { answer });
             *response.status_mut() = StatusCode::from_u16(head.status).map_err(|_| AppFailed)?;
             let headers = response.headers_mut();
+            let mut unreadable = false;
             for (name, value) in head.headers {
-                // The ASGI server would refuse these too; an invalid field is dropped, not fatal.
-                if let (Ok(name), Ok(value)) = (
+                match (
                     HeaderName::from_bytes(&name),
                     HeaderValue::from_bytes(&value),
                 ) {
-                    headers.append(name, value);
+                    (Ok(name), Ok(value)) => {
+                        headers.append(name, value);
+                    }
+                    _ => unreadable = true,
                 }
+            }
+            if unreadable {
+                // A field RFC 9110 does not allow (a control byte in its value) is dropped, not
+                // fatal; but the engine cannot judge a response by fields it did not see (a
+                // `Set-Cookie` among them would be shared), so the response is not stored.
+                headers.append(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             }
             Ok(response)
         })

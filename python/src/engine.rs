@@ -145,6 +145,8 @@ impl Engine {
     /// `Exchange` to build and drive; otherwise the `Exchange` to drive.
     /// `body` holds what the front read of a POST body (up to one byte over the limit), `None`
     /// for other methods. `path` is the raw path (ASGI `raw_path`) and `query` the raw query.
+    /// Raises `ValueError` for a method, target or field the engine cannot read: the front then
+    /// serves the request uncached.
     #[pyo3(signature = (method, path, query, headers, body, route))]
     #[allow(clippy::too_many_arguments)]
     fn begin<'py>(
@@ -179,14 +181,17 @@ impl Engine {
         *request.uri_mut() = http::Uri::from(target);
         let fields = request.headers_mut();
         for (name, value) in headers {
-            // The ASGI server parsed these already; one it let through that `http` refuses is
-            // not part of what the key can describe, so it does not reach the engine either.
-            if let (Ok(name), Ok(value)) = (
+            // The ASGI server parsed these already, but may let through what `http` refuses
+            // (uvicorn's h11 server, a DEL byte in a value). The application reads such a field
+            // all the same, so the engine must not decide without it (an `Authorization` it did
+            // not see would let a response to credentials be shared): the request goes uncached.
+            let (Ok(name), Ok(value)) = (
                 http::HeaderName::from_bytes(name.as_bytes()),
                 http::HeaderValue::from_bytes(value.as_bytes()),
-            ) {
-                fields.append(name, value);
-            }
+            ) else {
+                return Err(PyValueError::new_err("a request field cannot be read"));
+            };
+            fields.append(name, value);
         }
         let link = Arc::new(AppLink::new(Arc::clone(&self.background)));
         let app = PyApp {

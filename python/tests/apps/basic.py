@@ -278,3 +278,12 @@ async def fragile() -> Dict[str, int]:
 @cache(timeout=2)
 async def early() -> Dict[str, int]:
     return {"run": run("early")}
+
+
+@app.get("/greeting")
+@cache(timeout=300)
+async def greeting(request: Request) -> Response:
+    """Sets a cookie from the query as it came (a byte `http` refuses reaches the field)."""
+    response = JSONResponse({"run": run("greeting")})
+    response.headers.append("set-cookie", "name=" + request.query_params.get("name", ""))
+    return response
