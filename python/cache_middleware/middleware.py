@@ -226,10 +226,11 @@ class CacheMiddleware:
             self._state_set = True
 
     def _remember(self, scope: Scope) -> Optional[_engine.Route]:
-        """The route's engine layer, found once per method and path (one per `@cache`)."""
+        """The route's engine layer (one per `@cache`), found once per method and path when the
+        router chooses by nothing else."""
         if not self._state_set:
             self._set_app_state(scope)
-        spec = _route_cache(scope)
+        spec, by_method_and_path = _route_cache(scope)
         route = None
         if spec is not None:
             if self._server_scope is None:
@@ -239,26 +240,52 @@ class CacheMiddleware:
                 route = self._layers[spec] = self.engine.route(
                     spec.timeout, list(spec.tags), spec.stale_while_revalidate, spec.stale_if_error
                 )
-        if len(self._routes) >= _ROUTE_MEMO_LIMIT:
-            self._routes.clear()
-        self._routes[(scope["method"], scope["path"])] = route
+        if by_method_and_path:
+            if len(self._routes) >= _ROUTE_MEMO_LIMIT:
+                self._routes.clear()
+            self._routes[(scope["method"], scope["path"])] = route
         return route
 
 
-def _route_cache(scope: Scope) -> Optional[RouteCache]:
-    """What `@cache` said about the route that will answer `scope`, found as the router finds it."""
+def _route_cache(scope: Scope) -> Tuple[Optional[RouteCache], bool]:
+    """What `@cache` said about the route that will answer `scope`, found as the router finds it,
+    and whether the router chooses by method and path alone (so that the answer holds for every
+    request with the same two). A `Host` route, or a route class with its own `matches`, may
+    choose by anything in the scope."""
     router = getattr(scope.get("app"), "router", None)
     routes = getattr(router, "routes", None)
     if routes is None:
-        return None
+        return None, False
     from starlette.routing import Match
 
+    by_method_and_path = all(type(route).matches in _method_and_path_matchers() for route in routes)
     for route in routes:
         match, child = route.matches(scope)
         if match == Match.FULL:
             endpoint = child.get("endpoint", getattr(route, "endpoint", None))
-            return route_cache_of(endpoint)
-    return None
+            return route_cache_of(endpoint), by_method_and_path
+    return None, by_method_and_path
+
+
+_MATCHERS: Optional[Set[Any]] = None
+
+
+def _method_and_path_matchers() -> Set[Any]:
+    """The `matches` of Starlette's and FastAPI's own route classes: by path, method and scope
+    type only."""
+    global _MATCHERS
+    if _MATCHERS is None:
+        from starlette.routing import Mount, Route, WebSocketRoute
+
+        found = {Route.matches, Mount.matches, WebSocketRoute.matches}
+        try:
+            from fastapi.routing import APIRoute, APIWebSocketRoute
+
+            found |= {APIRoute.matches, APIWebSocketRoute.matches}
+        except ImportError:  # Starlette without FastAPI
+            pass
+        _MATCHERS = found
+    return _MATCHERS
 
 
 Ready = Tuple[int, List[Tuple[bytes, bytes]], bytes, bool]

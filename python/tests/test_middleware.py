@@ -395,6 +395,19 @@ def test_a_response_field_the_engine_cannot_read_makes_the_response_unstorable(s
     assert runs(client, app.url, "greeting") == 2
 
 
+def test_a_route_chosen_by_more_than_method_and_path_is_found_for_each_request(serve, client) -> None:
+    # The route that answers was remembered per method and path: once the public page was
+    # found for `/page`, the same path on the account host (per user, not cached) was cached too,
+    # and one user's page went to the next.
+    app = serve("apps.hosts:app")
+    public = [client.get(f"{app.url}/page", headers={"host": "www.test"}) for _ in range(2)]
+    assert [p.headers["x-cache"] for p in public] == ["MISS", "HIT"]
+    for user in ("alice", "bob"):
+        page = client.get(f"{app.url}/page", headers={"host": "account.test", "x-user": user})
+        assert page.json() == {"page": "account", "user": user}
+        assert "x-cache" not in page.headers
+
+
 def test_a_method_the_route_does_not_take_gets_the_applications_own_answer(serve, client) -> None:
     # FastAPI's `@app.get` routes refuse HEAD (405): the cache does not answer for them either.
     app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
