@@ -88,8 +88,9 @@ fn digest_of(tag: &[u8], write: impl FnOnce(&mut Material<'_>)) -> blake3::Hash 
     })
 }
 
-/// The primary key of a request: method (HEAD as GET), host, path, query pairs sorted with repeats kept,
-/// and for requests with a body its digest and content type.
+/// The primary key of a request: method (HEAD as GET), host, path, query pairs sorted by name (the
+/// values of one name in the order they came), and for requests with a body its digest and
+/// content type.
 ///
 /// Header values the response varies on are not part of it: they select a variant below this key
 /// (see [`variant_key`]), so deleting the primary key invalidates every variant of a URL.
@@ -192,8 +193,10 @@ pub fn variant_key(
 /// One query parameter exactly as the client sent it. Nothing is decoded: two requests share an
 /// entry only if the application receives the same bytes, or a cache could serve the answer to
 /// `?q='` for `?q=%27` (a known way to deliver a reflected script through a cache). Only the order of
-/// pairs and empty `&&` segments, which no framework reads, are ignored. `?a` and `?a=` differ.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// different names and empty `&&` segments, which no framework reads, are ignored. The values of
+/// one name keep their order: a map keeps the last (`?q=a&q=b` asks for `b`), a list keeps them
+/// all in order. `?a` and `?a=` differ.
+#[derive(Debug, PartialEq, Eq)]
 struct QueryPair<'a> {
     name: &'a [u8],
     has_value: bool,
@@ -216,7 +219,8 @@ fn canonical_query(query: &str) -> Vec<QueryPair<'_>> {
             }
         })
         .collect();
-    pairs.sort();
+    // Stable: pairs of one name stay in the order they came.
+    pairs.sort_by(|a, b| a.name.cmp(b.name));
     pairs
 }
 
@@ -271,10 +275,12 @@ mod tests {
     }
 
     #[test]
-    fn query_order_does_not_matter_but_repeats_do() {
+    fn the_order_of_names_does_not_matter_but_repeats_and_their_order_do() {
         assert_eq!(key("/p?b=2&a=1"), key("/p?a=1&b=2"));
         assert_ne!(key("/p?a=1&a=2"), key("/p?a=2"));
-        assert_eq!(key("/p?a=1&a=2"), key("/p?a=2&a=1"));
+        assert_ne!(key("/p?a=1&a=2"), key("/p?a=2&a=1"));
+        assert_eq!(key("/p?a=1&b=3&a=2"), key("/p?b=3&a=1&a=2"));
+        assert_ne!(key("/p?a&a="), key("/p?a=&a"));
         assert_ne!(key("/p?a=1&a=1"), key("/p?a=1"));
     }
 

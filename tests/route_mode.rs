@@ -121,6 +121,29 @@ async fn query_order_is_canonical_but_repeats_and_values_count() {
     assert_eq!(counter.get(), 5);
 }
 
+#[tokio::test]
+async fn one_name_repeated_in_another_order_is_another_request() {
+    // The README's own route reads the query into a map, where the last value of a repeated
+    // name wins: `?q=a&q=b` asks for `b`, `?q=b&q=a` for `a`. They must not share an entry.
+    let app = Router::new()
+        .route(
+            "/items",
+            get_route(
+                |axum::extract::Query(q): axum::extract::Query<
+                    std::collections::HashMap<String, String>,
+                >| async move { q.get("q").cloned().unwrap_or_default() },
+            )
+            .layer(cache(60)),
+        )
+        .layer(CacheMiddleware::new(MemoryBackend::new(100)));
+    let b = fetch(&app, "/items?q=a&q=b&x=1").await;
+    let a = fetch(&app, "/items?x=1&q=b&q=a").await;
+    assert_eq!((b.body.as_ref(), a.body.as_ref()), (&b"b"[..], &b"a"[..]));
+    // Names apart still come in any order.
+    let again = fetch(&app, "/items?q=b&x=1&q=a").await;
+    assert_eq!((again.x_cache(), again.body.as_ref()), ("HIT", &b"a"[..]));
+}
+
 fn post(uri: &str, body: impl Into<Bytes>) -> Request<Body> {
     http::Request::post(uri)
         .header("host", "test.local")
