@@ -50,6 +50,9 @@ pub(crate) struct EngineConfig {
     pub fill_max_bytes: u64,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
+    /// Whether the fronts give the scheme the application reads ([`crate::RequestScheme`]), so
+    /// that a URL's keys are one per scheme.
+    pub keys_by_scheme: bool,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +72,7 @@ impl Default for EngineConfig {
             fill_max_bytes: 256 * 1024 * 1024,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
+            keys_by_scheme: false,
         }
     }
 }

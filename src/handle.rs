@@ -59,9 +59,11 @@ impl CacheHandle {
     /// the current request's host), with every variant of it. HEAD and GET share an entry.
     /// POST entries are keyed by body; they expire or go with [`clear`](Self::clear).
     pub async fn invalidate(&self, method: Method, url: &str) -> Result<(), BackendError> {
-        let key = self.url_key(&method, url)?;
-        tracing::debug!(key = %key, %method, url, "invalidating cached response");
-        self.engine.remove(&key).await
+        for key in self.url_keys(&method, url)? {
+            tracing::debug!(key = %key, %method, url, "invalidating cached response");
+            self.engine.remove(&key).await?;
+        }
+        Ok(())
     }
 
     /// Purges the cached response for `method` and `url` (as [`invalidate`](Self::invalidate)
@@ -75,16 +77,22 @@ impl CacheHandle {
         url: &str,
         kind: PurgeKind,
     ) -> Result<Option<PurgeKind>, BackendError> {
-        let key = self.url_key(&method, url)?;
-        tracing::debug!(key = %key, %method, url, ?kind, "purging cached response");
-        match kind {
-            PurgeKind::Hard => self.engine.remove(&key).await.map(|()| Some(kind)),
-            PurgeKind::Soft => self.engine.soften(&key).await,
+        let mut done = None;
+        for key in self.url_keys(&method, url)? {
+            tracing::debug!(key = %key, %method, url, ?kind, "purging cached response");
+            let purged = match kind {
+                PurgeKind::Hard => self.engine.remove(&key).await.map(|()| Some(kind))?,
+                PurgeKind::Soft => self.engine.soften(&key).await?,
+            };
+            done = done.or(purged);
         }
+        Ok(done)
     }
 
-    /// The primary key of `url` (absolute, or on this handle's host).
-    fn url_key(&self, method: &Method, url: &str) -> Result<CacheKey, BackendError> {
+    /// The primary keys of `url` (absolute, or on this handle's host): one, or where the fronts
+    /// key by the scheme the application reads (see [`RequestScheme`](crate::RequestScheme)),
+    /// one for `http` (the same as none) and one for `https`, whatever scheme `url` has.
+    fn url_keys(&self, method: &Method, url: &str) -> Result<Vec<CacheKey>, BackendError> {
         let uri: Uri = url
             .parse()
             .map_err(|e| BackendError::Rejected(format!("invalid URL {url:?}: {e}")))?;
@@ -92,15 +100,26 @@ impl CacheHandle {
             Some(authority) => authority.as_str(),
             None => self.host.as_deref().unwrap_or(""),
         };
-        Ok(primary_key_from(
-            &self.engine.config.namespace,
-            method,
-            host.as_bytes(),
-            uri.path(),
-            uri.query(),
-            None,
-            None,
-        ))
+        let schemes: &[Option<&str>] = if self.engine.config.keys_by_scheme {
+            &[None, Some("https")]
+        } else {
+            &[None]
+        };
+        Ok(schemes
+            .iter()
+            .map(|scheme| {
+                primary_key_from(
+                    &self.engine.config.namespace,
+                    method,
+                    *scheme,
+                    host.as_bytes(),
+                    uri.path(),
+                    uri.query(),
+                    None,
+                    None,
+                )
+            })
+            .collect())
     }
 
     /// Purges every entry carrying `tag` (a route's tag or one its response named in the tag

@@ -12,6 +12,15 @@ use std::fmt;
 /// earlier build is never found under a key it does not answer (3: query pairs no longer sorted).
 const KEY_VERSION: &[u8] = b"cache-middleware/key/3";
 
+/// The scheme the application reads for a request, when its front learns it from elsewhere than
+/// the request itself: an ASGI server's scope has one, which a proxy the server trusts sets with
+/// `X-Forwarded-Proto`, and links built from the request's URL carry it. A front that knows it
+/// puts it in the request's extensions; it is then part of the key, so that one client's scheme
+/// never reaches the links another client gets. `http` keys as no scheme at all, so that such
+/// entries are shared with fronts that give none (the Rust ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestScheme(pub http::uri::Scheme);
+
 /// A cache key: the backend key string and the digest it was made from.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -103,9 +112,11 @@ pub fn primary_key(namespace: &str, parts: &Parts, body: Option<&[u8]>) -> Cache
         .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
         .unwrap_or_default();
     let content_type = body.and(parts.headers.get(CONTENT_TYPE));
+    let scheme = parts.extensions.get::<RequestScheme>();
     primary_key_from(
         namespace,
         &parts.method,
+        scheme.map(|s| s.0.as_str()),
         host,
         parts.uri.path(),
         parts.uri.query(),
@@ -114,10 +125,13 @@ pub fn primary_key(namespace: &str, parts: &Parts, body: Option<&[u8]>) -> Cache
     )
 }
 
-/// The primary key from its parts; used for invalidation, where there is no request.
+/// The primary key from its parts; used for invalidation, where there is no request. `scheme` is
+/// the request's [`RequestScheme`], when its front gave one.
+#[allow(clippy::too_many_arguments)]
 pub fn primary_key_from(
     namespace: &str,
     method: &Method,
+    scheme: Option<&str>,
     host: &[u8],
     path: &str,
     query: Option<&str>,
@@ -134,6 +148,16 @@ pub fn primary_key_from(
             method
         };
         m.field(method.as_str().as_bytes());
+        match scheme {
+            // `http` is what a request that names no scheme is taken to have: such entries are
+            // shared with fronts that give none. Schemes are case-insensitive (RFC 3986 §3.1).
+            None => m.field(b""),
+            Some(scheme) if scheme.eq_ignore_ascii_case("http") => m.field(b""),
+            Some(scheme) if scheme.bytes().any(|b| b.is_ascii_uppercase()) => {
+                m.field(scheme.to_ascii_lowercase().as_bytes());
+            }
+            Some(scheme) => m.field(scheme.as_bytes()),
+        }
         if host.iter().any(u8::is_ascii_uppercase) {
             m.field(&host.to_ascii_lowercase());
         } else {
@@ -281,6 +305,21 @@ mod tests {
         assert_ne!(key("/p?a&a="), key("/p?a=&a"));
         assert_ne!(key("/p?a=1&a=1"), key("/p?a=1"));
         assert_eq!(key("/p?a=1&&b=2&"), key("/p?&a=1&b=2"));
+    }
+
+    #[test]
+    fn a_scheme_the_front_gives_is_part_of_the_key_in_any_case() {
+        let with = |scheme: &str| {
+            let mut request = Request::get("/p").header("host", "h").body(()).unwrap();
+            let scheme = RequestScheme(scheme.parse().unwrap());
+            request.extensions_mut().insert(scheme);
+            primary_key("ns", &request.into_parts().0, None)
+        };
+        let none = key_with(Request::get("/p").header("host", "h"), None);
+        assert_ne!(with("http"), with("https"));
+        assert_eq!(with("http"), none);
+        assert_eq!(with("HTTPS"), with("https"));
+        assert_ne!(with("https"), none);
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub use breaker::BreakerState;
 pub use entry::MAX_STORED_BODY;
 pub use fill::FillFailed;
 pub use handle::CacheHandle;
+pub use key::RequestScheme;
 pub use middleware::{CacheMiddleware, CacheMiddlewareService};
 pub use replay::{XCache, X_CACHE};
 pub use route::{cache, CacheLayer, CacheService, IntoTimeout};

@@ -64,6 +64,13 @@ impl CacheMiddleware {
         }
     }
 
+    /// For a front that puts each request's [`RequestScheme`](crate::RequestScheme) in its
+    /// extensions (the Python package does): a URL's purges then reach its entries for `http`
+    /// and for `https`.
+    pub fn keys_by_scheme(self) -> Self {
+        self.configure(|c| c.keys_by_scheme = true)
+    }
+
     /// Prefix of every key this middleware writes (default `"cache"`). Applications sharing one
     /// backend under different namespaces never see each other's entries.
     pub fn namespace(self, namespace: impl Into<String>) -> Self {

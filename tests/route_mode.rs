@@ -9,7 +9,7 @@ use axum::routing::{any, get as get_route};
 use axum::Router;
 use bytes::Bytes;
 use cache_middleware::backends::{Backend, MemoryBackend};
-use cache_middleware::{cache, CacheHandle, CacheLayer, CacheMiddleware};
+use cache_middleware::{cache, CacheHandle, CacheLayer, CacheMiddleware, PurgeKind};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use std::time::Duration;
@@ -774,6 +774,35 @@ async fn start_up_code_warms_the_backend_and_invalidates_absolute_urls() {
         .await
         .unwrap();
     assert_eq!(fetch(&app, "/r").await.x_cache(), "MISS");
+}
+
+#[tokio::test]
+async fn a_front_that_gives_the_scheme_keys_by_it_and_a_purge_reaches_both() {
+    // What the Python front does: each request carries the scheme its application reads.
+    let middleware = CacheMiddleware::new(MemoryBackend::new(100)).keys_by_scheme();
+    let handle = middleware.handle();
+    let (app, counter) = app_with(cache(60), middleware);
+    let with_scheme = |scheme: &'static str| {
+        let mut request = get("/r").body(empty()).unwrap();
+        let scheme = cache_middleware::RequestScheme(scheme.parse().unwrap());
+        request.extensions_mut().insert(scheme);
+        request
+    };
+    let answers = [
+        send(&app, with_scheme("https")).await,
+        send(&app, with_scheme("http")).await,
+        send(&app, with_scheme("https")).await,
+    ];
+    assert_eq!(x_caches(answers.each_ref()), ["MISS", "MISS", "HIT"]);
+    let purged = handle
+        .purge_url(Method::GET, "http://test.local/r", PurgeKind::Hard)
+        .await
+        .unwrap();
+    assert_eq!(purged, Some(PurgeKind::Hard));
+    for scheme in ["http", "https"] {
+        assert_eq!(send(&app, with_scheme(scheme)).await.x_cache(), "MISS");
+    }
+    assert_eq!(counter.get(), 4);
 }
 
 #[tokio::test]

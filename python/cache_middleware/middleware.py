@@ -118,6 +118,7 @@ class CacheMiddleware:
         try:
             started = self.engine.begin(
                 method,
+                scope.get("scheme", "http"),
                 scope.get("raw_path") or scope["path"].encode("utf-8"),
                 scope.get("query_string", b""),
                 scope["headers"],
@@ -125,8 +126,8 @@ class CacheMiddleware:
                 route,
             )
         except ValueError:
-            # A target or a field the engine cannot read (the server let it through): served,
-            # uncached.
+            # A scheme, target or field the engine cannot read (the server let it through):
+            # served, uncached.
             await self.app(scope, _replaying(body or [], more, receive), send)
             return
         if isinstance(started, tuple):
@@ -178,6 +179,9 @@ class CacheMiddleware:
         scope: Scope = dict(self._server_scope or {"type": "http", "asgi": {"version": "3.0"}})
         if isinstance(scope.get("state"), dict):
             scope["state"] = dict(scope["state"])
+        if run.scheme is not None:
+            # The scheme the refreshed entry is keyed by, whatever the first request's was.
+            scope["scheme"] = run.scheme
         scope.update(
             method=method,
             path=unquote(path),

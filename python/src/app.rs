@@ -9,7 +9,7 @@
 //! tasks of their own.
 
 use bytes::Bytes;
-use cache_middleware::CacheBody;
+use cache_middleware::{CacheBody, RequestScheme};
 use http::header::CACHE_CONTROL;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -77,6 +77,8 @@ pub struct Head {
 /// What the flow asks the Python side to run.
 pub struct AppCall {
     pub method: String,
+    /// The scheme the request was made with, as its ASGI scope said (part of its key).
+    pub scheme: Option<String>,
     pub target: String,
     pub headers: Vec<(Bytes, Bytes)>,
     /// The request body the flow read (a POST's), to be replayed before the rest of `receive`.
@@ -326,6 +328,10 @@ impl tower_service::Service<Request<CacheBody<ReadBody>>> for PyApp {
         let (head, started) = oneshot::channel();
         let call = AppCall {
             method: parts.method.as_str().to_owned(),
+            scheme: parts
+                .extensions
+                .get::<RequestScheme>()
+                .map(|s| s.0.as_str().to_owned()),
             target: parts
                 .uri
                 .path_and_query()

@@ -26,6 +26,12 @@ impl BackgroundRun {
         call_for_python(py, &self.call)
     }
 
+    /// The scheme of the request that led to this run (the ASGI scope's `scheme`).
+    #[getter]
+    fn scheme(&self) -> Option<String> {
+        self.call.scheme.clone()
+    }
+
     /// The application's `http.response.start`.
     fn app_start(&self, status: u16, headers: &Bound<'_, PyAny>) -> PyResult<()> {
         self.call.answer.start(head_from_python(status, headers)?);

@@ -7,7 +7,9 @@ use crate::background::BackgroundRun;
 use crate::exchange::Exchange;
 use crate::task::Driven;
 use bytes::Bytes;
-use cache_middleware::{cache, helpers, is_valid_tag, CacheLayer, CacheMiddleware, PurgeKind};
+use cache_middleware::{
+    cache, helpers, is_valid_tag, CacheLayer, CacheMiddleware, PurgeKind, RequestScheme,
+};
 use http::Request;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -45,7 +47,8 @@ impl Engine {
         max_request_body_size: Option<usize>,
         backend_timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let middleware = CacheMiddleware::new(Arc::clone(&backend.inner));
+        // Each request's key holds the scheme its scope says (see `begin`).
+        let middleware = CacheMiddleware::new(Arc::clone(&backend.inner)).keys_by_scheme();
         let mut middleware = helpers::configure_middleware(middleware)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         if let Some(namespace) = namespace {
@@ -145,14 +148,17 @@ impl Engine {
     /// `Exchange` to build and drive; otherwise the `Exchange` to drive.
     /// `body` holds what the front read of a POST body (up to one byte over the limit), `None`
     /// for other methods. `path` is the raw path (ASGI `raw_path`) and `query` the raw query.
-    /// Raises `ValueError` for a method, target or field the engine cannot read: the front then
-    /// serves the request uncached.
-    #[pyo3(signature = (method, path, query, headers, body, route))]
+    /// `scheme` is the scope's: the application builds URLs with it, and a proxy the server
+    /// trusts sets it (`X-Forwarded-Proto`), so it is part of the key.
+    /// Raises `ValueError` for a method, scheme, target or field the engine cannot read: the
+    /// front then serves the request uncached.
+    #[pyo3(signature = (method, scheme, path, query, headers, body, route))]
     #[allow(clippy::too_many_arguments)]
     fn begin<'py>(
         &self,
         py: Python<'py>,
         method: &str,
+        scheme: &str,
         path: &[u8],
         query: &[u8],
         headers: &Bound<'py, PyAny>,
@@ -176,7 +182,10 @@ impl Engine {
                 .map(|c| Bytes::copy_from_slice(c.as_bytes()))
                 .collect(),
         );
+        let scheme = http::uri::Scheme::try_from(scheme)
+            .map_err(|e| PyValueError::new_err(format!("request scheme cannot be read: {e}")))?;
         let mut request = Request::new(body);
+        request.extensions_mut().insert(RequestScheme(scheme));
         *request.method_mut() = method;
         *request.uri_mut() = http::Uri::from(target);
         let fields = request.headers_mut();

@@ -39,13 +39,16 @@ def test_a_cached_route_is_answered_from_the_cache_with_the_same_bytes(serve, cl
     assert runs(client, app.url, "bytes") == 1
 
 
-def test_keys_tell_paths_and_queries_apart_and_sort_query_pairs(serve, client) -> None:
+def test_keys_tell_paths_and_queries_apart_as_sent(serve, client) -> None:
     app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
     assert client.get(f"{app.url}/items/1?q=a&r=b").json()["run"] == 1
-    assert client.get(f"{app.url}/items/1?r=b&q=a").headers["x-cache"] == "HIT"
+    assert client.get(f"{app.url}/items/1?q=a&&r=b").headers["x-cache"] == "HIT"
     assert client.get(f"{app.url}/items/2?q=a&r=b").json()["run"] == 2
     assert client.get(f"{app.url}/items/1?q=%27").json()["run"] == 3
     assert client.get(f"{app.url}/items/1?q='").json()["run"] == 4
+    # The last value of a name is the one the route reads: the order of pairs counts.
+    assert client.get(f"{app.url}/items/1?q=a&q=b").json() == {"item_id": 1, "q": "b", "run": 5}
+    assert client.get(f"{app.url}/items/1?q=b&q=a").json() == {"item_id": 1, "q": "a", "run": 6}
 
 
 def test_post_is_keyed_by_its_body(serve, client) -> None:
@@ -406,6 +409,26 @@ def test_a_route_chosen_by_more_than_method_and_path_is_found_for_each_request(s
         page = client.get(f"{app.url}/page", headers={"host": "account.test", "x-user": user})
         assert page.json() == {"page": "account", "user": user}
         assert "x-cache" not in page.headers
+
+
+def test_the_scheme_the_application_sees_is_part_of_the_key(serve, client) -> None:
+    # uvicorn takes `X-Forwarded-Proto` from a proxy it trusts (127.0.0.1 by default) as the
+    # request's scheme, which links built from the URL carry. Left out of the key, one client's
+    # scheme went into the links every other client got (an `http` link to a page served over
+    # `https`, or the other way round).
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    secure = [client.get(f"{app.url}/link", headers={"x-forwarded-proto": "https"}) for _ in range(2)]
+    assert [s.json()["next"].split(":")[0] for s in secure] == ["https", "https"]
+    assert [s.headers["x-cache"] for s in secure] == ["MISS", "HIT"]
+    plain = client.get(f"{app.url}/link")
+    assert plain.json()["next"] == f"{app.url}/link?page=2"
+    assert runs(client, app.url, "link") == 2
+    # A purge of the URL reaches the entry for each scheme.
+    for scheme in ("http", "https"):
+        client.get(f"{app.url}/products/7", headers={"x-forwarded-proto": scheme})
+    client.post(f"{app.url}/invalidate/products/7")
+    again = [client.get(f"{app.url}/products/7", headers={"x-forwarded-proto": s}) for s in ("http", "https")]
+    assert [a.headers["x-cache"] for a in again] == ["MISS", "MISS"]
 
 
 def test_a_method_the_route_does_not_take_gets_the_applications_own_answer(serve, client) -> None:

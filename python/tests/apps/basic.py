@@ -287,3 +287,10 @@ async def greeting(request: Request) -> Response:
     response = JSONResponse({"run": run("greeting")})
     response.headers.append("set-cookie", "name=" + request.query_params.get("name", ""))
     return response
+
+
+@app.get("/link")
+@cache(timeout=300)
+async def link(request: Request) -> Dict[str, object]:
+    """A link built from the request's URL, as pagination links are."""
+    return {"next": str(request.url.include_query_params(page=2)), "run": run("link")}
