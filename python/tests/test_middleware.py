@@ -431,6 +431,24 @@ def test_the_scheme_the_application_sees_is_part_of_the_key(serve, client) -> No
     assert [a.headers["x-cache"] for a in again] == ["MISS", "MISS"]
 
 
+def test_a_background_refresh_runs_with_the_scheme_of_the_entry_it_refreshes(serve, client) -> None:
+    # A refresh no request waits for runs the application in a scope of its own, made from the
+    # server's: the first request to the route was plain `http`, the entry refreshed is `https`.
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    https = {"x-forwarded-proto": "https"}
+    assert client.get(f"{app.url}/link-refreshed").json()["next"].startswith("http://")
+    assert client.get(f"{app.url}/link-refreshed", headers=https).json()["next"].startswith("https://")
+    time.sleep(1.2)
+    stale = client.get(f"{app.url}/link-refreshed", headers=https)
+    assert stale.headers["x-cache"] == "STALE"
+    deadline = time.monotonic() + 5
+    while (refreshed := client.get(f"{app.url}/link-refreshed", headers=https)).json()["run"] < 3:
+        assert time.monotonic() < deadline, "the background refresh was not stored"
+        time.sleep(0.02)
+    assert refreshed.json()["run"] == 3
+    assert refreshed.json()["next"].startswith("https://")
+
+
 def test_a_method_the_route_does_not_take_gets_the_applications_own_answer(serve, client) -> None:
     # FastAPI's `@app.get` routes refuse HEAD (405): the cache does not answer for them either.
     app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})

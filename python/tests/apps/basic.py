@@ -294,3 +294,10 @@ async def greeting(request: Request) -> Response:
 async def link(request: Request) -> Dict[str, object]:
     """A link built from the request's URL, as pagination links are."""
     return {"next": str(request.url.include_query_params(page=2)), "run": run("link")}
+
+
+@app.get("/link-refreshed")
+@cache(timeout=1, stale_while_revalidate=60)
+async def link_refreshed(request: Request) -> Dict[str, object]:
+    """A link built from the request's URL, refreshed in the background once stale."""
+    return {"next": str(request.url.include_query_params(page=2)), "run": run("link-refreshed")}
