@@ -246,3 +246,62 @@ async fn garbage_truncated_and_foreign_entries_in_redis_are_misses_then_overwrit
     }
     assert_eq!(counter.get(), 6);
 }
+
+/// A route that builds a link from the request's target, as an application building absolute
+/// URLs from `Uri` does (the target's authority, when the request names one, else `Host`).
+fn links(layer_shared: bool) -> Router {
+    let link = |uri: http::Uri, headers: http::HeaderMap| async move {
+        let host = match uri.authority() {
+            Some(authority) => authority.as_str().to_owned(),
+            None => headers["host"].to_str().unwrap().to_owned(),
+        };
+        (
+            [("cache-control", "public, max-age=60")],
+            format!("http://{host}/next"),
+        )
+    };
+    let middleware = CacheMiddleware::new(MemoryBackend::new(100));
+    if layer_shared {
+        Router::new()
+            .route("/links", get(link))
+            .layer(middleware.http_semantics())
+    } else {
+        Router::new()
+            .route("/links", get(link).layer(cache(60)))
+            .layer(middleware)
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_names_two_hosts_is_neither_stored_nor_answered_from_storage() {
+    // HTTP/1.1 lets a request name its host twice: an absolute target and `Host`. The key took
+    // `Host`; an application reading the target built its links on the other host, and the
+    // next client of `Host` got them.
+    for shared in [false, true] {
+        let app = links(shared);
+        let two_hosts = || {
+            Request::get("http://evil.example/links")
+                .header("host", "test.local")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let attack = send(&app, two_hosts()).await;
+        assert_eq!(&attack.body[..], b"http://evil.example/next");
+        assert_eq!(attack.x_cache(), "BYPASS", "shared: {shared}");
+        let victim = fetch(&app, "/links").await;
+        assert_eq!(
+            &victim.body[..],
+            b"http://test.local/next",
+            "shared: {shared}"
+        );
+        // A `Host` repeated with another value is two hosts too.
+        let mut repeated = Request::get("/links").header("host", "test.local");
+        repeated = repeated.header("host", "evil.example");
+        let repeated = send(&app, repeated.body(Body::empty()).unwrap()).await;
+        assert_eq!(repeated.x_cache(), "BYPASS", "shared: {shared}");
+        // One host said twice the same way (any case) is one host.
+        let same = Request::get("http://TEST.local/links").header("host", "test.local");
+        let same = send(&app, same.body(Body::empty()).unwrap()).await;
+        assert_eq!(same.x_cache(), "HIT", "shared: {shared}");
+    }
+}

@@ -335,7 +335,8 @@ fn gets_served(redis: &Redis) -> u64 {
 
 /// Reads `key` through `backend` until its in-process tier holds it (tracking is up).
 async fn until_in_tier(backend: &RedisBackend, key: &str) -> Option<Bytes> {
-    for _ in 0..200 {
+    // Up to 5 s: on a loaded machine the tracking connection may take a while to come up.
+    for _ in 0..500 {
         backend.get(key).await.unwrap();
         if let Some(Ok(found)) = backend.get_ready(key) {
             return found;

@@ -12,7 +12,8 @@ pub use cache_control::CacheControl;
 pub(crate) use date::http_date;
 pub(crate) use early_refresh::refresh_early_now;
 pub use request::{
-    classify_request, safe_method_with_content, BypassReason, RequestDecision, RequestPolicy,
+    classify_request, names_two_hosts, safe_method_with_content, BypassReason, RequestDecision,
+    RequestPolicy,
 };
 #[cfg(feature = "proxy")]
 pub(crate) use response::HOP_BY_HOP;

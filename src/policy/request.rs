@@ -1,7 +1,7 @@
 //! Request cacheability: look up, refresh (fetch fresh and replace), or bypass the cache.
 
 use super::CacheControl;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, TRANSFER_ENCODING};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING};
 use http::{request::Parts, Method};
 use std::fmt;
 use std::time::Duration;
@@ -51,11 +51,14 @@ pub enum BypassReason {
     /// A GET or HEAD with content (RFC 9110 §9.3.1): the key does not describe what the
     /// application receives, so such a request is neither answered from nor stored in the cache.
     ContentOnSafeMethod,
+    /// The request names two hosts (see [`names_two_hosts`]): the key would hold one of them
+    /// while the application may read the other.
+    TwoHosts,
 }
 
 impl BypassReason {
     /// Every reason, in the order statistics list them.
-    pub const ALL: [BypassReason; 8] = [
+    pub const ALL: [BypassReason; 9] = [
         BypassReason::Method,
         BypassReason::NoStore,
         BypassReason::Authorization,
@@ -64,6 +67,7 @@ impl BypassReason {
         BypassReason::BodyUnreadable,
         BypassReason::Range,
         BypassReason::ContentOnSafeMethod,
+        BypassReason::TwoHosts,
     ];
 
     /// Its place in [`ALL`](Self::ALL): a match, so that a new reason cannot be left out.
@@ -77,6 +81,7 @@ impl BypassReason {
             BypassReason::BodyUnreadable => 5,
             BypassReason::Range => 6,
             BypassReason::ContentOnSafeMethod => 7,
+            BypassReason::TwoHosts => 8,
         }
     }
 
@@ -91,6 +96,7 @@ impl BypassReason {
             BypassReason::BodyUnreadable => "request-body-unreadable",
             BypassReason::Range => "range",
             BypassReason::ContentOnSafeMethod => "content-on-get",
+            BypassReason::TwoHosts => "two-hosts",
         }
     }
 }
@@ -118,6 +124,23 @@ pub fn safe_method_with_content<B: http_body::Body>(parts: &Parts, body: &B) -> 
         .any(|v| v.as_bytes().iter().any(|&b| b != b'0'));
     let unframed = !body.is_end_stream() && body.size_hint().exact() != Some(0);
     declared || parts.headers.contains_key(TRANSFER_ENCODING) || unframed
+}
+
+/// Whether a request names two hosts: `Host` more than once with different values, or a `Host`
+/// other than the authority of an absolute target (HTTP/1.1 allows both in one request; RFC 9112
+/// §3.2.2 says the target's wins, while many applications read `Host`). The key holds one host;
+/// the application may build its links on the other, so such a request stays out of the cache.
+/// Hosts are compared without regard to case.
+pub fn names_two_hosts(parts: &Parts) -> bool {
+    let mut hosts = parts.headers.get_all(HOST).iter().map(|v| v.as_bytes());
+    let Some(first) = hosts.next() else {
+        return false;
+    };
+    hosts.any(|other| !other.eq_ignore_ascii_case(first))
+        || parts
+            .uri
+            .authority()
+            .is_some_and(|authority| !authority.as_str().as_bytes().eq_ignore_ascii_case(first))
 }
 
 /// Classifies a request by its method and headers (the body limit is checked once the body is read).

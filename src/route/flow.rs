@@ -16,8 +16,9 @@ use crate::fill::{streaming, StreamLimits, Streaming};
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::policy::{
-    classify_request, classify_response, refresh_early_now, safe_method_with_content, BypassReason,
-    RequestDecision, RequestPolicy, ResponseDecision, ResponsePolicy, SkipReason,
+    classify_request, classify_response, names_two_hosts, refresh_early_now,
+    safe_method_with_content, BypassReason, RequestDecision, RequestPolicy, ResponseDecision,
+    ResponsePolicy, SkipReason,
 };
 use crate::replay::{copy_etag, end_to_end, mark, replay, replay_arriving, to_stored, XCache};
 use crate::service::{Handler, Reply, SendBody};
@@ -57,6 +58,8 @@ where
     let mut decision = classify_request(&parts, policy);
     if safe_method_with_content(&parts, &body) {
         decision = RequestDecision::Bypass(BypassReason::ContentOnSafeMethod);
+    } else if names_two_hosts(&parts) {
+        decision = RequestDecision::Bypass(BypassReason::TwoHosts);
     }
     if let RequestDecision::Bypass(reason) = decision {
         return Box::pin(bypass(

@@ -19,7 +19,9 @@ use crate::engine::{Engine, Found, Shared};
 use crate::entry::{Entry, StoredResponse};
 use crate::fleet::{self, Turn};
 use crate::key::{partial_key, primary_key, CacheKey};
-use crate::policy::{refresh_early_now, safe_method_with_content, BypassReason, CacheControl};
+use crate::policy::{
+    names_two_hosts, refresh_early_now, safe_method_with_content, BypassReason, CacheControl,
+};
 use crate::replay::{mark, replay, replay_arriving, replay_from_partial, XCache};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
@@ -92,6 +94,8 @@ impl Cache {
         // RFC 9110 §9.3.1: content on a GET has no defined meaning, and the key ignores it.
         let bypass = if has_content {
             Some((BypassReason::ContentOnSafeMethod, Forward::Bypass))
+        } else if names_two_hosts(&parts) {
+            Some((BypassReason::TwoHosts, Forward::Bypass))
         } else if cc.no_store {
             Some((BypassReason::NoStore, Forward::Request))
         } else {
