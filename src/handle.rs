@@ -116,7 +116,6 @@ impl CacheHandle {
                     uri.path(),
                     uri.query(),
                     None,
-                    None,
                 )
             })
             .collect())

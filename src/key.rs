@@ -4,7 +4,7 @@
 //! different requests produce the same byte string, so a collision needs a blake3 collision.
 
 use crate::variant_values::variant_members;
-use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, HOST};
+use http::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, HOST};
 use http::{request::Parts, Method};
 use std::fmt;
 
@@ -100,7 +100,9 @@ fn digest_of(tag: &[u8], write: impl FnOnce(&mut Material<'_>)) -> blake3::Hash 
 }
 
 /// The primary key of a request: method (HEAD as GET), host, path, query pairs in the order they
-/// came, and for requests with a body its digest and content type.
+/// came, and for requests with a body its digest and the fields that say how to read it
+/// (`Content-Type`, and `Content-Encoding`, which a decompression layer decodes before the
+/// application sees the body).
 ///
 /// Header values the response varies on are not part of it: they select a variant below this key
 /// (see [`variant_key`]), so deleting the primary key invalidates every variant of a URL.
@@ -111,7 +113,6 @@ pub fn primary_key(namespace: &str, parts: &Parts, body: Option<&[u8]>) -> Cache
         .map(|h| h.as_bytes())
         .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
         .unwrap_or_default();
-    let content_type = body.and(parts.headers.get(CONTENT_TYPE));
     let scheme = parts.extensions.get::<RequestScheme>();
     primary_key_from(
         namespace,
@@ -120,14 +121,13 @@ pub fn primary_key(namespace: &str, parts: &Parts, body: Option<&[u8]>) -> Cache
         host,
         parts.uri.path(),
         parts.uri.query(),
-        body,
-        content_type.map(|v| v.as_bytes()),
+        body.map(|bytes| (bytes, &parts.headers)),
     )
 }
 
 /// The primary key from its parts; used for invalidation, where there is no request. `scheme` is
-/// the request's [`RequestScheme`], when its front gave one.
-#[allow(clippy::too_many_arguments)]
+/// the request's [`RequestScheme`], when its front gave one; `body` a body with the request's
+/// fields.
 pub fn primary_key_from(
     namespace: &str,
     method: &Method,
@@ -135,8 +135,7 @@ pub fn primary_key_from(
     host: &[u8],
     path: &str,
     query: Option<&str>,
-    body: Option<&[u8]>,
-    content_type: Option<&[u8]>,
+    body: Option<(&[u8], &HeaderMap)>,
 ) -> CacheKey {
     let digest = digest_of(KEY_VERSION, |m| {
         // The namespace is hashed too, so an entry copied into another namespace fails the fingerprint check.
@@ -172,10 +171,16 @@ pub fn primary_key_from(
             m.field(pair.value);
         }
         match body {
-            Some(body) => {
+            Some((body, fields)) => {
                 m.field(b"body");
                 m.field(blake3::hash(body).as_bytes());
+                let content_type = fields.get(CONTENT_TYPE).map(HeaderValue::as_bytes);
                 m.field(content_type.unwrap_or_default());
+                let encodings = fields.get_all(CONTENT_ENCODING);
+                m.count(encodings.iter().count());
+                for encoding in encodings {
+                    m.field(encoding.as_bytes());
+                }
             }
             None => m.field(b"no-body"),
         }

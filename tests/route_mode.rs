@@ -174,6 +174,27 @@ async fn post_requests_are_cached_by_their_exact_body_bytes() {
 }
 
 #[tokio::test]
+async fn a_post_body_is_keyed_with_how_it_is_encoded() {
+    // The same bytes under another `Content-Encoding` are another request: a decompression
+    // layer hands the application what they decode to.
+    let (app, counter) = app();
+    let encoded = |encoding: Option<&str>| {
+        let mut request = post("/r", &b"same bytes"[..]);
+        if let Some(encoding) = encoding {
+            let value = http::HeaderValue::from_str(encoding).unwrap();
+            request.headers_mut().append("content-encoding", value);
+        }
+        request
+    };
+    let mut answers = Vec::new();
+    for encoding in [None, Some("gzip"), Some("br"), Some("gzip"), None] {
+        answers.push(send(&app, encoded(encoding)).await.x_cache().to_owned());
+    }
+    assert_eq!(answers, ["MISS", "MISS", "MISS", "HIT", "HIT"]);
+    assert_eq!(counter.get(), 3);
+}
+
+#[tokio::test]
 async fn post_bodies_over_the_limit_bypass_and_reach_the_handler_intact() {
     let middleware = CacheMiddleware::new(MemoryBackend::new(100)).max_request_body_size(16);
     let (app, counter) = app_with(cache(60), middleware);

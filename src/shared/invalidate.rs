@@ -54,16 +54,7 @@ impl Target {
     }
 
     fn key(&self, namespace: &str, path: &str, query: Option<&str>) -> CacheKey {
-        primary_key_from(
-            namespace,
-            &Method::GET,
-            None,
-            &self.host,
-            path,
-            query,
-            None,
-            None,
-        )
+        primary_key_from(namespace, &Method::GET, None, &self.host, path, query, None)
     }
 
     /// The path and query of `reference` resolved against the target, if it is on the same host.
