@@ -18,7 +18,7 @@ import asyncio
 import weakref
 from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Set, Tuple, Union
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from cache_middleware import _engine
 from cache_middleware._driver import background_handlers, run, wakeups
@@ -119,7 +119,7 @@ class CacheMiddleware:
             started = self.engine.begin(
                 method,
                 scope.get("scheme", "http"),
-                scope.get("raw_path") or scope["path"].encode("utf-8"),
+                scope.get("raw_path") or _encoded_path(scope["path"]),
                 scope.get("query_string", b""),
                 scope["headers"],
                 body,
@@ -249,6 +249,12 @@ class CacheMiddleware:
                 self._routes.clear()
             self._routes[(scope["method"], scope["path"])] = route
         return route
+
+
+def _encoded_path(path: str) -> bytes:
+    """A decoded path (what a server that gives no `raw_path` leaves) as a target's path: a `?`,
+    `#` or `%` in it is part of the path, never the start of a query."""
+    return quote(path, safe="/!$&'()*+,;=:@").encode("ascii")
 
 
 def _route_cache(scope: Scope) -> Tuple[Optional[RouteCache], bool]:
