@@ -124,6 +124,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether the response was stored varying on each of `names` (see `Engine::lookup`).
+    pub(crate) fn varies_on(&self, names: &[String]) -> bool {
+        names.iter().all(|name| self.vary.contains(name))
+    }
+
     fn stored(entry: Entry, vary: Vec<String>, variant: Option<CacheKey>) -> Self {
         Shared {
             entry,
@@ -225,10 +230,14 @@ impl Engine {
     /// A backend that answers at once (an in-process store, or a tier that holds what is asked)
     /// is read without building the waiting lookup's future; that one is boxed, so the caller's
     /// own future (moved into its box on every request) stays small.
+    ///
+    /// `varied` names fields the request carries that the answer must have been stored varying
+    /// on (route mode's renaming fields): an entry stored without them did not look at them.
     pub(crate) async fn lookup(
         self: &Arc<Self>,
         primary: &CacheKey,
         headers: &HeaderMap,
+        varied: &[String],
         grace: Duration,
         now_ms: u64,
     ) -> Found {
@@ -236,7 +245,7 @@ impl Engine {
             Some(found) => found,
             None => Box::pin(self.find(primary, headers, grace, now_ms, Reading::Nearest)).await,
         };
-        Found::of(found, now_ms)
+        Found::of(found.filter(|found| found.varies_on(varied)), now_ms)
     }
 
     /// The fresh response stored for `primary`, as a leader would share it (with the fields it
@@ -247,11 +256,12 @@ impl Engine {
         self: &Arc<Self>,
         primary: &CacheKey,
         headers: &HeaderMap,
+        varied: &[String],
         now_ms: u64,
     ) -> Option<Shared> {
         self.find(primary, headers, Duration::ZERO, now_ms, Reading::Latest)
             .await
-            .filter(|found| found.entry.is_fresh(now_ms))
+            .filter(|found| found.entry.is_fresh(now_ms) && found.varies_on(varied))
     }
 
     /// The response stored for `primary`, following a variant marker with `headers`.

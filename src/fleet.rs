@@ -39,6 +39,7 @@ pub(crate) async fn take_turn(
     flight: &CacheKey,
     primary: &CacheKey,
     headers: &HeaderMap,
+    varied: &[String],
 ) -> Turn {
     let token = token();
     let deadline = Instant::now() + engine.config.coalesce_timeout;
@@ -51,7 +52,7 @@ pub(crate) async fn take_turn(
                 // A holder gives its lease back once it has stored: the entry may have come
                 // since this instance last looked (the lease is given back when dropped).
                 if waited {
-                    if let Some(served) = stored_meanwhile(engine, primary, headers).await {
+                    if let Some(served) = stored_meanwhile(engine, primary, headers, varied).await {
                         return served;
                     }
                 }
@@ -67,7 +68,7 @@ pub(crate) async fn take_turn(
         }
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(LONGEST_PAUSE);
-        if let Some(served) = stored_meanwhile(engine, primary, headers).await {
+        if let Some(served) = stored_meanwhile(engine, primary, headers, varied).await {
             return served;
         }
     }
@@ -78,9 +79,10 @@ async fn stored_meanwhile(
     engine: &Arc<Engine>,
     primary: &CacheKey,
     headers: &HeaderMap,
+    varied: &[String],
 ) -> Option<Turn> {
     let shared = engine
-        .lookup_shared(primary, headers, Entry::now_ms())
+        .lookup_shared(primary, headers, varied, Entry::now_ms())
         .await?;
     tracing::debug!(key = %primary, "served the entry another instance stored");
     Some(Turn::Served(Box::new(shared)))

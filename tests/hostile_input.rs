@@ -305,3 +305,56 @@ async fn a_request_that_names_two_hosts_is_neither_stored_nor_answered_from_stor
         assert_eq!(same.x_cache(), "HIT", "shared: {shared}");
     }
 }
+
+#[tokio::test]
+async fn fields_that_rename_the_request_are_part_of_the_key() {
+    // An application behind a proxy builds its links on the host and scheme the proxy reports;
+    // a client that reaches it directly can report others. Neither may reach another client.
+    let link = |headers: http::HeaderMap| async move {
+        let field = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+        let host = field("x-forwarded-host")
+            .or_else(|| {
+                let forwarded = field("forwarded")?;
+                let host = forwarded
+                    .split(';')
+                    .find_map(|p| p.trim().strip_prefix("host="))?;
+                Some(host.to_owned())
+            })
+            .unwrap_or_else(|| field("host").unwrap());
+        let scheme = field("x-forwarded-proto").unwrap_or_else(|| "http".to_owned());
+        format!("{scheme}://{host}/next")
+    };
+    let app = Router::new()
+        .route("/links", get(link).layer(cache(60)))
+        .layer(CacheMiddleware::new(MemoryBackend::new(100)));
+    let with = |name: &'static str, value: &'static str| {
+        Request::get("/links")
+            .header("host", "test.local")
+            .header(name, value)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for (name, value, link) in [
+        (
+            "x-forwarded-host",
+            "evil.example",
+            "http://evil.example/next",
+        ),
+        ("x-forwarded-proto", "https", "https://test.local/next"),
+        (
+            "forwarded",
+            "for=192.0.2.1;host=evil.example",
+            "http://evil.example/next",
+        ),
+    ] {
+        let attack = send(&app, with(name, value)).await;
+        assert_eq!(std::str::from_utf8(&attack.body).unwrap(), link);
+        let victim = fetch(&app, "/links").await;
+        assert_eq!(&victim.body[..], b"http://test.local/next", "after {name}");
+    }
+    // A proxy that sends the same values on every request keeps one entry for them all.
+    let proxied = || with("x-forwarded-proto", "https");
+    let (first, again) = (send(&app, proxied()).await, send(&app, proxied()).await);
+    assert_eq!((first.x_cache(), again.x_cache()), ("MISS", "HIT"));
+    assert_eq!(&again.body[..], b"https://test.local/next");
+}

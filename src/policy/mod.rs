@@ -11,6 +11,7 @@ pub(crate) use cache_control::parse_delta_seconds;
 pub use cache_control::CacheControl;
 pub(crate) use date::http_date;
 pub(crate) use early_refresh::refresh_early_now;
+pub(crate) use request::renaming_fields;
 pub use request::{
     classify_request, names_two_hosts, safe_method_with_content, BypassReason, RequestDecision,
     RequestPolicy,

@@ -16,7 +16,7 @@ use crate::fill::{streaming, StreamLimits, Streaming};
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::policy::{
-    classify_request, classify_response, names_two_hosts, refresh_early_now,
+    classify_request, classify_response, names_two_hosts, refresh_early_now, renaming_fields,
     safe_method_with_content, BypassReason, RequestDecision, RequestPolicy, ResponseDecision,
     ResponsePolicy, SkipReason,
 };
@@ -109,6 +109,9 @@ where
 
     // A refresh (`no-cache`) skips the lookup but not single flight: concurrent refreshes of one
     // key share one handler run, whose response was made after they arrived.
+    // The renaming fields the request carries (`X-Forwarded-Host`, ...): what answers it must
+    // have been made for the same values, so its entry and single flight vary on them.
+    let renaming = renaming_fields(&parts.headers);
     let refresh = decision == RequestDecision::Refresh;
     let mut fallback = None;
     if refresh {
@@ -117,7 +120,7 @@ where
     } else {
         let now_ms = Entry::now_ms();
         match engine
-            .lookup(&key, &parts.headers, route.grace(), now_ms)
+            .lookup(&key, &parts.headers, &renaming, route.grace(), now_ms)
             .await
         {
             Found::Fresh(entry) => {
@@ -166,7 +169,15 @@ where
             // A refresh runs here: an entry another instance stores may predate the request.
             Join::Leader(mut guard) if !refresh => {
                 // Boxed: only misses wait on the fleet.
-                match Box::pin(fleet::take_turn(&engine, flight, &key, &parts.headers)).await {
+                match Box::pin(fleet::take_turn(
+                    &engine,
+                    flight,
+                    &key,
+                    &parts.headers,
+                    &renaming,
+                ))
+                .await
+                {
                     Turn::Served(shared) => {
                         engine.counters.record(Event::Hit);
                         engine.counters.record(Event::Coalesced);
@@ -371,7 +382,7 @@ impl<'a> Miss<'a> {
                 return Ok(replay(stored, &method, &request_headers, self.status, None));
             }
         };
-        let vary = route.vary_names(&response_parts.headers);
+        let vary = route.vary_names(&request_headers, &response_parts.headers);
         let lifetime = route.lifetime_from_now();
         let tags = entry_tags(&route.tags, named);
         let shared = engine
@@ -421,7 +432,7 @@ impl<'a> Miss<'a> {
             flight,
         } = self;
         let lifetime = route.lifetime_from_now();
-        let vary = route.vary_names(&parts.headers);
+        let vary = route.vary_names(request_headers, &parts.headers);
         let tags = entry_tags(&route.tags, named);
         let Some(begun) =
             engine.begin_fill(&key, vary, request_headers, head, lifetime, tags, length)
@@ -503,8 +514,9 @@ fn revalidate_in_background<S, ReqB, ResB>(
         let Some(_lease) = fleet::lead_refresh(&engine, &flight).await else {
             return; // another instance is refreshing it
         };
+        let renaming = renaming_fields(&parts.headers);
         if engine
-            .lookup_shared(&key, &parts.headers, Entry::now_ms())
+            .lookup_shared(&key, &parts.headers, &renaming, Entry::now_ms())
             .await
             .is_some_and(|found| found.entry.stored_at_ms > seen_ms)
         {
@@ -541,14 +553,19 @@ where
 }
 
 /// Requests share a handler run only with identical key material: the key, plus the values of the
-/// route's varying fields (credentials included).
+/// route's varying fields (credentials included) and of the renaming fields they carry.
 fn flight_key(
     engine: &Engine,
     route: &RouteConfig,
     key: &CacheKey,
     headers: &HeaderMap,
 ) -> CacheKey {
-    variant_key(&engine.config.namespace, key, &route.vary, headers)
+    variant_key(
+        &engine.config.namespace,
+        key,
+        &route.request_vary(headers),
+        headers,
+    )
 }
 
 fn within(entry: &Entry, grace: std::time::Duration, now_ms: u64) -> bool {

@@ -10,6 +10,7 @@ use crate::service::{take_ready, Handler, SendBody};
 use futures_util::future::BoxFuture;
 use http::header::{HeaderName, AUTHORIZATION};
 use http::{HeaderMap, Request, Response, StatusCode};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -228,9 +229,25 @@ impl RouteConfig {
         }
     }
 
-    /// The route's varying fields and those the response's `Vary` names, sorted and deduplicated.
-    fn vary_names(&self, response_headers: &HeaderMap) -> Vec<String> {
+    /// The fields a request's entry and single flight vary on before the response is known: the
+    /// route's, and the renaming fields the request carries (`X-Forwarded-Host`, ...; see
+    /// `policy::renaming_fields`), sorted and deduplicated.
+    fn request_vary(&self, request_headers: &HeaderMap) -> Cow<'_, [String]> {
+        let renaming = crate::policy::renaming_fields(request_headers);
+        if renaming.is_empty() {
+            return Cow::Borrowed(&self.vary);
+        }
         let mut names = self.vary.clone();
+        names.extend(renaming);
+        names.sort();
+        names.dedup();
+        Cow::Owned(names)
+    }
+
+    /// What an entry varies on: [`request_vary`](Self::request_vary) and the names the
+    /// response's `Vary` lists, sorted and deduplicated.
+    fn vary_names(&self, request_headers: &HeaderMap, response_headers: &HeaderMap) -> Vec<String> {
+        let mut names = self.request_vary(request_headers).into_owned();
         names.extend(crate::policy::vary_names(response_headers));
         names.sort();
         names.dedup();

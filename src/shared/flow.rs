@@ -111,7 +111,7 @@ impl Cache {
         let now_ms = Entry::now_ms();
         let found = self
             .engine
-            .lookup(&key, &parts.headers, Duration::MAX, now_ms)
+            .lookup(&key, &parts.headers, &[], Duration::MAX, now_ms)
             .await;
         // A range is answered from a stored complete response, else from a stored part that
         // holds it, else by the origin.
@@ -193,7 +193,7 @@ impl Cache {
         // fleet's lease until its response is stored.
         if let Some(mut guard) = leader {
             let (key, headers) = (&outgoing.key, &outgoing.headers);
-            match Box::pin(fleet::take_turn(&self.engine, key, key, headers)).await {
+            match Box::pin(fleet::take_turn(&self.engine, key, key, headers, &[])).await {
                 Turn::Served(shared) => {
                     if let Some(response) = self.take_shared(&shared, &outgoing, false) {
                         guard.finish(Some(Arc::new(*shared)));
@@ -246,7 +246,7 @@ impl Cache {
         let key = partial_key(&self.engine.config.namespace, &outgoing.key);
         let (Found::Fresh(entry) | Found::Stale(entry)) = self
             .engine
-            .lookup(&key, &outgoing.headers, Duration::MAX, now_ms)
+            .lookup(&key, &outgoing.headers, &[], Duration::MAX, now_ms)
             .await
         else {
             return None;

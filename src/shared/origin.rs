@@ -417,7 +417,7 @@ impl Cache {
             let (key, headers) = (&outgoing.key, &outgoing.headers);
             if cache
                 .engine
-                .lookup_shared(key, headers, Entry::now_ms())
+                .lookup_shared(key, headers, &[], Entry::now_ms())
                 .await
                 .is_some_and(|found| found.entry.stored_at_ms > entry.stored_at_ms)
             {
