@@ -4,6 +4,7 @@
 mod cache_control;
 mod date;
 mod early_refresh;
+mod forwarding;
 mod request;
 mod response;
 
@@ -11,7 +12,9 @@ pub(crate) use cache_control::parse_delta_seconds;
 pub use cache_control::CacheControl;
 pub(crate) use date::http_date;
 pub(crate) use early_refresh::refresh_early_now;
-pub(crate) use request::renaming_fields;
+pub(crate) use forwarding::renaming_fields;
+#[cfg(feature = "proxy")]
+pub(crate) use forwarding::{is_forwarding, is_override};
 pub use request::{
     classify_request, names_two_hosts, safe_method_with_content, BypassReason, RequestDecision,
     RequestPolicy,

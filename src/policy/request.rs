@@ -2,7 +2,7 @@
 
 use super::CacheControl;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING};
-use http::{request::Parts, HeaderMap, HeaderName, Method};
+use http::{request::Parts, Method};
 use std::fmt;
 use std::time::Duration;
 
@@ -126,46 +126,6 @@ pub fn safe_method_with_content<B: http_body::Body>(parts: &Parts, body: &B) -> 
     declared || parts.headers.contains_key(TRANSFER_ENCODING) || unframed
 }
 
-/// Request fields by which a proxy tells the application behind it another host, scheme, port or
-/// path prefix than the request's own, or another method or URL (sorted). An application may
-/// build its answer on them (axum-extra's `Host` reads `Forwarded` and `X-Forwarded-Host`
-/// first), while a client that reaches it directly can send any of them.
-const RENAMING_FIELDS: [&str; 12] = [
-    "forwarded",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-proto",
-    "x-forwarded-scheme",
-    "x-http-method",
-    "x-http-method-override",
-    "x-method-override",
-    "x-original-host",
-    "x-original-url",
-    "x-rewrite-url",
-];
-
-/// The renaming fields (see [`RENAMING_FIELDS`]) a request carries, sorted: the route varies on
-/// them for this request, so that a response built on their values is stored, and shared with
-/// waiting requests, only for requests that carry the same values. Requests without them (most,
-/// unless a proxy adds them to all) cost one pass over their field names.
-pub(crate) fn renaming_fields(headers: &HeaderMap) -> Vec<String> {
-    let carried = |name: &HeaderName| {
-        let name = name.as_str();
-        (name.starts_with("x-") || name == "forwarded") && RENAMING_FIELDS.contains(&name)
-    };
-    if !headers.keys().any(carried) {
-        return Vec::new();
-    }
-    let mut names: Vec<String> = headers
-        .keys()
-        .filter(|name| carried(name))
-        .map(|name| name.as_str().to_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// Whether a request names two hosts: `Host` more than once with different values, or a `Host`
 /// other than the authority of an absolute target (HTTP/1.1 allows both in one request; RFC 9112
 /// §3.2.2 says the target's wins, while many applications read `Host`). The key holds one host;
@@ -223,24 +183,6 @@ mod tests {
     fn classify(builder: http::request::Builder, policy: RequestPolicy) -> RequestDecision {
         let (parts, ()) = builder.body(()).unwrap().into_parts();
         classify_request(&parts, policy)
-    }
-
-    #[test]
-    fn renaming_fields_are_found_by_name_sorted_and_once() {
-        let (parts, ()) = Request::get("/")
-            .header("x-forwarded-proto", "https")
-            .header("accept", "*/*")
-            .header("Forwarded", "host=a")
-            .header("x-forwarded-proto", "http")
-            .header("x-forwarded-for", "192.0.2.1")
-            .body(())
-            .unwrap()
-            .into_parts();
-        assert_eq!(
-            renaming_fields(&parts.headers),
-            ["forwarded", "x-forwarded-proto"]
-        );
-        assert!(renaming_fields(&HeaderMap::new()).is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! - `OPTIONS *` is answered here; `CONNECT` is refused.
 
 use super::path::normalize;
-use crate::policy::HOP_BY_HOP;
+use crate::policy::{is_forwarding, is_override, HOP_BY_HOP};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
@@ -31,36 +31,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
-
-/// Forwarding fields a client may not set for the origin unless it is a trusted proxy.
-const FORWARDING: [&str; 16] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-scheme",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
-    "x-original-host",
-    "x-host",
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "front-end-https",
-    "x-url-scheme",
-];
-
-/// Fields that make an application serve another path or method than the request line says.
-const OVERRIDES: [&str; 6] = [
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
 
 /// Fields `Connection` can never remove: the key and the forwarding depend on them.
 const PROTECTED: [HeaderName; 2] = [HOST, CONTENT_LENGTH];
@@ -191,9 +161,9 @@ fn sent(name: &HeaderName) -> Sent {
     let name = name.as_str();
     if HOP_BY_HOP.contains(&name) {
         Sent::HopByHop
-    } else if OVERRIDES.contains(&name) {
+    } else if is_override(name) {
         Sent::Override
-    } else if FORWARDING.contains(&name) {
+    } else if is_forwarding(name) {
         Sent::Forwarding
     } else {
         Sent::Other
