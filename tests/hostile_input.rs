@@ -260,14 +260,23 @@ fn links(layer_shared: bool) -> Router {
             format!("http://{host}/next"),
         )
     };
+    at_links(link, layer_shared)
+}
+
+/// `handler` at `/links`, cached in shared-cache mode or in route mode.
+fn at_links<H, T>(handler: H, shared: bool) -> Router
+where
+    H: axum::handler::Handler<T, ()>,
+    T: 'static,
+{
     let middleware = CacheMiddleware::new(MemoryBackend::new(100));
-    if layer_shared {
+    if shared {
         Router::new()
-            .route("/links", get(link))
+            .route("/links", get(handler))
             .layer(middleware.http_semantics())
     } else {
         Router::new()
-            .route("/links", get(link).layer(cache(60)))
+            .route("/links", get(handler).layer(cache(60)))
             .layer(middleware)
     }
 }
@@ -322,11 +331,11 @@ async fn fields_that_rename_the_request_are_part_of_the_key() {
             })
             .unwrap_or_else(|| field("host").unwrap());
         let scheme = field("x-forwarded-proto").unwrap_or_else(|| "http".to_owned());
-        format!("{scheme}://{host}/next")
+        (
+            [("cache-control", "public, max-age=60")],
+            format!("{scheme}://{host}/next"),
+        )
     };
-    let app = Router::new()
-        .route("/links", get(link).layer(cache(60)))
-        .layer(CacheMiddleware::new(MemoryBackend::new(100)));
     let with = |name: &'static str, value: &'static str| {
         Request::get("/links")
             .header("host", "test.local")
@@ -334,27 +343,31 @@ async fn fields_that_rename_the_request_are_part_of_the_key() {
             .body(Body::empty())
             .unwrap()
     };
-    for (name, value, link) in [
-        (
-            "x-forwarded-host",
-            "evil.example",
-            "http://evil.example/next",
-        ),
-        ("x-forwarded-proto", "https", "https://test.local/next"),
-        (
-            "forwarded",
-            "for=192.0.2.1;host=evil.example",
-            "http://evil.example/next",
-        ),
-    ] {
-        let attack = send(&app, with(name, value)).await;
-        assert_eq!(std::str::from_utf8(&attack.body).unwrap(), link);
-        let victim = fetch(&app, "/links").await;
-        assert_eq!(&victim.body[..], b"http://test.local/next", "after {name}");
+    for shared in [false, true] {
+        let app = at_links(link, shared);
+        for (name, value, link) in [
+            (
+                "x-forwarded-host",
+                "evil.example",
+                "http://evil.example/next",
+            ),
+            ("x-forwarded-proto", "https", "https://test.local/next"),
+            (
+                "forwarded",
+                "for=192.0.2.1;host=evil.example",
+                "http://evil.example/next",
+            ),
+        ] {
+            let attack = send(&app, with(name, value)).await;
+            assert_eq!(std::str::from_utf8(&attack.body).unwrap(), link);
+            let victim = fetch(&app, "/links").await;
+            let after = format!("after {name}, shared: {shared}");
+            assert_eq!(&victim.body[..], b"http://test.local/next", "{after}");
+        }
+        // A proxy that sends the same values on every request keeps one entry for them all.
+        let proxied = || with("x-forwarded-proto", "https");
+        let (first, again) = (send(&app, proxied()).await, send(&app, proxied()).await);
+        assert_eq!((first.x_cache(), again.x_cache()), ("MISS", "HIT"));
+        assert_eq!(&again.body[..], b"https://test.local/next");
     }
-    // A proxy that sends the same values on every request keeps one entry for them all.
-    let proxied = || with("x-forwarded-proto", "https");
-    let (first, again) = (send(&app, proxied()).await, send(&app, proxied()).await);
-    assert_eq!((first.x_cache(), again.x_cache()), ("MISS", "HIT"));
-    assert_eq!(&again.body[..], b"https://test.local/next");
 }

@@ -58,6 +58,29 @@ pub(crate) fn is_override(name: &str) -> bool {
     OVERRIDES.binary_search(&name).is_ok()
 }
 
+/// Set on a request by the proxy's edge: its forwarding fields are the proxy's own (or a trusted
+/// proxy's), and override fields are gone, so none of them is a client's to choose.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EdgeSettled;
+
+/// [`renaming_fields`], except for a request the proxy's edge settled (none are a client's).
+pub(crate) fn renaming_fields_of(parts: &http::request::Parts) -> Vec<String> {
+    if parts.extensions.get::<EdgeSettled>().is_some() {
+        return Vec::new();
+    }
+    renaming_fields(&parts.headers)
+}
+
+/// `vary` (sorted, without duplicates) with `renaming` added.
+pub(crate) fn with_renaming(mut vary: Vec<String>, renaming: &[String]) -> Vec<String> {
+    if !renaming.is_empty() {
+        vary.extend_from_slice(renaming);
+        vary.sort();
+        vary.dedup();
+    }
+    vary
+}
+
 /// The fields a request carries that may give the application another address, method or URL
 /// than its own (`ADDRESSED` and `OVERRIDES`), sorted: route mode varies on them for this
 /// request, so that a response built on their values is stored, and shared with waiting

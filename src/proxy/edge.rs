@@ -15,7 +15,7 @@
 //! - `OPTIONS *` is answered here; `CONNECT` is refused.
 
 use super::path::normalize;
-use crate::policy::{is_forwarding, is_override, HOP_BY_HOP};
+use crate::policy::{is_forwarding, is_override, EdgeSettled, HOP_BY_HOP};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
@@ -112,6 +112,7 @@ pub(crate) fn prepare(
     // Set before the cache sees the request, not as it leaves: a response that varies on
     // `X-Forwarded-For` must be matched against the value its origin saw.
     set_forwarding(&mut parts.headers, peer);
+    parts.extensions.insert(EdgeSettled);
     Ok(())
 }
 

@@ -20,7 +20,8 @@ use crate::entry::{Entry, StoredResponse};
 use crate::fleet::{self, Turn};
 use crate::key::{partial_key, primary_key, CacheKey};
 use crate::policy::{
-    names_two_hosts, refresh_early_now, safe_method_with_content, BypassReason, CacheControl,
+    names_two_hosts, refresh_early_now, renaming_fields_of, safe_method_with_content, BypassReason,
+    CacheControl,
 };
 use crate::replay::{mark, replay, replay_arriving, replay_from_partial, XCache};
 use crate::service::{Handler, Reply, SendBody};
@@ -46,6 +47,10 @@ pub(super) struct Outgoing {
     pub headers: HeaderMap,
     pub cc: CacheControl,
     pub key: CacheKey,
+    /// The renaming fields the client sent (`X-Forwarded-Host`, ...; none behind the proxy's
+    /// edge): what is stored for this request varies on them, and only what varies on them
+    /// answers it.
+    pub renaming: Vec<String>,
 }
 
 impl Outgoing {
@@ -55,6 +60,7 @@ impl Outgoing {
             headers: parts.headers.clone(),
             cc,
             key,
+            renaming: renaming_fields_of(parts),
         }
     }
 }
@@ -111,7 +117,13 @@ impl Cache {
         let now_ms = Entry::now_ms();
         let found = self
             .engine
-            .lookup(&key, &parts.headers, &[], Duration::MAX, now_ms)
+            .lookup(
+                &key,
+                &parts.headers,
+                &renaming_fields_of(&parts),
+                Duration::MAX,
+                now_ms,
+            )
             .await;
         // A range is answered from a stored complete response, else from a stored part that
         // holds it, else by the origin.
@@ -193,7 +205,8 @@ impl Cache {
         // fleet's lease until its response is stored.
         if let Some(mut guard) = leader {
             let (key, headers) = (&outgoing.key, &outgoing.headers);
-            match Box::pin(fleet::take_turn(&self.engine, key, key, headers, &[])).await {
+            let renaming = &outgoing.renaming;
+            match Box::pin(fleet::take_turn(&self.engine, key, key, headers, renaming)).await {
                 Turn::Served(shared) => {
                     if let Some(response) = self.take_shared(&shared, &outgoing, false) {
                         guard.finish(Some(Arc::new(*shared)));
@@ -246,7 +259,13 @@ impl Cache {
         let key = partial_key(&self.engine.config.namespace, &outgoing.key);
         let (Found::Fresh(entry) | Found::Stale(entry)) = self
             .engine
-            .lookup(&key, &outgoing.headers, &[], Duration::MAX, now_ms)
+            .lookup(
+                &key,
+                &outgoing.headers,
+                &outgoing.renaming,
+                Duration::MAX,
+                now_ms,
+            )
             .await
         else {
             return None;
@@ -305,6 +324,7 @@ impl Cache {
         if !self
             .engine
             .shared_fits(shared, &outgoing.key, &outgoing.headers)
+            || !shared.varies_on(&outgoing.renaming)
         {
             return None;
         }

@@ -15,8 +15,8 @@ use crate::entry::Entry;
 use crate::fill::{streaming, StreamLimits, Streaming};
 use crate::fleet;
 use crate::key::partial_key;
-use crate::policy::sorted_vary;
 use crate::policy::CacheControl;
+use crate::policy::{sorted_vary, with_renaming};
 use crate::replay::{end_to_end, replay, replay_arriving, XCache};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
@@ -133,6 +133,8 @@ impl Cache {
             let response = Response::from_parts(parts, CacheBody::stream(body));
             return self.passed_on(response, status.detail(reason));
         }
+        // Stored varying on what the origin named, and on the renaming fields the client sent.
+        let vary = with_renaming(vary, &outgoing.renaming);
         let part = parts.status == StatusCode::PARTIAL_CONTENT;
         let limits = StreamLimits {
             fill_from: 1,
@@ -366,7 +368,7 @@ impl Cache {
             exchange,
             &self.options,
         );
-        let vary = sorted_vary(&merged.headers);
+        let vary = with_renaming(sorted_vary(&merged.headers), &outgoing.renaming);
         let shared = self
             .engine
             .store_with(&outgoing.key, vary, headers, storable, kept, tags)
