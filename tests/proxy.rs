@@ -80,14 +80,13 @@ async fn origin_with(release: Arc<Notify>) -> (SocketAddr, Counter) {
 use futures_util::StreamExt;
 
 async fn proxy_to(upstream: SocketAddr, rules: &str) -> SocketAddr {
+    proxy_on(upstream, rules, MemoryBackend::new(100)).await
+}
+
+async fn proxy_on(upstream: SocketAddr, rules: &str, backend: MemoryBackend) -> SocketAddr {
     let config = ProxyConfig::from_toml(rules).unwrap();
     let upstream = format!("http://{upstream}").parse().unwrap();
-    let app = router(
-        upstream,
-        &config,
-        CacheMiddleware::new(MemoryBackend::new(100)),
-    )
-    .unwrap();
+    let app = router(upstream, &config, CacheMiddleware::new(backend)).unwrap();
     serve(app).await
 }
 
@@ -148,6 +147,27 @@ async fn rule_paths_are_cached_and_other_paths_are_forwarded_every_time() {
     let plain = proxy_to(origin, "http_semantics = false").await;
     let other = call(plain, "GET", "/other", "").await;
     assert_eq!((other.x_cache, other.body.as_str()), (None, "other"));
+}
+
+#[tokio::test]
+async fn behind_the_edge_a_clients_forwarding_fields_do_not_make_entries_vary() {
+    // The edge replaces them with its own, the same for every client of a host: an entry stays
+    // one stored response (a variant below a marker would be two reads a hit).
+    let (origin, counter) = origin().await;
+    let backend = MemoryBackend::new(100);
+    let proxy = proxy_on(origin, RULES, backend.clone()).await;
+    let headers = [
+        ("x-forwarded-host", "evil.example"),
+        ("forwarded", "host=evil"),
+    ];
+    let first = support::over_http(proxy, "GET", "/items/1", &headers, Bytes::new()).await;
+    let second = call(proxy, "GET", "/items/1", "").await;
+    assert_eq!(
+        (first.header("x-cache"), second.x_cache.as_deref()),
+        (Some("MISS"), Some("HIT"))
+    );
+    assert_eq!(counter.get(), 1);
+    assert_eq!(backend.keys().len(), 1, "{:?}", backend.keys());
 }
 
 #[tokio::test]

@@ -87,7 +87,7 @@ pub(crate) fn with_renaming(mut vary: Vec<String>, renaming: &[String]) -> Vec<S
 /// requests, only for requests that carry the same values (axum-extra's `Host` reads
 /// `Forwarded` and `X-Forwarded-Host` first). Requests without any (most, unless a proxy adds
 /// them to all) cost one pass over their field names.
-pub(crate) fn renaming_fields(headers: &HeaderMap) -> Vec<String> {
+fn renaming_fields(headers: &HeaderMap) -> Vec<String> {
     let renames = |name: &HeaderName| {
         let name = name.as_str();
         (name.starts_with("x-") || name == "forwarded" || name == "front-end-https")

@@ -16,7 +16,7 @@ pub(crate) use early_refresh::refresh_early_now;
 pub(crate) use forwarding::EdgeSettled;
 #[cfg(feature = "proxy")]
 pub(crate) use forwarding::{is_forwarding, is_override};
-pub(crate) use forwarding::{renaming_fields, renaming_fields_of, with_renaming};
+pub(crate) use forwarding::{renaming_fields_of, with_renaming};
 pub use request::{
     classify_request, names_two_hosts, safe_method_with_content, BypassReason, RequestDecision,
     RequestPolicy,

@@ -16,7 +16,7 @@ use crate::fill::{streaming, StreamLimits, Streaming};
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::policy::{
-    classify_request, classify_response, names_two_hosts, refresh_early_now, renaming_fields,
+    classify_request, classify_response, names_two_hosts, refresh_early_now, renaming_fields_of,
     safe_method_with_content, BypassReason, RequestDecision, RequestPolicy, ResponseDecision,
     ResponsePolicy, SkipReason,
 };
@@ -111,7 +111,7 @@ where
     // key share one handler run, whose response was made after they arrived.
     // The renaming fields the request carries (`X-Forwarded-Host`, ...): what answers it must
     // have been made for the same values, so its entry and single flight vary on them.
-    let renaming = renaming_fields(&parts.headers);
+    let renaming = renaming_fields_of(&parts);
     let refresh = decision == RequestDecision::Refresh;
     let mut fallback = None;
     if refresh {
@@ -162,8 +162,8 @@ where
     // Single flight: identical requests (same key and same values of the route's varying fields,
     // credentials included) wait for one handler run. HEAD cannot lead: its response has no body.
     let mut leader = None;
-    let flight =
-        (parts.method != Method::HEAD).then(|| flight_key(&engine, &route, &key, &parts.headers));
+    let flight = (parts.method != Method::HEAD)
+        .then(|| flight_key(&engine, &route, &key, &parts.headers, &renaming));
     if let Some(flight) = &flight {
         match engine.flights.join(flight.as_str()) {
             // A refresh runs here: an entry another instance stores may predate the request.
@@ -234,7 +234,7 @@ where
         engine.counters.record(Event::Miss);
         XCache::Miss
     };
-    let mut miss = Miss::new(&engine, &route, key, status);
+    let mut miss = Miss::new(&engine, &route, key, renaming, status);
     miss.leader = leader;
     miss.flight = flight;
     // Boxed: the miss path (with the handler's own future) would otherwise make every request's
@@ -247,6 +247,8 @@ struct Miss<'a> {
     engine: &'a Arc<Engine>,
     route: &'a RouteConfig,
     key: CacheKey,
+    /// The renaming fields the request carries: the entry varies on them.
+    renaming: Vec<String>,
     status: XCache,
     leader: Option<Leader<Arc<Shared>>>,
     /// The single-flight key, remembered as uncacheable when the response cannot be stored.
@@ -254,11 +256,18 @@ struct Miss<'a> {
 }
 
 impl<'a> Miss<'a> {
-    fn new(engine: &'a Arc<Engine>, route: &'a RouteConfig, key: CacheKey, status: XCache) -> Self {
+    fn new(
+        engine: &'a Arc<Engine>,
+        route: &'a RouteConfig,
+        key: CacheKey,
+        renaming: Vec<String>,
+        status: XCache,
+    ) -> Self {
         Miss {
             engine,
             route,
             key,
+            renaming,
             status,
             leader: None,
             flight: None,
@@ -382,7 +391,7 @@ impl<'a> Miss<'a> {
                 return Ok(replay(stored, &method, &request_headers, self.status, None));
             }
         };
-        let vary = route.vary_names(&request_headers, &response_parts.headers);
+        let vary = route.vary_names(&self.renaming, &response_parts.headers);
         let lifetime = route.lifetime_from_now();
         let tags = entry_tags(&route.tags, named);
         let shared = engine
@@ -427,12 +436,13 @@ impl<'a> Miss<'a> {
             engine,
             route,
             key,
+            renaming,
             status,
             leader,
             flight,
         } = self;
         let lifetime = route.lifetime_from_now();
-        let vary = route.vary_names(request_headers, &parts.headers);
+        let vary = route.vary_names(&renaming, &parts.headers);
         let tags = entry_tags(&route.tags, named);
         let Some(begun) =
             engine.begin_fill(&key, vary, request_headers, head, lifetime, tags, length)
@@ -506,7 +516,8 @@ fn revalidate_in_background<S, ReqB, ResB>(
     ReqB: SendBody,
     ResB: SendBody,
 {
-    let flight = flight_key(&engine, &route, &key, &parts.headers);
+    let renaming = renaming_fields_of(&parts);
+    let flight = flight_key(&engine, &route, &key, &parts.headers, &renaming);
     let Join::Leader(leader) = engine.flights.join(flight.as_str()) else {
         return; // a refresh (or a miss) for this key is already under way
     };
@@ -514,7 +525,6 @@ fn revalidate_in_background<S, ReqB, ResB>(
         let Some(_lease) = fleet::lead_refresh(&engine, &flight).await else {
             return; // another instance is refreshing it
         };
-        let renaming = renaming_fields(&parts.headers);
         if engine
             .lookup_shared(&key, &parts.headers, &renaming, Entry::now_ms())
             .await
@@ -522,7 +532,7 @@ fn revalidate_in_background<S, ReqB, ResB>(
         {
             return; // another instance refreshed it before this one took the lease
         }
-        let mut miss = Miss::new(&engine, &route, key, XCache::Refresh);
+        let mut miss = Miss::new(&engine, &route, key, renaming, XCache::Refresh);
         miss.leader = Some(leader);
         // Drain the response so that the handler's body runs to completion (without keeping it:
         // what is stored was kept as it passed).
@@ -559,11 +569,12 @@ fn flight_key(
     route: &RouteConfig,
     key: &CacheKey,
     headers: &HeaderMap,
+    renaming: &[String],
 ) -> CacheKey {
     variant_key(
         &engine.config.namespace,
         key,
-        &route.request_vary(headers),
+        &route.request_vary(renaming),
         headers,
     )
 }

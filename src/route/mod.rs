@@ -231,23 +231,18 @@ impl RouteConfig {
 
     /// The fields a request's entry and single flight vary on before the response is known: the
     /// route's, and the renaming fields the request carries (`X-Forwarded-Host`, ...; see
-    /// `policy::renaming_fields`), sorted and deduplicated.
-    fn request_vary(&self, request_headers: &HeaderMap) -> Cow<'_, [String]> {
-        let renaming = crate::policy::renaming_fields(request_headers);
+    /// `policy::renaming_fields_of`), sorted and deduplicated.
+    fn request_vary(&self, renaming: &[String]) -> Cow<'_, [String]> {
         if renaming.is_empty() {
             return Cow::Borrowed(&self.vary);
         }
-        let mut names = self.vary.clone();
-        names.extend(renaming);
-        names.sort();
-        names.dedup();
-        Cow::Owned(names)
+        Cow::Owned(crate::policy::with_renaming(self.vary.clone(), renaming))
     }
 
     /// What an entry varies on: [`request_vary`](Self::request_vary) and the names the
     /// response's `Vary` lists, sorted and deduplicated.
-    fn vary_names(&self, request_headers: &HeaderMap, response_headers: &HeaderMap) -> Vec<String> {
-        let mut names = self.request_vary(request_headers).into_owned();
+    fn vary_names(&self, renaming: &[String], response_headers: &HeaderMap) -> Vec<String> {
+        let mut names = self.request_vary(renaming).into_owned();
         names.extend(crate::policy::vary_names(response_headers));
         names.sort();
         names.dedup();
