@@ -310,13 +310,19 @@ impl Engine {
         })
     }
 
-    /// Whether a response shared by a leader fits this request: same values of every varying field.
+    /// Whether a response shared by a leader fits this request: it varies on each of `varied`
+    /// (as [`lookup`](Self::lookup) asks), and the request has the same values of every field
+    /// it varies on.
     pub(crate) fn shared_fits(
         &self,
         shared: &Shared,
         primary: &CacheKey,
         headers: &HeaderMap,
+        varied: &[String],
     ) -> bool {
+        if !shared.varies_on(varied) {
+            return false;
+        }
         match &shared.variant {
             None => true,
             Some(variant) => {

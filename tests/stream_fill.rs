@@ -176,6 +176,12 @@ async fn setup(mode: Mode) -> (Origin, SocketAddr) {
     setup_with(mode, CacheMiddleware::new(MemoryBackend::new(100))).await
 }
 
+/// As [`setup`], storing bodies of at most two chunks (the chunked body is four).
+async fn setup_storing_two_chunks(mode: Mode) -> (Origin, SocketAddr) {
+    let middleware = CacheMiddleware::new(MemoryBackend::new(100)).max_body_size(2 * CHUNK);
+    setup_with(mode, middleware).await
+}
+
 async fn setup_with(mode: Mode, middleware: CacheMiddleware) -> (Origin, SocketAddr) {
     let origin = Origin::default();
     if let Mode::Route = mode {
@@ -474,9 +480,7 @@ async fn a_body_of_unknown_length_streams_to_its_first_client_and_is_stored_once
 async fn a_body_of_unknown_length_past_the_limit_reaches_its_client_whole_and_is_not_stored() {
     for mode in MODES {
         eprintln!("mode: {mode:?}");
-        let limit = 2 * CHUNK; // the body is four chunks
-        let middleware = CacheMiddleware::new(MemoryBackend::new(100)).max_body_size(limit);
-        let (origin, front) = setup_with(mode, middleware).await;
+        let (origin, front) = setup_storing_two_chunks(mode).await;
         let (reply, mut got) = reader_of_new_fetch(&origin, front, "/chunked", 1).await;
         origin.feed(1, CHUNKS);
         got.extend(read_rest(reply).await.unwrap());
@@ -493,15 +497,13 @@ async fn a_body_of_unknown_length_past_the_limit_reaches_its_client_whole_and_is
 }
 
 /// A body of unknown length read by two clients (the second joined it) that turns out too large
-/// to store: both get every byte, at the pace of the slower one, and the next request goes to
-/// the origin without waiting on anyone.
+/// to store: both get every byte (it goes at the faster one's pace, the slower one within what
+/// the fill holds for it), and the next request goes to the origin without waiting on anyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_of_a_body_of_unknown_length_past_the_limit_get_every_byte() {
     for mode in MODES {
         eprintln!("mode: {mode:?}");
-        let limit = 2 * CHUNK; // the body is four chunks
-        let middleware = CacheMiddleware::new(MemoryBackend::new(100)).max_body_size(limit);
-        let (origin, front) = setup_with(mode, middleware).await;
+        let (origin, front) = setup_storing_two_chunks(mode).await;
         let (first, mut got_first) = reader_of_new_fetch(&origin, front, "/chunked", 1).await;
         let mut joined = get_path(front, "/chunked").await;
         let mut got_joined = read_at_least(&mut joined, CHUNK).await;

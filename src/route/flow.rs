@@ -107,11 +107,11 @@ where
     };
     tracing::debug!(key = %key, parts = %described, "cache key generated");
 
-    // A refresh (`no-cache`) skips the lookup but not single flight: concurrent refreshes of one
-    // key share one handler run, whose response was made after they arrived.
     // The renaming fields the request carries (`X-Forwarded-Host`, ...): what answers it must
     // have been made for the same values, so its entry and single flight vary on them.
     let renaming = renaming_fields_of(&parts);
+    // A refresh (`no-cache`) skips the lookup but not single flight: concurrent refreshes of one
+    // key share one handler run, whose response was made after they arrived.
     let refresh = decision == RequestDecision::Refresh;
     let mut fallback = None;
     if refresh {
@@ -202,7 +202,9 @@ where
             Join::Leader(guard) => leader = Some(guard),
             Join::Waiter(waiter) => {
                 match Box::pin(waiter.wait(engine.config.coalesce_timeout)).await {
-                    Some(shared) if engine.shared_fits(&shared, &key, &parts.headers) => {
+                    Some(shared)
+                        if engine.shared_fits(&shared, &key, &parts.headers, &renaming) =>
+                    {
                         tracing::debug!(key = %key, "served the response of an identical request in flight");
                         if !refresh {
                             engine.counters.record(Event::Hit);

@@ -54,13 +54,13 @@ pub(super) struct Outgoing {
 }
 
 impl Outgoing {
-    fn new(parts: &Parts, cc: CacheControl, key: CacheKey) -> Self {
+    fn new(parts: &Parts, cc: CacheControl, key: CacheKey, renaming: Vec<String>) -> Self {
         Outgoing {
             method: parts.method.clone(),
             headers: parts.headers.clone(),
             cc,
             key,
-            renaming: renaming_fields_of(parts),
+            renaming,
         }
     }
 }
@@ -115,15 +115,10 @@ impl Cache {
         let key = primary_key(&self.engine.config.namespace, &parts, None);
         tracing::debug!(key = %key, method = %parts.method, path = parts.uri.path(), "cache key generated");
         let now_ms = Entry::now_ms();
+        let renaming = renaming_fields_of(&parts);
         let found = self
             .engine
-            .lookup(
-                &key,
-                &parts.headers,
-                &renaming_fields_of(&parts),
-                Duration::MAX,
-                now_ms,
-            )
+            .lookup(&key, &parts.headers, &renaming, Duration::MAX, now_ms)
             .await;
         // A range is answered from a stored complete response, else from a stored part that
         // holds it, else by the origin.
@@ -137,7 +132,7 @@ impl Cache {
                 Use::Validate(why) => {
                     tracing::debug!(key = %key, reason = ?why, "validating the stored response");
                     self.engine.counters.record(Event::Refresh);
-                    let outgoing = Outgoing::new(&parts, cc, key);
+                    let outgoing = Outgoing::new(&parts, cc, key, renaming);
                     // Concurrent validations of one key share one origin request (a burst of
                     // `no-cache` requests is one refresh, not one per client).
                     let leader = match self.join_flight(&parts.method, &outgoing, true).await {
@@ -150,7 +145,7 @@ impl Cache {
                 }
                 Use::WhileRevalidating if parts.method == Method::GET => {
                     let response = self.serve_stored(entry.clone(), how, &key, &parts, now_ms);
-                    let outgoing = Outgoing::new(&parts, cc, key);
+                    let outgoing = Outgoing::new(&parts, cc, key, renaming);
                     whole(&mut parts);
                     self.validate_in_background(inner, parts, body, outgoing, entry);
                     return Ok(response);
@@ -167,7 +162,7 @@ impl Cache {
                 {
                     tracing::debug!(key = %key, "refreshing early, in the background");
                     let response = self.serve_stored(entry.clone(), how, &key, &parts, now_ms);
-                    let outgoing = Outgoing::new(&parts, cc, key);
+                    let outgoing = Outgoing::new(&parts, cc, key, renaming);
                     whole(&mut parts);
                     self.validate_in_background(inner, parts, body, outgoing, entry);
                     return Ok(response);
@@ -175,7 +170,7 @@ impl Cache {
                 _ => return Ok(self.serve_stored(entry, how, &key, &parts, now_ms)),
             }
         }
-        let outgoing = Outgoing::new(&parts, cc, key);
+        let outgoing = Outgoing::new(&parts, cc, key, renaming);
         if ranged {
             if let Some(response) = Box::pin(self.answer_from_stored_part(&outgoing, now_ms)).await
             {
@@ -323,8 +318,7 @@ impl Cache {
     ) -> Option<Response<CacheBody<B>>> {
         if !self
             .engine
-            .shared_fits(shared, &outgoing.key, &outgoing.headers)
-            || !shared.varies_on(&outgoing.renaming)
+            .shared_fits(shared, &outgoing.key, &outgoing.headers, &outgoing.renaming)
         {
             return None;
         }
