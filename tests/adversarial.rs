@@ -34,7 +34,8 @@ fn reflect(parts: &http::request::Parts, body: &[u8]) -> String {
             .join("|")
     };
     format!(
-        "method={} path={} query={} host={} xfh={} xff={} xfp={} cookie={} override={} capability={} body={}",
+        "method={} path={} query={} host={} xfh={} xff={} xfp={} cookie={} override={} capability={} \
+         renamed={}|{}|{} body={}",
         parts.method,
         parts.uri.path(),
         parts.uri.query().unwrap_or(""),
@@ -45,6 +46,9 @@ fn reflect(parts: &http::request::Parts, body: &[u8]) -> String {
         header("cookie"),
         header("x-http-method-override"),
         header("surrogate-capability"),
+        header("x-forwarded-uri"),
+        header("x-script-name"),
+        header("x-original-method"),
         String::from_utf8_lossy(body),
     )
 }
@@ -304,6 +308,9 @@ async fn client_forwarding_and_override_fields_never_reach_the_origin() {
             ("x-original-url", "/admin"),
             ("x-http-method-override", "DELETE"),
             ("surrogate-capability", "evil=\"ESI/1.0\""),
+            ("x-forwarded-uri", "/evil"),
+            ("x-script-name", "/evil"),
+            ("x-original-method", "evil"),
         ],
     )
     .await;
