@@ -3,14 +3,16 @@
 //! Length prefixes make the encoding injective: no choice of path, query or header values can make two
 //! different requests produce the same byte string, so a collision needs a blake3 collision.
 
-use crate::variant_values::variant_members;
+use crate::variant_values::variant_lines;
 use http::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, HOST};
 use http::{request::Parts, Method};
 use std::fmt;
 
 /// Changed whenever the same request could yield another key, so that an entry stored by an
-/// earlier build is never found under a key it does not answer (3: query pairs no longer sorted).
-const KEY_VERSION: &[u8] = b"cache-middleware/key/3";
+/// earlier build is never found under a key it does not answer (3: query pairs no longer sorted;
+/// 4: a varying field's lines kept apart, and fields other than `Accept-Encoding` and
+/// `Accept-Language` compared byte for byte).
+const KEY_VERSION: &[u8] = b"cache-middleware/key/4";
 
 /// The scheme the application reads for a request, when its front learns it from elsewhere than
 /// the request itself: an ASGI server's scope has one, which a proxy the server trusts sets with
@@ -209,11 +211,14 @@ pub fn variant_key(
         for name in names {
             m.field(name.as_bytes());
             // Equivalent values select the same variant (see `variant_values`).
-            let lines = headers.get_all(name.as_str());
-            let members = variant_members(name, lines.iter().map(HeaderValue::as_bytes));
-            m.count(members.len());
-            for member in &members {
-                m.field(member);
+            let sent = headers.get_all(name.as_str());
+            let lines = variant_lines(name, sent.iter().map(HeaderValue::as_bytes));
+            m.count(lines.len());
+            for members in &lines {
+                m.count(members.len());
+                for member in members {
+                    m.field(member);
+                }
             }
         }
     });
@@ -402,7 +407,7 @@ mod tests {
     }
 
     #[test]
-    fn variant_values_are_one_list_whatever_their_lines_and_spaces() {
+    fn variant_keys_tell_apart_what_an_origin_may_read_apart() {
         let primary = key("/");
         let names = vec!["x-foo".to_string()];
         let variant = |lines: &[&'static str]| {
@@ -412,10 +417,13 @@ mod tests {
             }
             variant_key("ns", &primary, &names, &headers)
         };
-        assert_eq!(variant(&["a, b"]), variant(&["a", "b"]));
-        assert_eq!(variant(&["a,b"]), variant(&["a ,  b"]));
+        assert_eq!(variant(&["a, b"]), variant(&["a, b"]));
+        assert_ne!(variant(&["a, b"]), variant(&["a", "b"]));
+        assert_ne!(variant(&["a,b"]), variant(&["a ,  b"]));
         assert_ne!(variant(&["a, b"]), variant(&["b, a"]));
         assert_ne!(variant(&["ab"]), variant(&["a", "b"]));
+        assert_ne!(variant(&["a", ""]), variant(&["a"]));
+        assert_ne!(variant(&[""]), variant(&[]));
     }
 
     #[test]

@@ -1,80 +1,108 @@
 //! How the request values of a varying field select a variant: equivalent values share one.
 //!
-//! Every field: its lines form one list (RFC 9110 §5.3); spaces around members and empty members
-//! mean nothing. `Accept-Encoding` and `Accept-Language` are read further, as their grammar allows:
+//! The rule is that two requests share a variant only if an origin that reads the field by its
+//! grammar cannot tell them apart. So:
 //!
+//! - every line is kept apart, in the order sent: two lines are not the one line they would make
+//!   joined (an origin may read only the first, as Go's `Header.Get`, Starlette's `headers.get`
+//!   and `HeaderMap::get` do, and a field that is not a list, such as `User-Agent`, may not be
+//!   sent twice at all);
+//! - a line of any field but the two below is compared byte for byte: the cache does not know
+//!   whether an unknown field is a list, and `(KHTML, like Gecko)` is not `(KHTML,like Gecko)` to
+//!   an origin that reads a `User-Agent`.
+//!
+//! `Accept-Encoding` and `Accept-Language` lines are read as their grammar allows:
+//!
+//! - spaces around members and empty members mean nothing;
 //! - coding names and language tags are compared without case (RFC 9110 §8.4.1, RFC 4647 §2);
 //! - a weight is a number: `q=1`, `q=1.0` and no weight are one, `q=0.50` is `q=0.5`;
 //! - members are ordered by weight, heaviest first, keeping the client's order among equal
 //!   weights (a server may break ties by that order, so it is never changed);
 //! - a member repeated exactly is counted once;
+//! - a line that holds a member these rules cannot read (another parameter, a malformed weight),
+//!   or one name twice with different weights (RFC 9110 does not say which one counts), is kept as
+//!   sent, so it only ever matches itself;
 //! - a field present with no members stays apart from an absent one (an empty `Accept-Encoding`
 //!   refuses every coding; an absent one accepts any).
 //!
-//! A member these rules cannot read (another parameter, a malformed weight) is kept as sent, so
-//! such a value only ever matches itself. What reaches the application is never rewritten: these
+//! These two rules assume an origin that reads these fields as RFC 9110 says; one that compares
+//! language tags with case, or takes the first member whatever its weight, would answer some
+//! values of one variant differently. What reaches the application is never rewritten: these
 //! rules only decide which stored variant answers.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-/// The members of `name`'s value, from `lines`, as they select a variant.
-pub(crate) fn variant_members<'a>(
+/// How `name`'s lines select a variant: for each line, in the order sent, its members as they
+/// select (see the module's rules). A line kept as sent is one member holding the whole line.
+pub(crate) fn variant_lines<'a>(
     name: &str,
     lines: impl Iterator<Item = &'a [u8]>,
-) -> Vec<Cow<'a, [u8]>> {
-    let members: Vec<&[u8]> = lines
-        .flat_map(|line| line.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .collect();
-    if name != "accept-encoding" && name != "accept-language" {
-        // Every member, empty ones included: the key of other fields is as it always was.
-        return members.into_iter().map(Cow::Borrowed).collect();
-    }
-    if members.iter().all(|member| member.is_empty()) {
-        // Present but empty is not absent: an empty `Accept-Encoding` refuses every coding.
-        return members
-            .first()
-            .map(|_| Cow::Borrowed(&b""[..]))
-            .into_iter()
-            .collect();
-    }
-    let mut weighted: Vec<(u16, Cow<'a, [u8]>)> = members
-        .into_iter()
-        .filter(|member| !member.is_empty())
-        .map(weighted_member)
-        .collect();
-    // Stable: equal weights keep the client's order.
-    weighted.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
-    // A set, not a scan of what was kept: a hostile field may hold tens of thousands of members.
-    let mut seen = HashSet::with_capacity(weighted.len());
-    weighted
-        .into_iter()
-        .map(|(_, member)| member)
-        .filter(|member| seen.insert(member.clone()))
+) -> Vec<Vec<Cow<'a, [u8]>>> {
+    let negotiated = name == "accept-encoding" || name == "accept-language";
+    lines
+        .map(|line| {
+            if negotiated {
+                negotiated_members(line)
+            } else {
+                vec![Cow::Borrowed(line)]
+            }
+        })
         .collect()
 }
 
-/// A member's weight in thousandths and its canonical form (`gzip`, `fr-ch;q=0.9`); one that
-/// cannot be read is kept as sent, weighted 1.
-fn weighted_member(member: &[u8]) -> (u16, Cow<'_, [u8]>) {
+/// One `Accept-Encoding` or `Accept-Language` line's members in canonical order, or the line as
+/// sent when it cannot be read whole.
+fn negotiated_members(line: &[u8]) -> Vec<Cow<'_, [u8]>> {
+    let as_sent = || vec![Cow::Borrowed(line)];
+    let mut weighted = Vec::new();
+    for member in line.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        if member.is_empty() {
+            continue;
+        }
+        match weighted_member(member) {
+            Some(read) => weighted.push(read),
+            None => return as_sent(),
+        }
+    }
+    // Stable: equal weights keep the client's order.
+    weighted.sort_by_key(|(weight, _, _)| std::cmp::Reverse(*weight));
+    // Sets, not scans of what was kept: a hostile line may hold tens of thousands of members.
+    let mut seen = HashSet::with_capacity(weighted.len());
+    let mut names = HashSet::with_capacity(weighted.len());
+    let mut members = Vec::with_capacity(weighted.len());
+    for (_, name, member) in weighted {
+        if seen.insert(member.clone()) {
+            if !names.insert(name) {
+                // One name, two weights: origins differ on which one counts.
+                return as_sent();
+            }
+            members.push(Cow::Owned(member));
+        }
+    }
+    members
+}
+
+/// A member's weight in thousandths, its name in lower case and its canonical form
+/// (`fr-ch;q=0.9`), or `None` if these rules cannot read it.
+fn weighted_member(member: &[u8]) -> Option<(u16, Vec<u8>, Vec<u8>)> {
     let mut parts = member.split(|&b| b == b';').map(<[u8]>::trim_ascii);
     let token = parts.next().unwrap_or_default();
     let weight = match (parts.next(), parts.next()) {
-        (None, _) => Some(1000),
-        (Some(param), None) => weight_param(param),
-        _ => None,
+        (None, _) => 1000,
+        (Some(param), None) => weight_param(param)?,
+        _ => return None,
     };
-    let readable = !token.is_empty() && token.iter().all(|&b| is_token_char(b));
-    let (Some(weight), true) = (weight, readable) else {
-        return (1000, Cow::Borrowed(member));
-    };
-    let mut canonical = token.to_ascii_lowercase();
+    if token.is_empty() || !token.iter().all(|&b| is_token_char(b)) {
+        return None;
+    }
+    let name = token.to_ascii_lowercase();
+    let mut canonical = name.clone();
     if weight < 1000 {
         canonical.extend_from_slice(b";q=");
         canonical.extend_from_slice(format_weight(weight).as_bytes());
     }
-    (weight, Cow::Owned(canonical))
+    Some((weight, name, canonical))
 }
 
 /// `q=<qvalue>` (RFC 9110 §12.4.2: `0[.ddd]` or `1[.000]`) in thousandths.
@@ -120,22 +148,30 @@ fn is_token_char(b: u8) -> bool {
 mod tests {
     use super::*;
 
-    fn members(name: &str, lines: &[&str]) -> Vec<String> {
-        variant_members(name, lines.iter().map(|l| l.as_bytes()))
+    fn lines(name: &str, lines: &[&str]) -> Vec<Vec<String>> {
+        variant_lines(name, lines.iter().map(|l| l.as_bytes()))
             .iter()
-            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .map(|line| {
+                line.iter()
+                    .map(|m| String::from_utf8_lossy(m).into_owned())
+                    .collect()
+            })
             .collect()
+    }
+
+    fn members(name: &str, line: &str) -> Vec<String> {
+        lines(name, &[line]).remove(0)
     }
 
     #[test]
     fn equivalent_accept_encodings_share_a_variant() {
-        let canonical = members("accept-encoding", &["gzip, br;q=0.5"]);
+        let canonical = members("accept-encoding", "gzip, br;q=0.5");
         assert_eq!(canonical, ["gzip", "br;q=0.5"]);
         for same in [
-            &[" GZIP ,BR ; q=0.50"][..],
-            &["br;q=0.500, gzip;q=1"],
-            &["gzip;q=1.000", "br;Q=0.5"],
-            &["gzip,, br;q=0.5, gzip"],
+            " GZIP ,BR ; q=0.50",
+            "br;q=0.500, gzip;q=1",
+            "gzip;q=1.000, br;Q=0.5",
+            "gzip,, br;q=0.5, gzip",
         ] {
             assert_eq!(members("accept-encoding", same), canonical, "{same:?}");
         }
@@ -143,7 +179,7 @@ mod tests {
 
     #[test]
     fn values_that_may_be_answered_differently_stay_apart() {
-        let of = |v: &str| members("accept-encoding", &[v]);
+        let of = |v: &str| members("accept-encoding", v);
         assert_ne!(of("gzip"), of("gzip;q=0"), "q=0 refuses a coding");
         assert_ne!(
             of("gzip, br"),
@@ -152,7 +188,7 @@ mod tests {
         );
         assert_ne!(of("gzip;q=0.5"), of("gzip;q=0.6"));
         assert_eq!(of("identity;q=0"), ["identity;q=0"]);
-        let lang = |v: &str| members("accept-language", &[v]);
+        let lang = |v: &str| members("accept-language", v);
         assert_eq!(
             lang("fr-CH, fr;q=0.9, en;q=0.8"),
             lang("FR-ch,fr;q=0.900,EN;q=0.80")
@@ -162,21 +198,63 @@ mod tests {
     }
 
     #[test]
-    fn what_the_rules_cannot_read_matches_only_itself() {
-        let of = |v: &str| members("accept-encoding", &[v]);
+    fn one_name_with_two_weights_is_kept_as_sent() {
+        // Which one counts is the origin's choice: the first, the last or the heavier.
+        let of = |v: &str| members("accept-encoding", v);
+        assert_ne!(of("gzip;q=0, gzip"), of("gzip, gzip;q=0"));
+        assert_eq!(of("gzip;q=0, gzip"), ["gzip;q=0, gzip"]);
+        assert_eq!(of("GZIP, br, gzip;q=0.5"), ["GZIP, br, gzip;q=0.5"]);
+        // An exact repeat is one member.
+        assert_eq!(of("gzip, br, GZIP"), ["gzip", "br"]);
+    }
+
+    #[test]
+    fn a_line_with_a_member_the_rules_cannot_read_matches_only_itself() {
+        let of = |v: &str| members("accept-encoding", v);
         assert_eq!(of("gzip;q=2"), ["gzip;q=2"]);
         assert_eq!(of("gzip;q=0.5;x=1"), ["gzip;q=0.5;x=1"]);
         assert_eq!(of("gz\u{e9}p"), ["gz\u{e9}p"]);
         assert_ne!(of("GZIP;q=0.5;x=1"), of("gzip;q=0.5;x=1"));
-        // Other fields: members as sent, only trimmed.
-        assert_eq!(
-            members("accept", &["Text/HTML , a/b"]),
-            ["Text/HTML", "a/b"]
+        // Its other members are not reordered around it: the origin may weigh it as its text says.
+        assert_ne!(
+            of("gzip;q=0.5;x=1, br;q=0.5"),
+            of("br;q=0.5, gzip;q=0.5;x=1")
         );
-        assert_eq!(members("x-custom", &["a,,b"]), ["a", "", "b"]);
+    }
+
+    #[test]
+    fn lines_are_never_joined() {
+        let field = |name: &str, sent: &[&str]| lines(name, sent);
+        assert_ne!(
+            field("accept-language", &["de-AT", "de;q=0.9"]),
+            field("accept-language", &["de-AT, de;q=0.9"]),
+            "an origin may read the first line only"
+        );
+        assert_eq!(
+            field("accept-encoding", &["GZIP", "br"]),
+            [vec!["gzip"], vec!["br"]]
+        );
         // Present and empty differs from absent.
-        assert_eq!(members("accept-encoding", &[""]), [""]);
-        assert_eq!(members("accept-encoding", &[" , "]), [""]);
-        assert!(members("accept-encoding", &[]).is_empty());
+        assert_eq!(field("accept-encoding", &[""]), [Vec::<String>::new()]);
+        assert_eq!(field("accept-encoding", &[" , "]), [Vec::<String>::new()]);
+        assert!(field("accept-encoding", &[]).is_empty());
+    }
+
+    #[test]
+    fn other_fields_are_compared_byte_for_byte() {
+        let field = |sent: &[&str]| lines("user-agent", sent);
+        assert_eq!(
+            field(&["Browser/1.0 (KHTML, like Gecko)"]),
+            [vec!["Browser/1.0 (KHTML, like Gecko)"]]
+        );
+        assert_ne!(
+            field(&["Browser/1.0 (KHTML, like Gecko)"]),
+            field(&["Browser/1.0 (KHTML,like Gecko)"])
+        );
+        assert_ne!(
+            field(&["Browser/1.0 (KHTML, like Gecko)"]),
+            field(&["Browser/1.0 (KHTML", "like Gecko)"])
+        );
+        assert_ne!(lines("x-custom", &["a,,b"]), lines("x-custom", &["a,b"]));
     }
 }

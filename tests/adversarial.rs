@@ -60,6 +60,9 @@ fn reflect(parts: &http::request::Parts, body: &[u8]) -> String {
 /// - `/targeted?other-device` / `?invalid`: `no-store` plus a targeted field that must not apply;
 /// - `/ancient`: `max-age=600` with an `Age` that does not fit in 64-bit milliseconds;
 /// - `/by-client`: `public, max-age=600, Vary: X-Forwarded-For` (content per client address);
+/// - `/by-agent` and `/by-language`: `public, max-age=600`, varying on `User-Agent` or
+///   `Accept-Language`, the body that field's first line only (as `HeaderMap::get`, Go's
+///   `Header.Get` and Starlette's `headers.get` read it);
 /// - anything else: `public, max-age=600`.
 async fn origin() -> (SocketAddr, Counter) {
     let counter = Counter::default();
@@ -100,6 +103,20 @@ async fn origin() -> (SocketAddr, Counter) {
                 "/by-client" => {
                     headers.insert("cache-control", "public, max-age=600".parse().unwrap());
                     headers.insert("vary", "x-forwarded-for".parse().unwrap());
+                }
+                "/by-agent" | "/by-language" => {
+                    let name = if parts.uri.path() == "/by-agent" {
+                        "user-agent"
+                    } else {
+                        "accept-language"
+                    };
+                    headers.insert("cache-control", "public, max-age=600".parse().unwrap());
+                    headers.insert("vary", name.parse().unwrap());
+                    let first = parts
+                        .headers
+                        .get(name)
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    return (StatusCode::OK, headers, format!("{name}={first:?}")).into_response();
                 }
                 "/ancient" => {
                     headers.insert("cache-control", "max-age=600".parse().unwrap());
@@ -446,6 +463,55 @@ async fn encodings_the_origin_tells_apart_never_share_an_entry() {
         encoded.text()
     );
     assert_eq!(runs.get(), 2);
+}
+
+// 7. The variant is no wider than what the origin receives: a field's lines are not one line, and
+// a field whose grammar the cache does not know is compared byte for byte.
+#[tokio::test]
+async fn values_the_origin_reads_apart_never_share_a_variant() {
+    let (origin, _) = origin().await;
+    let proxy = proxy(origin, "").await;
+    let chrome = "Browser/1.0 (KHTML, like Gecko)";
+    // The path, the field, the attacker's lines, the victim's value.
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 3] = [
+        // Two lines that read as the victim's one when joined; the origin reads the first.
+        (
+            "/by-agent",
+            "user-agent",
+            &[
+                ("user-agent", "Browser/1.0 (KHTML"),
+                ("user-agent", "like Gecko)"),
+            ],
+            chrome,
+        ),
+        // One line, spaced otherwise: a User-Agent is text, not a list.
+        (
+            "/by-agent?spacing",
+            "user-agent",
+            &[("user-agent", "Browser/1.0 (KHTML,like Gecko)")],
+            chrome,
+        ),
+        (
+            "/by-language",
+            "accept-language",
+            &[
+                ("accept-language", "de-AT"),
+                ("accept-language", "de;q=0.9"),
+            ],
+            "de-AT, de;q=0.9",
+        ),
+    ];
+    for (path, name, attacker, victims_value) in cases {
+        let planted = get(proxy, path, attacker).await;
+        assert_eq!(planted.status, StatusCode::OK, "{path}");
+        let victim = get(proxy, path, &[(name, victims_value)]).await;
+        assert_eq!(
+            victim.text(),
+            format!("{name}={:?}", Some(victims_value)),
+            "{path}: the victim got the answer to {attacker:?}"
+        );
+    }
 }
 
 // 8. Slowloris.

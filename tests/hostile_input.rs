@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 use support::servers::Redis;
-use support::{fetch, send, Counter};
+use support::{fetch, fetch_with, send, Counter};
 
 fn app(backend: Arc<dyn Backend>) -> (Router, Counter) {
     let counter = Counter::default();
@@ -369,5 +369,57 @@ async fn fields_that_rename_the_request_are_part_of_the_key() {
         let (first, again) = (send(&app, proxied()).await, send(&app, proxied()).await);
         assert_eq!((first.x_cache(), again.x_cache()), ("MISS", "HIT"));
         assert_eq!(&again.body[..], b"https://test.local/next");
+    }
+}
+
+#[tokio::test]
+async fn a_varying_field_sent_otherwise_than_the_victims_gets_its_own_variant() {
+    // The route varies on `User-Agent` and reads its first line, as `HeaderMap::get` does. A
+    // client sent the victim's value split in two lines, or spaced otherwise; the cache joined
+    // the lines and ignored spaces after commas, and the victim got the answer to the attack.
+    let by_agent = |headers: http::HeaderMap| async move {
+        let agent = headers["user-agent"].to_str().unwrap().to_owned();
+        (
+            [
+                ("cache-control", "public, max-age=60"),
+                ("vary", "user-agent"),
+            ],
+            agent,
+        )
+    };
+    let victims = "Browser/1.0 (KHTML, like Gecko)";
+    let attacks: [&[&str]; 2] = [
+        &["Browser/1.0 (KHTML", "like Gecko)"],
+        &["Browser/1.0 (KHTML,like Gecko)"],
+    ];
+    for shared in [false, true] {
+        for attack in attacks {
+            let app = at_links(by_agent, shared);
+            let mut request = Request::get("/links").header("host", "test.local");
+            for line in attack {
+                request = request.header("user-agent", *line);
+            }
+            let planted = send(&app, request.body(Body::empty()).unwrap()).await;
+            let mut r2 = Request::get("/links");
+            for line in attack {
+                r2 = r2.header("user-agent", *line);
+            }
+            eprintln!(
+                "replant {}",
+                send(&app, r2.body(Body::empty()).unwrap()).await.x_cache()
+            );
+            assert_eq!(&planted.body[..], attack[0].as_bytes());
+            let victim = fetch_with(&app, "/links", &[("user-agent", victims)]).await;
+            let after = format!("after {attack:?}, shared: {shared}");
+            eprintln!(
+                "{after} planted={} victim={} {:?}",
+                planted.x_cache(),
+                victim.x_cache(),
+                victim.body
+            );
+            assert_eq!(&victim.body[..], victims.as_bytes(), "{after}");
+            let again = fetch_with(&app, "/links", &[("user-agent", victims)]).await;
+            assert_eq!(again.x_cache(), "HIT", "{after}");
+        }
     }
 }

@@ -405,8 +405,9 @@ async fn response_vary_keeps_one_entry_per_value_of_the_named_fields() {
 }
 
 /// Equivalent `Accept-Encoding` and `Accept-Language` values (case, spaces, weights written
-/// differently, members on several lines) share a variant; values that could be answered
-/// differently do not. A client cannot multiply the stored variants with spellings of one value.
+/// differently) share a variant; values that could be answered differently do not, members on
+/// several lines among them (an origin may read the first line only). A client cannot multiply
+/// the stored variants with spellings of one value.
 #[tokio::test]
 async fn equivalent_accept_values_share_a_variant() {
     let (app, counter) = app();
@@ -433,11 +434,6 @@ async fn equivalent_accept_values_share_a_variant() {
             ("accept-encoding", "br;q=0.500, gzip;q=1.0"),
             ("accept-language", "fr;q=0.9, fr-ch"),
         ],
-        &[
-            ("accept-encoding", "gzip"),
-            ("accept-encoding", "br;q=0.5"),
-            ("accept-language", "fr-ch,fr;q=0.9"),
-        ],
     ] {
         let again = ask(same).await;
         assert_eq!(again.x_cache(), "HIT", "{same:?}");
@@ -457,10 +453,15 @@ async fn equivalent_accept_values_share_a_variant() {
             ("accept-encoding", "gzip, br;q=0.5"),
             ("accept-language", "fr, fr-CH"),
         ],
+        &[
+            ("accept-encoding", "gzip"),
+            ("accept-encoding", "br;q=0.5"),
+            ("accept-language", "fr-ch,fr;q=0.9"),
+        ],
     ] {
         assert_eq!(ask(different).await.x_cache(), "MISS", "{different:?}");
     }
-    assert_eq!(counter.get(), 4);
+    assert_eq!(counter.get(), 5);
 }
 
 #[tokio::test]
