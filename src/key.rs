@@ -10,8 +10,8 @@ use std::fmt;
 
 /// Changed whenever the same request could yield another key, so that an entry stored by an
 /// earlier build is never found under a key it does not answer (3: query pairs no longer sorted;
-/// 4: a varying field's lines kept apart, and fields other than `Accept-Encoding` and
-/// `Accept-Language` compared byte for byte).
+/// 4: a varying field's lines kept apart, fields other than `Accept-Encoding` and
+/// `Accept-Language` compared byte for byte, and every `Content-Type` line of a body keyed).
 const KEY_VERSION: &[u8] = b"cache-middleware/key/4";
 
 /// The scheme the application reads for a request, when its front learns it from elsewhere than
@@ -103,8 +103,8 @@ fn digest_of(tag: &[u8], write: impl FnOnce(&mut Material<'_>)) -> blake3::Hash 
 
 /// The primary key of a request: method (HEAD as GET), host, path, query pairs in the order they
 /// came, and for requests with a body its digest and the fields that say how to read it
-/// (`Content-Type`, and `Content-Encoding`, which a decompression layer decodes before the
-/// application sees the body).
+/// (every line of `Content-Type`, and of `Content-Encoding`, which a decompression layer decodes
+/// before the application sees the body).
 ///
 /// Header values the response varies on are not part of it: they select a variant below this key
 /// (see [`variant_key`]), so deleting the primary key invalidates every variant of a URL.
@@ -176,12 +176,14 @@ pub fn primary_key_from(
             Some((body, fields)) => {
                 m.field(b"body");
                 m.field(blake3::hash(body).as_bytes());
-                let content_type = fields.get(CONTENT_TYPE).map(HeaderValue::as_bytes);
-                m.field(content_type.unwrap_or_default());
-                let encodings = fields.get_all(CONTENT_ENCODING);
-                m.count(encodings.iter().count());
-                for encoding in encodings {
-                    m.field(encoding.as_bytes());
+                // Every line of each: a server may hand the application the first, the last
+                // or all of them joined.
+                for name in [CONTENT_TYPE, CONTENT_ENCODING] {
+                    let lines = fields.get_all(name);
+                    m.count(lines.iter().count());
+                    for line in lines {
+                        m.field(line.as_bytes());
+                    }
                 }
             }
             None => m.field(b"no-body"),

@@ -195,6 +195,30 @@ async fn a_post_body_is_keyed_with_how_it_is_encoded() {
 }
 
 #[tokio::test]
+async fn a_post_body_is_keyed_with_every_content_type_line() {
+    // A server that joins a field's lines (as CGI and WSGI servers do) hands the application
+    // `application/json, text/plain`: not the request that says `application/json` alone.
+    let (app, counter) = app();
+    let typed = |types: &[&str]| {
+        let mut request = post("/r", &b"{}"[..]);
+        request.headers_mut().remove("content-type");
+        for content_type in types {
+            let value = http::HeaderValue::from_str(content_type).unwrap();
+            request.headers_mut().append("content-type", value);
+        }
+        request
+    };
+    let json: &[&str] = &["application/json"];
+    let two: &[&str] = &["application/json", "text/plain"];
+    let mut answers = Vec::new();
+    for types in [json, two, json, two] {
+        answers.push(send(&app, typed(types)).await.x_cache().to_owned());
+    }
+    assert_eq!(answers, ["MISS", "MISS", "HIT", "HIT"]);
+    assert_eq!(counter.get(), 2);
+}
+
+#[tokio::test]
 async fn post_bodies_over_the_limit_bypass_and_reach_the_handler_intact() {
     let middleware = CacheMiddleware::new(MemoryBackend::new(100)).max_request_body_size(16);
     let (app, counter) = app_with(cache(60), middleware);
