@@ -60,6 +60,9 @@ fn reflect(parts: &http::request::Parts, body: &[u8]) -> String {
 /// - `/targeted?other-device` / `?invalid`: `no-store` plus a targeted field that must not apply;
 /// - `/ancient`: `max-age=600` with an `Age` that does not fit in 64-bit milliseconds;
 /// - `/by-client`: `public, max-age=600, Vary: X-Forwarded-For` (content per client address);
+/// - `/preconditions`: `public, max-age=600` on every answer, as a framework that sets caching
+///   headers per route does: `416` to any `Range`, `412` to any `If-Match` or
+///   `If-Unmodified-Since`, else `200`;
 /// - `/by-agent` and `/by-language`: `public, max-age=600`, varying on `User-Agent` or
 ///   `Accept-Language`, the body that field's first line only (as `HeaderMap::get`, Go's
 ///   `Header.Get` and Starlette's `headers.get` read it);
@@ -103,6 +106,21 @@ async fn origin() -> (SocketAddr, Counter) {
                 "/by-client" => {
                     headers.insert("cache-control", "public, max-age=600".parse().unwrap());
                     headers.insert("vary", "x-forwarded-for".parse().unwrap());
+                }
+                "/preconditions" => {
+                    headers.insert("cache-control", "public, max-age=600".parse().unwrap());
+                    let failed = ["if-match", "if-unmodified-since"]
+                        .iter()
+                        .any(|name| parts.headers.contains_key(*name));
+                    let status = if parts.headers.contains_key("range") {
+                        headers.insert("content-range", "bytes */10".parse().unwrap());
+                        StatusCode::RANGE_NOT_SATISFIABLE
+                    } else if failed {
+                        StatusCode::PRECONDITION_FAILED
+                    } else {
+                        StatusCode::OK
+                    };
+                    return (status, headers, text).into_response();
                 }
                 "/by-agent" | "/by-language" => {
                     let name = if parts.uri.path() == "/by-agent" {
@@ -511,6 +529,41 @@ async fn values_the_origin_reads_apart_never_share_a_variant() {
             format!("{name}={:?}", Some(victims_value)),
             "{path}: the victim got the answer to {attacker:?}"
         );
+    }
+}
+
+// 7. An answer to the request's range or preconditions is not an answer for the URL.
+#[tokio::test]
+async fn an_answer_to_a_range_or_a_precondition_never_reaches_other_clients() {
+    let (origin, _) = origin().await;
+    let proxy = proxy(origin, "").await;
+    for (n, attack) in [
+        ("range", "bytes=50-"),
+        ("if-match", "\"nope\""),
+        ("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // On a cold URL, and on a warm one with the attack as a refresh.
+        let cold = format!("/preconditions?cold-{n}");
+        let warm = format!("/preconditions?warm-{n}");
+        assert_eq!(get(proxy, &warm, &[]).await.status, StatusCode::OK);
+        for (path, also) in [(&cold, None), (&warm, Some(("cache-control", "no-cache")))] {
+            let fields: Vec<_> = [attack].into_iter().chain(also).collect();
+            let planted = get(proxy, path, &fields).await;
+            assert!(planted.status.is_client_error(), "{fields:?}: {planted:?}");
+            let victim = get(proxy, path, &[]).await;
+            assert_eq!(victim.status, StatusCode::OK, "{path} after {fields:?}");
+            if also.is_some() {
+                // The refresh left the stored response as it was.
+                assert_eq!(
+                    victim.header("x-cache"),
+                    Some("HIT"),
+                    "{path} after {fields:?}"
+                );
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use http::{Method, StatusCode};
 pub(crate) enum NotStored {
     Method,
     Status,
+    ClientError,
     RequestNoStore,
     NoStore,
     Private,
@@ -26,6 +27,7 @@ impl NotStored {
         match self {
             NotStored::Method => "method",
             NotStored::Status => "status",
+            NotStored::ClientError => "client-error",
             NotStored::RequestNoStore => "request-no-store",
             NotStored::NoStore => "no-store",
             NotStored::Private => "private",
@@ -59,6 +61,9 @@ pub(crate) fn may_store(x: &Exchanged<'_>, store_set_cookie: bool) -> Result<(),
     let usable_part = status != 206 || held_range(x.headers).is_some();
     if status < 200 || status == 304 || !usable_part {
         return Err(NotStored::Status);
+    }
+    if answers_the_request_alone(x.status) {
+        return Err(NotStored::ClientError);
     }
     if x.request_cc.no_store {
         return Err(NotStored::RequestNoStore);
@@ -100,6 +105,17 @@ pub(crate) fn may_store(x: &Exchanged<'_>, store_set_cookie: bool) -> Result<(),
         return Err(NotStored::NoFreshness);
     }
     Ok(())
+}
+
+/// A client error other than those that describe the resource (`404`, `405`, `410`, `414`: its
+/// path, method and target are the key's). The others answer what the key does not hold: the
+/// request's range (`416`), preconditions (`412`), expectation (`417`), size or form (`400`,
+/// `431`, `422`), rate or credentials (`429`, `401`, `403`). Stored, they would answer every
+/// client with what one client's request provoked, whatever freshness the origin gave them (a
+/// framework often sets a route's caching fields on all its answers). An unknown `4xx` is a
+/// `400` (RFC 9110 §15).
+fn answers_the_request_alone(status: StatusCode) -> bool {
+    status.is_client_error() && !matches!(status.as_u16(), 404 | 405 | 410 | 414)
 }
 
 /// Whether a conditional request can revalidate the response.
