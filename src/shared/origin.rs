@@ -417,9 +417,11 @@ impl Cache {
                 return; // another instance is validating it
             };
             let (key, headers) = (&outgoing.key, &outgoing.headers);
+            // Only a response this request could have been answered with (one that varies on
+            // its renaming fields, when it carries some) makes the refresh needless.
             if cache
                 .engine
-                .lookup_shared(key, headers, &[], Entry::now_ms())
+                .lookup_shared(key, headers, &outgoing.renaming, Entry::now_ms())
                 .await
                 .is_some_and(|found| found.entry.stored_at_ms > entry.stored_at_ms)
             {
