@@ -1,7 +1,7 @@
 //! How the request values of a varying field select a variant: equivalent values share one.
 //!
-//! The rule is that two requests share a variant only if an origin that reads the field by its
-//! grammar cannot tell them apart. So:
+//! The rule is that two requests share a variant only if the origin cannot answer them
+//! differently, even one that reads the field the simple way. So:
 //!
 //! - every line is kept apart, in the order sent: two lines are not the one line they would make
 //!   joined (an origin may read only the first, as Go's `Header.Get`, Starlette's `headers.get`
@@ -11,13 +11,10 @@
 //!   whether an unknown field is a list, and `(KHTML, like Gecko)` is not `(KHTML,like Gecko)` to
 //!   an origin that reads a `User-Agent`.
 //!
-//! `Accept-Encoding` and `Accept-Language` lines are read as their grammar allows:
+//! `Accept-Encoding` and `Accept-Language` lines are read by their grammar:
 //!
 //! - spaces around members and empty members mean nothing;
-//! - coding names and language tags are compared without case (RFC 9110 §8.4.1, RFC 4647 §2);
 //! - a weight is a number: `q=1`, `q=1.0` and no weight are one, `q=0.50` is `q=0.5`;
-//! - members are ordered by weight, heaviest first, keeping the client's order among equal
-//!   weights (a server may break ties by that order, so it is never changed);
 //! - a member repeated exactly is counted once;
 //! - a line that holds a member these rules cannot read (another parameter, a malformed weight),
 //!   or one name twice with different weights (RFC 9110 does not say which one counts), is kept as
@@ -25,10 +22,16 @@
 //! - a field present with no members stays apart from an absent one (an empty `Accept-Encoding`
 //!   refuses every coding; an absent one accepts any).
 //!
-//! These two rules assume an origin that reads these fields as RFC 9110 says; one that compares
-//! language tags with case, or takes the first member whatever its weight, would answer some
-//! values of one variant differently. What reaches the application is never rewritten: these
-//! rules only decide which stored variant answers.
+//! `Accept-Encoding` further: coding names are compared without case (RFC 9110 §8.4.1), and
+//! members are ordered by weight, heaviest first, keeping the client's order among equal weights
+//! (a server may break ties by that order). However an origin reads such equivalent values, what
+//! it sends is a coding the client accepts. `Accept-Language` keeps its order and case: an origin
+//! that takes the first member (`split(',')[0]`) or compares tags as written would answer
+//! `en;q=0.8, fr` with English and `fr, en;q=0.8` with French, and one client's spelling would
+//! choose the language of every other.
+//!
+//! What reaches the application is never rewritten: these rules only decide which stored variant
+//! answers.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -39,34 +42,46 @@ pub(crate) fn variant_lines<'a>(
     name: &str,
     lines: impl Iterator<Item = &'a [u8]>,
 ) -> Vec<Vec<Cow<'a, [u8]>>> {
-    let negotiated = name == "accept-encoding" || name == "accept-language";
+    let grammar = match name {
+        "accept-encoding" => Some(Negotiated::Encoding),
+        "accept-language" => Some(Negotiated::Language),
+        _ => None,
+    };
     lines
-        .map(|line| {
-            if negotiated {
-                negotiated_members(line)
-            } else {
-                vec![Cow::Borrowed(line)]
-            }
+        .map(|line| match grammar {
+            Some(grammar) => negotiated_members(grammar, line),
+            None => vec![Cow::Borrowed(line)],
         })
         .collect()
 }
 
-/// One `Accept-Encoding` or `Accept-Language` line's members in canonical order, or the line as
+/// The fields read by their grammar.
+#[derive(Clone, Copy, PartialEq)]
+enum Negotiated {
+    /// Names without case, members by weight.
+    Encoding,
+    /// Names and members as sent.
+    Language,
+}
+
+/// One `Accept-Encoding` or `Accept-Language` line's members in canonical form, or the line as
 /// sent when it cannot be read whole.
-fn negotiated_members(line: &[u8]) -> Vec<Cow<'_, [u8]>> {
+fn negotiated_members(grammar: Negotiated, line: &[u8]) -> Vec<Cow<'_, [u8]>> {
     let as_sent = || vec![Cow::Borrowed(line)];
     let mut weighted = Vec::new();
     for member in line.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
         if member.is_empty() {
             continue;
         }
-        match weighted_member(member) {
+        match weighted_member(member, grammar == Negotiated::Encoding) {
             Some(read) => weighted.push(read),
             None => return as_sent(),
         }
     }
-    // Stable: equal weights keep the client's order.
-    weighted.sort_by_key(|(weight, _, _)| std::cmp::Reverse(*weight));
+    if grammar == Negotiated::Encoding {
+        // Stable: equal weights keep the client's order.
+        weighted.sort_by_key(|(weight, _, _)| std::cmp::Reverse(*weight));
+    }
     // Sets, not scans of what was kept: a hostile line may hold tens of thousands of members.
     let mut seen = HashSet::with_capacity(weighted.len());
     let mut names = HashSet::with_capacity(weighted.len());
@@ -84,8 +99,9 @@ fn negotiated_members(line: &[u8]) -> Vec<Cow<'_, [u8]>> {
 }
 
 /// A member's weight in thousandths, its name in lower case and its canonical form
-/// (`fr-ch;q=0.9`), or `None` if these rules cannot read it.
-fn weighted_member(member: &[u8]) -> Option<(u16, Vec<u8>, Vec<u8>)> {
+/// (`fr-CH;q=0.9`, its name in lower case with `fold_case`), or `None` if these rules cannot read
+/// it.
+fn weighted_member(member: &[u8], fold_case: bool) -> Option<(u16, Vec<u8>, Vec<u8>)> {
     let mut parts = member.split(|&b| b == b';').map(<[u8]>::trim_ascii);
     let token = parts.next().unwrap_or_default();
     let weight = match (parts.next(), parts.next()) {
@@ -97,7 +113,11 @@ fn weighted_member(member: &[u8]) -> Option<(u16, Vec<u8>, Vec<u8>)> {
         return None;
     }
     let name = token.to_ascii_lowercase();
-    let mut canonical = name.clone();
+    let mut canonical = if fold_case {
+        name.clone()
+    } else {
+        token.to_vec()
+    };
     if weight < 1000 {
         canonical.extend_from_slice(b";q=");
         canonical.extend_from_slice(format_weight(weight).as_bytes());
@@ -191,10 +211,20 @@ mod tests {
         let lang = |v: &str| members("accept-language", v);
         assert_eq!(
             lang("fr-CH, fr;q=0.9, en;q=0.8"),
-            lang("FR-ch,fr;q=0.900,EN;q=0.80")
+            lang(" fr-CH ,fr ; q=0.900,,en;Q=0.80")
         );
-        assert_eq!(lang("en;q=0.8, fr"), ["fr", "en;q=0.8"]);
+        assert_eq!(lang("fr-CH, fr;q=0.9, fr-CH"), ["fr-CH", "fr;q=0.9"]);
+    }
+
+    #[test]
+    fn a_language_list_keeps_its_order_and_case() {
+        // An origin may take the first member, or compare tags as written.
+        let lang = |v: &str| members("accept-language", v);
+        assert_eq!(lang("en;q=0.8, fr"), ["en;q=0.8", "fr"]);
+        assert_ne!(lang("en;q=0.8, fr"), lang("fr, en;q=0.8"));
         assert_ne!(lang("fr, en"), lang("en, fr"));
+        assert_ne!(lang("FR-fr"), lang("fr-FR"));
+        assert_ne!(lang("fr, FR;q=0.5"), lang("fr"), "one name, two weights");
     }
 
     #[test]
