@@ -12,8 +12,9 @@ use std::fmt;
 /// earlier build is never found under a key it does not answer (3: query pairs no longer sorted;
 /// 4: a varying field's lines kept apart, fields other than `Accept-Encoding` and
 /// `Accept-Language` compared byte for byte, and every `Content-Type` line of a body keyed;
-/// 5: `Accept-Language` members kept in their order and case).
-const KEY_VERSION: &[u8] = b"cache-middleware/key/5";
+/// 5: `Accept-Language` members kept in their order and case; 6: `Accept-Language` compared byte
+/// for byte).
+const KEY_VERSION: &[u8] = b"cache-middleware/key/6";
 
 /// The scheme the application reads for a request, when its front learns it from elsewhere than
 /// the request itself: an ASGI server's scope has one, which a proxy the server trusts sets with

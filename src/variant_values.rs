@@ -7,28 +7,28 @@
 //!   joined (an origin may read only the first, as Go's `Header.Get`, Starlette's `headers.get`
 //!   and `HeaderMap::get` do, and a field that is not a list, such as `User-Agent`, may not be
 //!   sent twice at all);
-//! - a line of any field but the two below is compared byte for byte: the cache does not know
+//! - a line of any field but `Accept-Encoding` is compared byte for byte: the cache does not know
 //!   whether an unknown field is a list, and `(KHTML, like Gecko)` is not `(KHTML,like Gecko)` to
-//!   an origin that reads a `User-Agent`.
+//!   an origin that reads a `User-Agent`. `Accept-Language` too: an origin that picks a language
+//!   the simple way (the first tag it has, in the order and spelling sent, `split(',')` with no
+//!   trimming) answers `en;q=0.8, fr` in English and `fr, en;q=0.8` in French, `FR-fr` and `fr-FR`
+//!   or `de, fr` and `de,fr` differently, and one client's spelling would choose the language of
+//!   every other client of that variant. Browsers send one spelling each, so nothing is lost.
 //!
-//! `Accept-Encoding` and `Accept-Language` lines are read by their grammar:
+//! `Accept-Encoding` lines are read by their grammar, since whatever an origin makes of
+//! equivalent values, it answers with a coding the client accepts:
 //!
 //! - spaces around members and empty members mean nothing;
+//! - coding names are compared without case (RFC 9110 §8.4.1);
 //! - a weight is a number: `q=1`, `q=1.0` and no weight are one, `q=0.50` is `q=0.5`;
+//! - members are ordered by weight, heaviest first, keeping the client's order among equal
+//!   weights (a server may break ties by that order);
 //! - a member repeated exactly is counted once;
 //! - a line that holds a member these rules cannot read (another parameter, a malformed weight),
-//!   or one name twice with different weights (RFC 9110 does not say which one counts), is kept as
-//!   sent, so it only ever matches itself;
+//!   or one coding twice with different weights (RFC 9110 does not say which one counts), is kept
+//!   as sent, so it only ever matches itself;
 //! - a field present with no members stays apart from an absent one (an empty `Accept-Encoding`
 //!   refuses every coding; an absent one accepts any).
-//!
-//! `Accept-Encoding` further: coding names are compared without case (RFC 9110 §8.4.1), and
-//! members are ordered by weight, heaviest first, keeping the client's order among equal weights
-//! (a server may break ties by that order). However an origin reads such equivalent values, what
-//! it sends is a coding the client accepts. `Accept-Language` keeps its order and case: an origin
-//! that takes the first member (`split(',')[0]`) or compares tags as written would answer
-//! `en;q=0.8, fr` with English and `fr, en;q=0.8` with French, and one client's spelling would
-//! choose the language of every other.
 //!
 //! What reaches the application is never rewritten: these rules only decide which stored variant
 //! answers.
@@ -42,54 +42,43 @@ pub(crate) fn variant_lines<'a>(
     name: &str,
     lines: impl Iterator<Item = &'a [u8]>,
 ) -> Vec<Vec<Cow<'a, [u8]>>> {
-    let grammar = match name {
-        "accept-encoding" => Some(Negotiated::Encoding),
-        "accept-language" => Some(Negotiated::Language),
-        _ => None,
-    };
+    let encoding = name == "accept-encoding";
     lines
-        .map(|line| match grammar {
-            Some(grammar) => negotiated_members(grammar, line),
-            None => vec![Cow::Borrowed(line)],
+        .map(|line| {
+            if encoding {
+                encoding_members(line)
+            } else {
+                vec![Cow::Borrowed(line)]
+            }
         })
         .collect()
 }
 
-/// The fields read by their grammar.
-#[derive(Clone, Copy, PartialEq)]
-enum Negotiated {
-    /// Names without case, members by weight.
-    Encoding,
-    /// Names and members as sent.
-    Language,
-}
-
-/// One `Accept-Encoding` or `Accept-Language` line's members in canonical form, or the line as
-/// sent when it cannot be read whole.
-fn negotiated_members(grammar: Negotiated, line: &[u8]) -> Vec<Cow<'_, [u8]>> {
+/// One `Accept-Encoding` line's members in canonical order, or the line as sent when it cannot be
+/// read whole.
+fn encoding_members(line: &[u8]) -> Vec<Cow<'_, [u8]>> {
     let as_sent = || vec![Cow::Borrowed(line)];
     let mut weighted = Vec::new();
     for member in line.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
         if member.is_empty() {
             continue;
         }
-        match weighted_member(member, grammar == Negotiated::Encoding) {
+        match weighted_member(member) {
             Some(read) => weighted.push(read),
             None => return as_sent(),
         }
     }
-    if grammar == Negotiated::Encoding {
-        // Stable: equal weights keep the client's order.
-        weighted.sort_by_key(|(weight, _, _)| std::cmp::Reverse(*weight));
-    }
+    // Stable: equal weights keep the client's order.
+    weighted.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
     // Sets, not scans of what was kept: a hostile line may hold tens of thousands of members.
     let mut seen = HashSet::with_capacity(weighted.len());
-    let mut names = HashSet::with_capacity(weighted.len());
+    let mut codings = HashSet::with_capacity(weighted.len());
     let mut members = Vec::with_capacity(weighted.len());
-    for (_, name, member) in weighted {
+    for (_, member) in weighted {
         if seen.insert(member.clone()) {
-            if !names.insert(name) {
-                // One name, two weights: origins differ on which one counts.
+            let coding = member.split(|&b| b == b';').next().unwrap_or_default();
+            if !codings.insert(coding.to_vec()) {
+                // One coding, two weights: origins differ on which one counts.
                 return as_sent();
             }
             members.push(Cow::Owned(member));
@@ -98,10 +87,9 @@ fn negotiated_members(grammar: Negotiated, line: &[u8]) -> Vec<Cow<'_, [u8]>> {
     members
 }
 
-/// A member's weight in thousandths, its name in lower case and its canonical form
-/// (`fr-CH;q=0.9`, its name in lower case with `fold_case`), or `None` if these rules cannot read
-/// it.
-fn weighted_member(member: &[u8], fold_case: bool) -> Option<(u16, Vec<u8>, Vec<u8>)> {
+/// A member's weight in thousandths and its canonical form (`br;q=0.5`), or `None` if these rules
+/// cannot read it.
+fn weighted_member(member: &[u8]) -> Option<(u16, Vec<u8>)> {
     let mut parts = member.split(|&b| b == b';').map(<[u8]>::trim_ascii);
     let token = parts.next().unwrap_or_default();
     let weight = match (parts.next(), parts.next()) {
@@ -112,17 +100,12 @@ fn weighted_member(member: &[u8], fold_case: bool) -> Option<(u16, Vec<u8>, Vec<
     if token.is_empty() || !token.iter().all(|&b| is_token_char(b)) {
         return None;
     }
-    let name = token.to_ascii_lowercase();
-    let mut canonical = if fold_case {
-        name.clone()
-    } else {
-        token.to_vec()
-    };
+    let mut canonical = token.to_ascii_lowercase();
     if weight < 1000 {
         canonical.extend_from_slice(b";q=");
         canonical.extend_from_slice(format_weight(weight).as_bytes());
     }
-    Some((weight, name, canonical))
+    Some((weight, canonical))
 }
 
 /// `q=<qvalue>` (RFC 9110 §12.4.2: `0[.ddd]` or `1[.000]`) in thousandths.
@@ -208,23 +191,17 @@ mod tests {
         );
         assert_ne!(of("gzip;q=0.5"), of("gzip;q=0.6"));
         assert_eq!(of("identity;q=0"), ["identity;q=0"]);
-        let lang = |v: &str| members("accept-language", v);
-        assert_eq!(
-            lang("fr-CH, fr;q=0.9, en;q=0.8"),
-            lang(" fr-CH ,fr ; q=0.900,,en;Q=0.80")
-        );
-        assert_eq!(lang("fr-CH, fr;q=0.9, fr-CH"), ["fr-CH", "fr;q=0.9"]);
     }
 
     #[test]
-    fn a_language_list_keeps_its_order_and_case() {
-        // An origin may take the first member, or compare tags as written.
+    fn a_language_list_is_compared_byte_for_byte() {
+        // An origin may take the first tag it has, in the order and spelling sent.
         let lang = |v: &str| members("accept-language", v);
-        assert_eq!(lang("en;q=0.8, fr"), ["en;q=0.8", "fr"]);
+        assert_eq!(lang("en;q=0.8, fr"), ["en;q=0.8, fr"]);
         assert_ne!(lang("en;q=0.8, fr"), lang("fr, en;q=0.8"));
-        assert_ne!(lang("fr, en"), lang("en, fr"));
         assert_ne!(lang("FR-fr"), lang("fr-FR"));
-        assert_ne!(lang("fr, FR;q=0.5"), lang("fr"), "one name, two weights");
+        assert_ne!(lang("de, fr"), lang("de,fr"));
+        assert_ne!(lang("fr;q=0.9"), lang("fr;q=0.90"));
     }
 
     #[test]

@@ -63,8 +63,9 @@ fn reflect(parts: &http::request::Parts, body: &[u8]) -> String {
 /// - `/preconditions`: `public, max-age=600` on every answer, as a framework that sets caching
 ///   headers per route does: `416` to any `Range`, `412` to any `If-Match` or
 ///   `If-Unmodified-Since`, else `200`;
-/// - `/first-language`: `public, max-age=600, Vary: Accept-Language`, the body the language
-///   tag of the first member as sent (`value.split(',')[0]`, a common way to pick a language);
+/// - `/first-language`: `public, max-age=600, Vary: Accept-Language`, the body the first tag it
+///   has (`en-US`, `fr-FR`; else `en-US`) in the order and spelling sent, weights ignored (a
+///   common way to pick a language);
 /// - `/by-agent` and `/by-language`: `public, max-age=600`, varying on `User-Agent` or
 ///   `Accept-Language`, the body that field's first line only (as `HeaderMap::get`, Go's
 ///   `Header.Get` and Starlette's `headers.get` read it);
@@ -127,14 +128,10 @@ async fn origin() -> (SocketAddr, Counter) {
                 "/first-language" => {
                     headers.insert("cache-control", "public, max-age=600".parse().unwrap());
                     headers.insert("vary", "accept-language".parse().unwrap());
-                    let value = parts
-                        .headers
-                        .get("accept-language")
-                        .unwrap()
-                        .to_str()
-                        .unwrap();
-                    let first = value.split(',').next().unwrap().split(';').next().unwrap();
-                    let body = format!("lang={}", first.trim());
+                    let value = parts.headers["accept-language"].to_str().unwrap();
+                    let mut tags = value.split(',').map(|m| m.split(';').next().unwrap());
+                    let chosen = tags.find(|tag| ["en-US", "fr-FR"].contains(tag));
+                    let body = format!("lang={}", chosen.unwrap_or("en-US"));
                     return (StatusCode::OK, headers, body).into_response();
                 }
                 "/by-agent" | "/by-language" => {
@@ -547,20 +544,26 @@ async fn values_the_origin_reads_apart_never_share_a_variant() {
     }
 }
 
-// 7. An origin that picks a language the simple way (the first member, compared as written)
-// answers the order and the case a client chose.
+// 7. An origin that picks a language the simple way (in the order and spelling sent) answers the
+// order, the case and the spaces a client chose.
 #[tokio::test]
-async fn a_language_list_in_another_order_or_case_gets_its_own_variant() {
+async fn a_language_list_spelled_otherwise_gets_its_own_variant() {
     let (origin, _) = origin().await;
     let proxy = proxy(origin, "").await;
-    let victims = "fr-FR,fr;q=0.9,en-US;q=0.8";
-    for (n, attack) in ["en-US;q=0.8,fr-FR,fr;q=0.9", "FR-fr,fr;q=0.9,en-US;q=0.8"]
-        .into_iter()
-        .enumerate()
+    let french = "fr-FR,fr;q=0.9,en-US;q=0.8";
+    let austrian = "de-AT,fr-FR,fr;q=0.9,en-US;q=0.8";
+    for (n, (attack, victims)) in [
+        ("en-US;q=0.8,fr-FR,fr;q=0.9", french),
+        ("FR-fr,fr;q=0.9,en-US;q=0.8", french),
+        // Spaced: ` fr-FR` is not a tag the origin has.
+        ("de-AT, fr-FR,fr;q=0.9,en-US;q=0.8", austrian),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let path = format!("/first-language?{n}");
         let planted = get(proxy, &path, &[("accept-language", attack)]).await;
-        assert_ne!(planted.text(), "lang=fr-FR", "{attack}");
+        assert_eq!(planted.text(), "lang=en-US", "{attack}");
         let victim = get(proxy, &path, &[("accept-language", victims)]).await;
         assert_eq!(victim.text(), "lang=fr-FR", "after {attack}");
     }

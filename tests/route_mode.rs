@@ -428,11 +428,11 @@ async fn response_vary_keeps_one_entry_per_value_of_the_named_fields() {
     assert_eq!(counter.get(), 2);
 }
 
-/// Equivalent `Accept-Encoding` and `Accept-Language` values (spaces, weights written
-/// differently; for `Accept-Encoding`, case and order between weights) share a variant; values
-/// that could be answered differently do not: members on several lines (an origin may read the
-/// first line only), languages in another order or case (an origin may take the first member as
-/// written). A client cannot multiply the stored variants with spellings of one value.
+/// Equivalent `Accept-Encoding` values (case, spaces, weights written differently, order between
+/// weights) share a variant; values that could be answered differently do not: members on several
+/// lines (an origin may read the first line only), and any other spelling of `Accept-Language`
+/// (an origin may take the first tag it has, in the order and spelling sent). A client cannot
+/// multiply the stored variants with spellings of one `Accept-Encoding`.
 #[tokio::test]
 async fn equivalent_accept_values_share_a_variant() {
     let (app, counter) = app();
@@ -446,21 +446,16 @@ async fn equivalent_accept_values_share_a_variant() {
     };
     let first = ask(&[
         ("accept-encoding", "gzip, br;q=0.5"),
-        ("accept-language", "fr-CH, fr;q=0.9"),
+        ("accept-language", "fr-CH,fr;q=0.9"),
     ])
     .await;
     assert_eq!(first.x_cache(), "MISS");
-    for same in [
-        &[
-            ("accept-encoding", " GZIP ,BR ; q=0.50"),
-            ("accept-language", "fr-CH,fr;q=0.900"),
-        ][..],
-        &[
-            ("accept-encoding", "br;q=0.500, gzip;q=1.0"),
-            ("accept-language", " fr-CH ,, fr ; q=0.9, fr-CH"),
-        ],
-    ] {
-        let again = ask(same).await;
+    for same in [" GZIP ,BR ; q=0.50", "br;q=0.500, gzip;q=1.0"] {
+        let again = ask(&[
+            ("accept-encoding", same),
+            ("accept-language", "fr-CH,fr;q=0.9"),
+        ])
+        .await;
         assert_eq!(again.x_cache(), "HIT", "{same:?}");
         assert_eq!(again.body, first.body);
     }
@@ -468,29 +463,33 @@ async fn equivalent_accept_values_share_a_variant() {
     for different in [
         &[
             ("accept-encoding", "gzip, br;q=0.5, identity;q=0"),
-            ("accept-language", "fr-CH, fr;q=0.9"),
+            ("accept-language", "fr-CH,fr;q=0.9"),
         ][..],
         &[
             ("accept-encoding", "br;q=0.5, gzip;q=0.6"),
+            ("accept-language", "fr-CH,fr;q=0.9"),
+        ],
+        &[
+            ("accept-encoding", "gzip, br;q=0.5"),
+            ("accept-language", "fr;q=0.9,fr-CH"),
+        ],
+        &[
+            ("accept-encoding", "gzip, br;q=0.5"),
+            ("accept-language", "FR-ch,fr;q=0.9"),
+        ],
+        &[
+            ("accept-encoding", "gzip, br;q=0.5"),
             ("accept-language", "fr-CH, fr;q=0.9"),
-        ],
-        &[
-            ("accept-encoding", "gzip, br;q=0.5"),
-            ("accept-language", "fr;q=0.9, fr-CH"),
-        ],
-        &[
-            ("accept-encoding", "gzip, br;q=0.5"),
-            ("accept-language", "FR-ch, fr;q=0.9"),
         ],
         &[
             ("accept-encoding", "gzip"),
             ("accept-encoding", "br;q=0.5"),
-            ("accept-language", "fr-CH, fr;q=0.9"),
+            ("accept-language", "fr-CH,fr;q=0.9"),
         ],
     ] {
         assert_eq!(ask(different).await.x_cache(), "MISS", "{different:?}");
     }
-    assert_eq!(counter.get(), 6);
+    assert_eq!(counter.get(), 7);
 }
 
 #[tokio::test]
