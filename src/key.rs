@@ -13,8 +13,8 @@ use std::fmt;
 /// 4: a varying field's lines kept apart, fields other than `Accept-Encoding` and
 /// `Accept-Language` compared byte for byte, and every `Content-Type` line of a body keyed;
 /// 5: `Accept-Language` members kept in their order and case; 6: `Accept-Language` compared byte
-/// for byte).
-const KEY_VERSION: &[u8] = b"cache-middleware/key/6";
+/// for byte; 7: the host as written).
+const KEY_VERSION: &[u8] = b"cache-middleware/key/7";
 
 /// The scheme the application reads for a request, when its front learns it from elsewhere than
 /// the request itself: an ASGI server's scope has one, which a proxy the server trusts sets with
@@ -161,11 +161,9 @@ pub fn primary_key_from(
             }
             Some(scheme) => m.field(scheme.as_bytes()),
         }
-        if host.iter().any(u8::is_ascii_uppercase) {
-            m.field(&host.to_ascii_lowercase());
-        } else {
-            m.field(host);
-        }
+        // As written: an application may find its tenant by the host, letters as sent (the
+        // proxy's edge writes it in lower case, so that its entries are shared).
+        m.field(host);
         m.field(path.as_bytes());
         let pairs = query_pairs(query.unwrap_or(""));
         m.count(pairs.clone().count());

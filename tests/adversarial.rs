@@ -63,6 +63,8 @@ fn reflect(parts: &http::request::Parts, body: &[u8]) -> String {
 /// - `/preconditions`: `public, max-age=600` on every answer, as a framework that sets caching
 ///   headers per route does: `416` to any `Range`, `412` to any `If-Match` or
 ///   `If-Unmodified-Since`, else `200`;
+/// - `/tenant`: `public, max-age=600`, the body the tenant whose host is the request's `Host`,
+///   compared as written (a map of tenants by host), else the default one;
 /// - `/first-language`: `public, max-age=600, Vary: Accept-Language`, the body the first tag it
 ///   has (`en-US`, `fr-FR`; else `en-US`) in the order and spelling sent, weights ignored (a
 ///   common way to pick a language);
@@ -124,6 +126,14 @@ async fn origin() -> (SocketAddr, Counter) {
                         StatusCode::OK
                     };
                     return (status, headers, text).into_response();
+                }
+                "/tenant" => {
+                    headers.insert("cache-control", "public, max-age=600".parse().unwrap());
+                    let tenant = match parts.headers["host"].to_str().unwrap() {
+                        "acme.example" => "acme",
+                        _ => "default",
+                    };
+                    return (StatusCode::OK, headers, format!("tenant={tenant}")).into_response();
                 }
                 "/first-language" => {
                     headers.insert("cache-control", "public, max-age=600".parse().unwrap());
@@ -542,6 +552,21 @@ async fn values_the_origin_reads_apart_never_share_a_variant() {
             "{path}: the victim got the answer to {attacker:?}"
         );
     }
+}
+
+// 7. An origin that finds its tenant by the host as written answers the case a client chose.
+#[tokio::test]
+async fn a_host_in_other_letters_never_answers_for_the_host() {
+    let (origin, _) = origin().await;
+    let proxy = proxy(origin, "").await;
+    let attack = raw(
+        proxy,
+        b"GET /tenant HTTP/1.1\r\nHost: ACME.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&attack), 200, "{attack}");
+    let victim = get(proxy, "/tenant", &[("host", "acme.example")]).await;
+    assert_eq!(victim.text(), "tenant=acme");
 }
 
 // 7. An origin that picks a language the simple way (in the order and spelling sent) answers the

@@ -308,8 +308,8 @@ async fn a_request_that_names_two_hosts_is_neither_stored_nor_answered_from_stor
         repeated = repeated.header("host", "evil.example");
         let repeated = send(&app, repeated.body(Body::empty()).unwrap()).await;
         assert_eq!(repeated.x_cache(), "BYPASS", "shared: {shared}");
-        // One host said twice the same way (any case) is one host.
-        let same = Request::get("http://TEST.local/links").header("host", "test.local");
+        // One host said twice the same way is one host.
+        let same = Request::get("http://test.local/links").header("host", "test.local");
         let same = send(&app, same.body(Body::empty()).unwrap()).await;
         assert_eq!(same.x_cache(), "HIT", "shared: {shared}");
     }
@@ -421,5 +421,32 @@ async fn a_varying_field_sent_otherwise_than_the_victims_gets_its_own_variant() 
             let again = fetch_with(&app, "/links", &[("user-agent", victims)]).await;
             assert_eq!(again.x_cache(), "HIT", "{after}");
         }
+    }
+}
+
+#[tokio::test]
+async fn a_host_in_other_letters_is_another_request() {
+    // An application that finds its tenant by the host as written (a map of tenants by host)
+    // answers `ACME.example` with its default tenant: not what `acme.example` gets.
+    let tenant = |headers: http::HeaderMap| async move {
+        let tenant = match headers["host"].to_str().unwrap() {
+            "acme.example" => "acme",
+            _ => "default",
+        };
+        ([("cache-control", "public, max-age=60")], tenant)
+    };
+    for shared in [false, true] {
+        let app = at_links(tenant, shared);
+        let at = |target: &str, host: &str| {
+            let request = Request::get(target).header("host", host);
+            request.body(Body::empty()).unwrap()
+        };
+        let attack = send(&app, at("/links", "ACME.example")).await;
+        assert_eq!(&attack.body[..], b"default", "shared: {shared}");
+        let victim = send(&app, at("/links", "acme.example")).await;
+        assert_eq!(&victim.body[..], b"acme", "shared: {shared}");
+        // A target naming the host in other letters than `Host` names two hosts.
+        let two = send(&app, at("http://ACME.example/links", "acme.example")).await;
+        assert_eq!(two.x_cache(), "BYPASS", "shared: {shared}");
     }
 }

@@ -130,17 +130,18 @@ pub fn safe_method_with_content<B: http_body::Body>(parts: &Parts, body: &B) -> 
 /// other than the authority of an absolute target (HTTP/1.1 allows both in one request; RFC 9112
 /// §3.2.2 says the target's wins, while many applications read `Host`). The key holds one host;
 /// the application may build its links on the other, so such a request stays out of the cache.
-/// Hosts are compared without regard to case.
+/// Hosts are compared as written, as the key holds them: an application may find its tenant by
+/// the one it reads, letters as sent.
 pub fn names_two_hosts(parts: &Parts) -> bool {
     let mut hosts = parts.headers.get_all(HOST).iter().map(|v| v.as_bytes());
     let Some(first) = hosts.next() else {
         return false;
     };
-    hosts.any(|other| !other.eq_ignore_ascii_case(first))
+    hosts.any(|other| other != first)
         || parts
             .uri
             .authority()
-            .is_some_and(|authority| !authority.as_str().as_bytes().eq_ignore_ascii_case(first))
+            .is_some_and(|authority| authority.as_str().as_bytes() != first)
 }
 
 /// Classifies a request by its method and headers (the body limit is checked once the body is read).

@@ -116,26 +116,29 @@ pub(crate) fn prepare(
     Ok(())
 }
 
-/// The one `Host` of the request, set in its fields; the target becomes origin-form.
+/// The one `Host` of the request, in lower case, set in its fields; the target becomes
+/// origin-form. Lower case: a host is case-insensitive (RFC 3986 §3.2.2), while an origin may
+/// find its tenant by the host as written, and the key holds it as the origin receives it.
 fn settle_host(parts: &mut Parts) -> Result<(), Refusal> {
     let bad = |reason| refuse(StatusCode::BAD_REQUEST, reason);
-    if let Some(authority) = parts.uri.authority() {
-        let host = authority.as_str();
-        if !valid_host(host) {
-            return Err(bad("Host is not valid"));
+    let host = match parts.uri.authority() {
+        Some(authority) => authority.as_str().to_owned(),
+        None => {
+            let mut lines = parts.headers.get_all(HOST).iter();
+            let (Some(line), None) = (lines.next(), lines.next()) else {
+                return Err(bad("a request needs exactly one Host"));
+            };
+            line.to_str()
+                .map_err(|_| bad("Host is not valid"))?
+                .to_owned()
         }
-        let value = HeaderValue::from_str(host).map_err(|_| bad("Host is not valid"))?;
-        parts.headers.insert(HOST, value);
-        return Ok(());
-    }
-    let mut lines = parts.headers.get_all(HOST).iter();
-    let (Some(line), None) = (lines.next(), lines.next()) else {
-        return Err(bad("a request needs exactly one Host"));
     };
-    let host = line.to_str().map_err(|_| bad("Host is not valid"))?;
-    if !valid_host(host) {
+    if !valid_host(&host) {
         return Err(bad("Host is not valid"));
     }
+    let settled = host.to_ascii_lowercase();
+    let value = HeaderValue::from_str(&settled).map_err(|_| bad("Host is not valid"))?;
+    parts.headers.insert(HOST, value);
     Ok(())
 }
 
@@ -336,7 +339,7 @@ mod tests {
             );
         }
         let ok = prepared(Request::get("/").header("host", "Example.com:8080")).unwrap();
-        assert_eq!(ok.headers[HOST], "Example.com:8080");
+        assert_eq!(ok.headers[HOST], "example.com:8080", "in lower case");
     }
 
     #[test]
