@@ -13,6 +13,7 @@ use http::{HeaderMap, StatusCode};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use support::serve;
 
 /// What the origin answers for one path, and what it saw.
@@ -710,4 +711,35 @@ async fn a_backend_that_is_down_never_fails_a_request() {
         );
     }
     assert_eq!(s.call("POST", "/d", &[]).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_background_validation_asks_for_the_whole_response_whatever_its_request_asked() {
+    // The request that finds the entry stale asks for a part and under conditions; the
+    // validation it starts refreshes what is stored, so it asks for the whole, unconditionally
+    // (but for the cache's own validator): an origin's 206 or 412 would leave the entry stale.
+    let s = setup("").await;
+    let path = "/swr-whole";
+    s.origin.set(
+        path,
+        &[("cache-control", "max-age=1, stale-while-revalidate=60")],
+    );
+    s.call("GET", path, &[]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let asked = [
+        ("range", "bytes=0-1"),
+        ("if-match", "\"other\""),
+        ("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT"),
+    ];
+    let stale = s.call("GET", path, &asked).await;
+    assert_eq!(stale.status, StatusCode::PARTIAL_CONTENT);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.origin.count(path), 2);
+    let sent = s.origin.last_request(path);
+    for (name, _) in asked {
+        assert!(
+            !sent.contains_key(name),
+            "{name} reached the origin: {sent:?}"
+        );
+    }
 }

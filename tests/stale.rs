@@ -2,6 +2,7 @@
 
 mod support;
 
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use cache_middleware::backends::MemoryBackend;
@@ -90,4 +91,57 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
     let refreshed = fetch(&app, "/r").await;
     assert_eq!(refreshed.x_cache(), "HIT");
     assert_eq!(refreshed.text(), "run 2");
+}
+
+#[tokio::test]
+async fn a_refresh_in_the_background_asks_for_the_whole_response_whatever_its_request_asked() {
+    // The handler answers a range with 206 and a condition it meets with 304, as a file server
+    // does. The request that finds the entry stale asked for one of those: the refresh it starts
+    // must still fetch the whole response, or nothing is stored and the entry stays stale.
+    let ttl = Duration::from_millis(500);
+    for (name, value) in [
+        ("range", "bytes=0-1"),
+        ("if-none-match", "\"v\""),
+        ("if-modified-since", "Sat, 01 Jan 2000 00:00:00 GMT"),
+        ("if-match", "\"other\""),
+    ] {
+        let counter = Counter::default();
+        let runs = counter.clone();
+        let handler = move |headers: http::HeaderMap| {
+            let run = runs.bump();
+            async move {
+                let etag = [("etag", "\"v\"")];
+                let conditional = ["if-none-match", "if-modified-since"];
+                if headers.contains_key("range") {
+                    let part = [("content-range", "bytes 0-1/5")];
+                    (StatusCode::PARTIAL_CONTENT, etag, part, "ru").into_response()
+                } else if conditional.iter().any(|name| headers.contains_key(*name)) {
+                    (StatusCode::NOT_MODIFIED, etag).into_response()
+                } else if headers.contains_key("if-match") {
+                    (StatusCode::PRECONDITION_FAILED, etag).into_response()
+                } else {
+                    (etag, format!("run {run}")).into_response()
+                }
+            }
+        };
+        let layer = cache(ttl).stale_while_revalidate(Duration::from_secs(30));
+        let app = Router::new()
+            .route("/r", get(handler).layer(layer))
+            .layer(CacheMiddleware::new(MemoryBackend::new(100)));
+        assert_eq!(fetch(&app, "/r").await.text(), "run 1");
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        let stale = support::fetch_with(&app, "/r", &[(name, value)]).await;
+        assert_eq!(stale.x_cache(), "STALE", "{name}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let refreshed = fetch(&app, "/r").await;
+        assert_eq!(
+            (
+                refreshed.x_cache(),
+                refreshed.text().as_str(),
+                counter.get()
+            ),
+            ("HIT", "run 2", 2),
+            "after a stale answer to {name}"
+        );
+    }
 }

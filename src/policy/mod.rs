@@ -17,6 +17,7 @@ pub(crate) use forwarding::EdgeSettled;
 #[cfg(feature = "proxy")]
 pub(crate) use forwarding::{is_forwarding, is_override};
 pub(crate) use forwarding::{renaming_fields_of, with_renaming};
+pub(crate) use request::ask_for_the_whole;
 pub use request::{
     classify_request, names_two_hosts, safe_method_with_content, BypassReason, RequestDecision,
     RequestPolicy,

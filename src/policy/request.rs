@@ -1,7 +1,10 @@
 //! Request cacheability: look up, refresh (fetch fresh and replace), or bypass the cache.
 
 use super::CacheControl;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING};
+use http::header::{
+    HeaderMap, HeaderName, AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, IF_MATCH,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, TRANSFER_ENCODING,
+};
 use http::{request::Parts, Method};
 use std::fmt;
 use std::time::Duration;
@@ -142,6 +145,26 @@ pub fn names_two_hosts(parts: &Parts) -> bool {
             .uri
             .authority()
             .is_some_and(|authority| authority.as_str().as_bytes() != first)
+}
+
+/// The fields by which a request asks for less than the whole, current response: a part, or an
+/// answer under conditions (a `206`, a `304`, a `412`), none of which is stored.
+const PARTIAL_OR_CONDITIONAL: [HeaderName; 6] = [
+    RANGE,
+    IF_RANGE,
+    IF_NONE_MATCH,
+    IF_MODIFIED_SINCE,
+    IF_MATCH,
+    IF_UNMODIFIED_SINCE,
+];
+
+/// Makes the request of a refresh no client waits for ask for the whole, current response, which
+/// is what it stores: the request that started it may have asked for a part, or under
+/// conditions, and a refresh that got a `206` or a `304` would leave the entry stale.
+pub(crate) fn ask_for_the_whole(headers: &mut HeaderMap) {
+    for name in &PARTIAL_OR_CONDITIONAL {
+        headers.remove(name);
+    }
 }
 
 /// Classifies a request by its method and headers (the body limit is checked once the body is read).

@@ -16,9 +16,9 @@ use crate::fill::{streaming, StreamLimits, Streaming};
 use crate::fleet::{self, Turn};
 use crate::key::{primary_key, variant_key, CacheKey, KeyDescription};
 use crate::policy::{
-    classify_request, classify_response, names_two_hosts, refresh_early_now, renaming_fields_of,
-    safe_method_with_content, BypassReason, RequestDecision, RequestPolicy, ResponseDecision,
-    ResponsePolicy, SkipReason,
+    ask_for_the_whole, classify_request, classify_response, names_two_hosts, refresh_early_now,
+    renaming_fields_of, safe_method_with_content, BypassReason, RequestDecision, RequestPolicy,
+    ResponseDecision, ResponsePolicy, SkipReason,
 };
 use crate::replay::{copy_etag, end_to_end, mark, replay, replay_arriving, to_stored, XCache};
 use crate::service::{Handler, Reply, SendBody};
@@ -510,7 +510,7 @@ fn revalidate_in_background<S, ReqB, ResB>(
     engine: Arc<Engine>,
     route: Arc<RouteConfig>,
     key: CacheKey,
-    parts: Parts,
+    mut parts: Parts,
     body: CacheBody<ReqB>,
     seen_ms: u64,
 ) where
@@ -523,6 +523,7 @@ fn revalidate_in_background<S, ReqB, ResB>(
     let Join::Leader(leader) = engine.flights.join(flight.as_str()) else {
         return; // a refresh (or a miss) for this key is already under way
     };
+    ask_for_the_whole(&mut parts.headers);
     tokio::spawn(async move {
         let Some(_lease) = fleet::lead_refresh(&engine, &flight).await else {
             return; // another instance is refreshing it

@@ -20,14 +20,14 @@ use crate::entry::{Entry, StoredResponse};
 use crate::fleet::{self, Turn};
 use crate::key::{partial_key, primary_key, CacheKey};
 use crate::policy::{
-    names_two_hosts, refresh_early_now, renaming_fields_of, safe_method_with_content, BypassReason,
-    CacheControl,
+    ask_for_the_whole, names_two_hosts, refresh_early_now, renaming_fields_of,
+    safe_method_with_content, BypassReason, CacheControl,
 };
 use crate::replay::{mark, replay, replay_arriving, replay_from_partial, XCache};
 use crate::service::{Handler, Reply, SendBody};
 use crate::stats::Event;
 use crate::storable::SharedRules;
-use http::header::{HeaderMap, IF_RANGE, RANGE};
+use http::header::{HeaderMap, RANGE};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use std::sync::Arc;
@@ -66,10 +66,9 @@ impl Outgoing {
 }
 
 /// The request as a background validation sends it: for the whole response, which is what is
-/// stored, whatever part the client asked for.
+/// stored, whatever part or condition the client asked for (the validation adds its own).
 fn whole(parts: &mut Parts) {
-    parts.headers.remove(RANGE);
-    parts.headers.remove(IF_RANGE);
+    ask_for_the_whole(&mut parts.headers);
 }
 
 impl Cache {
