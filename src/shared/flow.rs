@@ -65,12 +65,6 @@ impl Outgoing {
     }
 }
 
-/// The request as a background validation sends it: for the whole response, which is what is
-/// stored, whatever part or condition the client asked for (the validation adds its own).
-fn whole(parts: &mut Parts) {
-    ask_for_the_whole(&mut parts.headers);
-}
-
 impl Cache {
     pub(super) async fn run<S, ReqB, ResB>(
         self,
@@ -145,7 +139,9 @@ impl Cache {
                 Use::WhileRevalidating if parts.method == Method::GET => {
                     let response = self.serve_stored(entry.clone(), how, &key, &parts, now_ms);
                     let outgoing = Outgoing::new(&parts, cc, key, renaming);
-                    whole(&mut parts);
+                    // The whole response is what is stored, whatever part or condition the
+                    // client asked for (the validation adds its own).
+                    ask_for_the_whole(&mut parts.headers);
                     self.validate_in_background(inner, parts, body, outgoing, entry);
                     return Ok(response);
                 }
@@ -162,7 +158,7 @@ impl Cache {
                     tracing::debug!(key = %key, "refreshing early, in the background");
                     let response = self.serve_stored(entry.clone(), how, &key, &parts, now_ms);
                     let outgoing = Outgoing::new(&parts, cc, key, renaming);
-                    whole(&mut parts);
+                    ask_for_the_whole(&mut parts.headers);
                     self.validate_in_background(inner, parts, body, outgoing, entry);
                     return Ok(response);
                 }
