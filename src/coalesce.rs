@@ -9,6 +9,7 @@
 //! large, ...) is remembered for a while, and requests for it pass straight to the handler
 //! instead of queueing behind a leader whose answer they could not take anyway.
 
+use crate::policy::answers_the_request_alone;
 use http::StatusCode;
 use moka::sync::Cache;
 use std::collections::HashMap;
@@ -62,9 +63,12 @@ impl<T> Flights<T> {
     }
 
     /// `key`'s response, of `status`, could not be stored: its next requests pass for a while.
-    /// Not after a server error, which may be passing: such a key keeps its single flight.
+    /// Not after a server error, which may be passing, nor after a client error that answers
+    /// one request's range, conditions or form (which a client can provoke at will): such a key
+    /// keeps its single flight.
     pub(crate) fn remember_uncacheable(&self, key: &str, status: StatusCode) {
-        if let (Some(uncacheable), false) = (&self.uncacheable, status.is_server_error()) {
+        let says_nothing_of_the_key = status.is_server_error() || answers_the_request_alone(status);
+        if let (Some(uncacheable), false) = (&self.uncacheable, says_nothing_of_the_key) {
             uncacheable.insert(key.to_owned(), ());
         }
     }
@@ -226,6 +230,11 @@ mod tests {
         drop(lead(&flights, "k"));
         flights.remember_uncacheable("k", StatusCode::INTERNAL_SERVER_ERROR);
         drop(lead(&flights, "k"));
+        // One request's client error (its range, conditions, form) says nothing of the key.
+        for status in [StatusCode::PRECONDITION_FAILED, StatusCode::RANGE_NOT_SATISFIABLE] {
+            flights.remember_uncacheable("k", status);
+            drop(lead(&flights, "k"));
+        }
         flights.remember_uncacheable("k", StatusCode::NOT_FOUND);
         assert!(matches!(flights.join("k"), Join::Pass));
         tokio::time::sleep(Duration::from_millis(400)).await;

@@ -62,7 +62,7 @@ fn reflect(parts: &http::request::Parts, body: &[u8]) -> String {
 /// - `/by-client`: `public, max-age=600, Vary: X-Forwarded-For` (content per client address);
 /// - `/preconditions`: `public, max-age=600` on every answer, as a framework that sets caching
 ///   headers per route does: `416` to any `Range`, `412` to any `If-Match` or
-///   `If-Unmodified-Since`, else `200`;
+///   `If-Unmodified-Since`, else `200` (after 200 ms with `?slow`);
 /// - `/tenant`: `public, max-age=600`, the body the tenant whose host is the request's `Host`,
 ///   compared as written (a map of tenants by host), else the default one;
 /// - `/first-language`: `public, max-age=600, Vary: Accept-Language`, the body the first tag it
@@ -123,6 +123,9 @@ async fn origin() -> (SocketAddr, Counter) {
                     } else if failed {
                         StatusCode::PRECONDITION_FAILED
                     } else {
+                        if query == "slow" {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                         StatusCode::OK
                     };
                     return (status, headers, text).into_response();
@@ -627,6 +630,25 @@ async fn an_answer_to_a_range_or_a_precondition_never_reaches_other_clients() {
             }
         }
     }
+}
+
+// 13. A client error that one client provoked says nothing of the URL's own answer: the
+// requests after it still share one origin request.
+#[tokio::test]
+async fn a_client_error_one_client_provoked_never_stops_others_sharing_an_origin_request() {
+    let (origin, runs) = origin().await;
+    let proxy = proxy(origin, "").await;
+    let path = "/preconditions?slow";
+    let planted = get(proxy, path, &[("if-match", "\"nope\"")]).await;
+    assert_eq!(planted.status, StatusCode::PRECONDITION_FAILED);
+    let before = runs.get();
+    let answers = futures_util::future::join_all((0..8).map(|_| get(proxy, path, &[]))).await;
+    assert!(answers.iter().all(|a| a.status == StatusCode::OK));
+    assert_eq!(
+        runs.get() - before,
+        1,
+        "origin requests for 8 clients at once"
+    );
 }
 
 // 8. Slowloris.

@@ -24,7 +24,7 @@ pub use request::{
 };
 #[cfg(feature = "proxy")]
 pub(crate) use response::HOP_BY_HOP;
+pub(crate) use response::{answers_the_request_alone, sorted_vary, vary_names};
 pub use response::{
     classify_response, is_hop_by_hop, ResponseDecision, ResponsePolicy, SkipReason,
 };
-pub(crate) use response::{sorted_vary, vary_names};

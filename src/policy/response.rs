@@ -171,6 +171,17 @@ pub fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
         .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
+/// A client error other than those that describe the resource (`404`, `405`, `410`, `414`: its
+/// path, method and target are the key's). The others answer what the key does not hold: the
+/// request's range (`416`), preconditions (`412`), expectation (`417`), size or form (`400`,
+/// `431`, `422`), rate or credentials (`429`, `401`, `403`). Stored, they would answer every
+/// client with what one client's request provoked, whatever freshness the origin gave them (a
+/// framework often sets a route's caching fields on all its answers). An unknown `4xx` is a
+/// `400` (RFC 9110 §15).
+pub(crate) fn answers_the_request_alone(status: StatusCode) -> bool {
+    status.is_client_error() && !matches!(status.as_u16(), 404 | 405 | 410 | 414)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

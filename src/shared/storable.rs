@@ -2,7 +2,7 @@
 
 use super::freshness::{has_explicit_freshness, heuristically_cacheable};
 use crate::entry::StoredResponse;
-use crate::policy::CacheControl;
+use crate::policy::{answers_the_request_alone, CacheControl};
 use crate::ranges::held_range;
 use http::header::{HeaderMap, AUTHORIZATION, ETAG, LAST_MODIFIED, SET_COOKIE};
 use http::{Method, StatusCode};
@@ -105,17 +105,6 @@ pub(crate) fn may_store(x: &Exchanged<'_>, store_set_cookie: bool) -> Result<(),
         return Err(NotStored::NoFreshness);
     }
     Ok(())
-}
-
-/// A client error other than those that describe the resource (`404`, `405`, `410`, `414`: its
-/// path, method and target are the key's). The others answer what the key does not hold: the
-/// request's range (`416`), preconditions (`412`), expectation (`417`), size or form (`400`,
-/// `431`, `422`), rate or credentials (`429`, `401`, `403`). Stored, they would answer every
-/// client with what one client's request provoked, whatever freshness the origin gave them (a
-/// framework often sets a route's caching fields on all its answers). An unknown `4xx` is a
-/// `400` (RFC 9110 §15).
-fn answers_the_request_alone(status: StatusCode) -> bool {
-    status.is_client_error() && !matches!(status.as_u16(), 404 | 405 | 410 | 414)
 }
 
 /// Whether a conditional request can revalidate the response.
