@@ -231,7 +231,10 @@ mod tests {
         flights.remember_uncacheable("k", StatusCode::INTERNAL_SERVER_ERROR);
         drop(lead(&flights, "k"));
         // One request's client error (its range, conditions, form) says nothing of the key.
-        for status in [StatusCode::PRECONDITION_FAILED, StatusCode::RANGE_NOT_SATISFIABLE] {
+        for status in [
+            StatusCode::PRECONDITION_FAILED,
+            StatusCode::RANGE_NOT_SATISFIABLE,
+        ] {
             flights.remember_uncacheable("k", status);
             drop(lead(&flights, "k"));
         }

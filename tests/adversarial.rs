@@ -62,7 +62,8 @@ fn reflect(parts: &http::request::Parts, body: &[u8]) -> String {
 /// - `/by-client`: `public, max-age=600, Vary: X-Forwarded-For` (content per client address);
 /// - `/preconditions`: `public, max-age=600` on every answer, as a framework that sets caching
 ///   headers per route does: `416` to any `Range`, `412` to any `If-Match` or
-///   `If-Unmodified-Since`, else `200` (after 200 ms with `?slow`);
+///   `If-Unmodified-Since`, else `200` (after 200 ms with `?slow`, and with `?slow-private` only
+///   `max-age=600`);
 /// - `/tenant`: `public, max-age=600`, the body the tenant whose host is the request's `Host`,
 ///   compared as written (a map of tenants by host), else the default one;
 /// - `/first-language`: `public, max-age=600, Vary: Accept-Language`, the body the first tag it
@@ -113,7 +114,13 @@ async fn origin() -> (SocketAddr, Counter) {
                     headers.insert("vary", "x-forwarded-for".parse().unwrap());
                 }
                 "/preconditions" => {
-                    headers.insert("cache-control", "public, max-age=600".parse().unwrap());
+                    // Without `public` with `?slow-private`: not shared with credentials.
+                    let cc = if query == "slow-private" {
+                        "max-age=600"
+                    } else {
+                        "public, max-age=600"
+                    };
+                    headers.insert("cache-control", cc.parse().unwrap());
                     let failed = ["if-match", "if-unmodified-since"]
                         .iter()
                         .any(|name| parts.headers.contains_key(*name));
@@ -123,7 +130,7 @@ async fn origin() -> (SocketAddr, Counter) {
                     } else if failed {
                         StatusCode::PRECONDITION_FAILED
                     } else {
-                        if query == "slow" {
+                        if query.starts_with("slow") {
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                         StatusCode::OK
@@ -638,17 +645,25 @@ async fn an_answer_to_a_range_or_a_precondition_never_reaches_other_clients() {
 async fn a_client_error_one_client_provoked_never_stops_others_sharing_an_origin_request() {
     let (origin, runs) = origin().await;
     let proxy = proxy(origin, "").await;
-    let path = "/preconditions?slow";
-    let planted = get(proxy, path, &[("if-match", "\"nope\"")]).await;
-    assert_eq!(planted.status, StatusCode::PRECONDITION_FAILED);
-    let before = runs.get();
-    let answers = futures_util::future::join_all((0..8).map(|_| get(proxy, path, &[]))).await;
-    assert!(answers.iter().all(|a| a.status == StatusCode::OK));
-    assert_eq!(
-        runs.get() - before,
-        1,
-        "origin requests for 8 clients at once"
-    );
+    // What one request carried made its answer unstorable: a failed precondition, credentials.
+    for (path, planted_with) in [
+        ("/preconditions?slow", ("if-match", "\"nope\"")),
+        (
+            "/preconditions?slow-private",
+            ("authorization", "Bearer mine"),
+        ),
+    ] {
+        let planted = get(proxy, path, &[planted_with]).await;
+        assert_eq!(planted.header("x-cache"), Some("MISS"), "{planted_with:?}");
+        let before = runs.get();
+        let answers = futures_util::future::join_all((0..8).map(|_| get(proxy, path, &[]))).await;
+        assert!(answers.iter().all(|a| a.status == StatusCode::OK));
+        let asked = runs.get() - before;
+        assert_eq!(
+            asked, 1,
+            "after {planted_with:?}: origin requests for 8 clients"
+        );
+    }
 }
 
 // 8. Slowloris.

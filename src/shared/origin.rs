@@ -7,7 +7,7 @@ use super::flow::{entry_response, Cache, Outgoing};
 use super::freshness::Exchange;
 use super::revalidate::{make_conditional, update_from_304};
 use super::rules::{add_date_if_missing, kept_for, stale_on_error, worth_keeping};
-use super::storable::{may_store, Exchanged};
+use super::storable::{may_store, Exchanged, NotStored};
 use crate::body::{collect_limited, read_at_once, AtOnce, CacheBody, Collected};
 use crate::coalesce::{Join, Leader};
 use crate::engine::{Lifetime, Shared};
@@ -385,10 +385,10 @@ impl Cache {
 
     /// The origin's response for `outgoing`, of `status`, could not be stored, for `reason`:
     /// counted, and later requests for the key pass instead of waiting (hit-for-miss; only GETs
-    /// join flights).
+    /// join flights), unless the reason was what this request carried.
     fn not_stored(&self, outgoing: &Outgoing, reason: &'static str, status: StatusCode) {
         self.engine.counters.record(Event::NotStored(reason));
-        if outgoing.method == http::Method::GET {
+        if outgoing.method == http::Method::GET && !NotStored::is_about_the_request(reason) {
             self.engine
                 .flights
                 .remember_uncacheable(outgoing.key.as_str(), status);

@@ -37,6 +37,19 @@ impl NotStored {
             NotStored::NoFreshness => "no-freshness-or-validator",
         }
     }
+
+    /// Whether `reason` (an [`as_str`](Self::as_str)) is about what one request carried (its
+    /// credentials, its `no-store`, its range, conditions or form), not about the URL's response:
+    /// such a response says nothing of whether the next request's can be stored.
+    pub(crate) fn is_about_the_request(reason: &str) -> bool {
+        [
+            NotStored::Authorization,
+            NotStored::RequestNoStore,
+            NotStored::ClientError,
+        ]
+        .iter()
+        .any(|of_the_request| of_the_request.as_str() == reason)
+    }
 }
 
 /// What the decision needs to know about the exchange.
