@@ -411,6 +411,18 @@ def test_a_route_chosen_by_more_than_method_and_path_is_found_for_each_request(s
         assert "x-cache" not in page.headers
 
 
+def test_a_host_in_other_letters_is_another_request(serve, client) -> None:
+    # An application that finds its tenant by the host as written answers `ACME.example` with
+    # its default tenant; the key held the host in lower case, and every client of
+    # `acme.example` got the default tenant's page.
+    app = serve("apps.basic:app", env={"CACHE_BACKEND": "memory"})
+    attack = client.get(f"{app.url}/tenant", headers={"host": "ACME.example"})
+    assert attack.json()["tenant"] == "default"
+    victim = [client.get(f"{app.url}/tenant", headers={"host": "acme.example"}) for _ in range(2)]
+    assert [v.json()["tenant"] for v in victim] == ["acme", "acme"]
+    assert [v.headers["x-cache"] for v in victim] == ["MISS", "HIT"]
+
+
 def test_the_scheme_the_application_sees_is_part_of_the_key(serve, client) -> None:
     # uvicorn takes `X-Forwarded-Proto` from a proxy it trusts (127.0.0.1 by default) as the
     # request's scheme, which links built from the URL carry. Left out of the key, one client's

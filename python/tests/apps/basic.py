@@ -301,3 +301,13 @@ async def link(request: Request) -> Dict[str, object]:
 async def link_refreshed(request: Request) -> Dict[str, object]:
     """A link built from the request's URL, refreshed in the background once stale."""
     return {"next": str(request.url.include_query_params(page=2)), "run": run("link-refreshed")}
+
+
+TENANTS = {"acme.example": "acme"}
+
+
+@app.get("/tenant")
+@cache(timeout=300)
+async def tenant(request: Request) -> Dict[str, object]:
+    """The tenant of the request's host as written, as a map of tenants by host finds it."""
+    return {"tenant": TENANTS.get(request.headers.get("host", ""), "default"), "run": run("tenant")}
