@@ -814,3 +814,12 @@ async fn a_large_value_gets_time_to_be_written_on_top_of_the_command_timeout() {
         (32 * 1024 * 1024).to_string()
     );
 }
+
+/// The test servers themselves: one that cannot take its port (another test's server took it
+/// first) is never mistaken for the server that answers there.
+#[test]
+#[should_panic(expected = "could not listen on port")]
+fn a_test_server_that_cannot_take_its_port_is_never_mistaken_for_the_one_there() {
+    let running = Redis::start();
+    let _second = Redis::start_with(running.port, &[]);
+}

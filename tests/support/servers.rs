@@ -85,6 +85,13 @@ impl Process {
         assert!(status.success(), "kill -{signal} {}", self.pid());
     }
 
+    /// Whether the process has ended (a server that could not listen exits at once).
+    fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|child| child.try_wait().ok().flatten().is_some())
+    }
+
     /// Kills the process at once (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -123,11 +130,29 @@ pub struct Redis {
 impl Redis {
     /// A plain server on a free port.
     pub fn start() -> Redis {
-        Self::start_with(free_port(), &[])
+        Self::start_on_a_free_port(free_port, &[])
+    }
+
+    /// A server on a port from `port` with extra arguments, on another port if one it was given
+    /// was taken before the server could listen (another test's server can take a port between
+    /// the moment it was found free and the moment this one binds it).
+    fn start_on_a_free_port(port: fn() -> u16, extra: &[&str]) -> Redis {
+        for _ in 0..5 {
+            if let Some(redis) = Self::try_start_with(port(), extra) {
+                return redis;
+            }
+        }
+        panic!("redis-server could not listen on any of 5 free ports");
     }
 
     /// A server on `port` with extra arguments (e.g. `--requirepass`).
     pub fn start_with(port: u16, extra: &[&str]) -> Redis {
+        Self::try_start_with(port, extra)
+            .unwrap_or_else(|| panic!("redis-server could not listen on port {port}: taken?"))
+    }
+
+    /// A server on `port`, or `None` if it could not listen there.
+    fn try_start_with(port: u16, extra: &[&str]) -> Option<Redis> {
         let dir = Scratch::new();
         let mut args: Vec<String> = vec![
             "--port".into(),
@@ -154,45 +179,49 @@ impl Redis {
             "redis-server",
             Command::new(require("redis-server")).args(&args),
         );
-        let redis = Redis {
+        let mut redis = Redis {
             process,
             port,
             cli_args,
             _dir: dir,
         };
-        redis.wait_ready();
-        redis
+        redis.wait_ready().then_some(redis)
     }
 
     /// A TLS-only server with a CA and certificate made for this test.
     pub fn start_tls() -> (Redis, TlsFiles) {
         let tls = TlsFiles::generate();
-        let port = free_port();
-        let mut redis = Self::start_with(
-            free_port(),
-            &[
-                "--tls-port",
-                &port.to_string(),
-                "--tls-cert-file",
-                tls.cert.to_str().unwrap(),
-                "--tls-key-file",
-                tls.key.to_str().unwrap(),
-                "--tls-ca-cert-file",
-                tls.ca.to_str().unwrap(),
-                "--tls-auth-clients",
-                "no",
-            ],
-        );
-        redis.port = port;
-        redis.cli_args = vec![
-            "-p".into(),
-            port.to_string(),
-            "--tls".into(),
-            "--cacert".into(),
-            tls.ca.display().to_string(),
-        ];
-        redis.wait_ready();
-        (redis, tls)
+        for _ in 0..5 {
+            let port = free_port();
+            let started = Self::try_start_with(
+                free_port(),
+                &[
+                    "--tls-port",
+                    &port.to_string(),
+                    "--tls-cert-file",
+                    tls.cert.to_str().unwrap(),
+                    "--tls-key-file",
+                    tls.key.to_str().unwrap(),
+                    "--tls-ca-cert-file",
+                    tls.ca.to_str().unwrap(),
+                    "--tls-auth-clients",
+                    "no",
+                ],
+            );
+            let Some(mut redis) = started else { continue };
+            redis.port = port;
+            redis.cli_args = vec![
+                "-p".into(),
+                port.to_string(),
+                "--tls".into(),
+                "--cacert".into(),
+                tls.ca.display().to_string(),
+            ];
+            if redis.wait_ready() {
+                return (redis, tls);
+            }
+        }
+        panic!("redis-server could not listen with TLS on any of 5 free ports");
     }
 
     pub fn url(&self) -> String {
@@ -209,12 +238,20 @@ impl Redis {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
-    fn wait_ready(&self) {
+    /// Waits until this server answers on its port; false if it ended first. The answer must
+    /// name this server's process: another server on the port would answer too.
+    fn wait_ready(&mut self) -> bool {
+        let ours = format!("process_id:{}", self.process.pid());
+        let mut ended = false;
         wait_until(
-            "redis-server to answer PING",
+            "redis-server to answer on its port",
             Duration::from_secs(20),
-            || self.cli(&["PING"]) == "PONG",
+            || {
+                ended = self.process.has_exited();
+                ended || self.cli(&["INFO", "server"]).contains(&ours)
+            },
         );
+        !ended
     }
 }
 
@@ -405,18 +442,16 @@ impl Cluster {
     pub fn start() -> Cluster {
         let nodes: Vec<Redis> = (0..3)
             .map(|_| {
-                let port = free_cluster_port();
-                Redis::start_with(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &format!("nodes-{port}.conf"),
-                        "--cluster-node-timeout",
-                        "5000",
-                    ],
-                )
+                // The configuration file lives in the server's own scratch directory.
+                let cluster = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ];
+                Redis::start_on_a_free_port(free_cluster_port, &cluster)
             })
             .collect();
         let addresses: Vec<String> = nodes
