@@ -4,7 +4,7 @@ mod support;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get as get_route};
 use axum::Router;
 use bytes::Bytes;
@@ -507,6 +507,13 @@ async fn a_cached_route_answers_a_byte_range_from_its_entry() {
     let past = fetch_with(&app, "/r", &[("range", "bytes=9999-")]).await;
     assert_eq!(past.status, StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(counter.get(), 1);
+    // A handler that does not read `Range` answers a ranged miss whole: stored, and the part
+    // cut from it.
+    let first = fetch_with(&app, "/r?other", &[("range", "bytes=1-3")]).await;
+    let cut = (first.status, first.x_cache());
+    assert_eq!(cut, (StatusCode::PARTIAL_CONTENT, "MISS"));
+    assert_eq!(fetch(&app, "/r?other").await.x_cache(), "HIT");
+    assert_eq!(counter.get(), 2);
 }
 
 #[tokio::test]
@@ -885,4 +892,42 @@ async fn every_bypass_is_counted_under_its_reason() {
         assert_eq!(counted, Some(&(reason, 1)), "{:?}", stats.bypasses);
     }
     assert_eq!(stats.bypass_total(), 3);
+}
+
+#[tokio::test]
+async fn a_request_for_a_part_never_stops_others_sharing_a_handler_run() {
+    // The handler answers a range with 206, as a file server does: not stored, and it says
+    // nothing of the whole response. The ranged request led the key's single flight and marked
+    // the key uncacheable, so the next clients each ran the handler.
+    let counter = Counter::default();
+    let runs = counter.clone();
+    let handler = move |headers: http::HeaderMap| {
+        runs.bump();
+        async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if headers.contains_key("range") {
+                let part = [("content-range", "bytes 0-1/5")];
+                return (StatusCode::PARTIAL_CONTENT, part, "wh").into_response();
+            }
+            "whole".into_response()
+        }
+    };
+    let app = Router::new()
+        .route("/file", get_route(handler).layer(cache(60)))
+        .layer(CacheMiddleware::new(MemoryBackend::new(100)));
+    let part = fetch_with(&app, "/file", &[("range", "bytes=0-1")]).await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    let answers = futures_util::future::join_all((0..8).map(|_| fetch(&app, "/file"))).await;
+    assert!(answers.iter().all(|a| a.text() == "whole"));
+    assert_eq!(
+        counter.get(),
+        2,
+        "handler runs: the part, then one for 8 clients at once"
+    );
+    // The stored whole answers ranges from then on.
+    let stored = fetch_with(&app, "/file", &[("range", "bytes=0-1")]).await;
+    assert_eq!(
+        (stored.status, stored.x_cache()),
+        (StatusCode::PARTIAL_CONTENT, "HIT")
+    );
 }

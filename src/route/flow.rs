@@ -26,7 +26,7 @@ use crate::stats::Event;
 use crate::storable::Storable;
 use crate::tags::{entry_tags, take_tags};
 use bytes::Bytes;
-use http::header::ETAG;
+use http::header::{ETAG, RANGE};
 use http::request::Parts;
 use http::{response, HeaderMap, Method, Request, Response};
 use http_body::Body;
@@ -161,9 +161,12 @@ where
 
     // Single flight: identical requests (same key and same values of the route's varying fields,
     // credentials included) wait for one handler run. HEAD cannot lead: its response has no body.
+    // Nor can a request for a part: its answer (a 206, from a handler that reads `Range`) is not
+    // the whole, and being unstorable it would mark the key so that the next clients each run
+    // the handler. Both go to the handler alone.
     let mut leader = None;
-    let flight = (parts.method != Method::HEAD)
-        .then(|| flight_key(&engine, &route, &key, &parts.headers, &renaming));
+    let alone = parts.method == Method::HEAD || parts.headers.contains_key(RANGE);
+    let flight = (!alone).then(|| flight_key(&engine, &route, &key, &parts.headers, &renaming));
     if let Some(flight) = &flight {
         match engine.flights.join(flight.as_str()) {
             // A refresh runs here: an entry another instance stores may predate the request.
