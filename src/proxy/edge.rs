@@ -121,24 +121,26 @@ pub(crate) fn prepare(
 /// find its tenant by the host as written, and the key holds it as the origin receives it.
 fn settle_host(parts: &mut Parts) -> Result<(), Refusal> {
     let bad = |reason| refuse(StatusCode::BAD_REQUEST, reason);
+    let from_target = parts.uri.authority().is_some();
     let host = match parts.uri.authority() {
-        Some(authority) => authority.as_str().to_owned(),
+        Some(authority) => authority.as_str(),
         None => {
             let mut lines = parts.headers.get_all(HOST).iter();
             let (Some(line), None) = (lines.next(), lines.next()) else {
                 return Err(bad("a request needs exactly one Host"));
             };
-            line.to_str()
-                .map_err(|_| bad("Host is not valid"))?
-                .to_owned()
+            line.to_str().map_err(|_| bad("Host is not valid"))?
         }
     };
-    if !valid_host(&host) {
+    if !valid_host(host) {
         return Err(bad("Host is not valid"));
     }
-    let settled = host.to_ascii_lowercase();
-    let value = HeaderValue::from_str(&settled).map_err(|_| bad("Host is not valid"))?;
-    parts.headers.insert(HOST, value);
+    // Most requests name their host once, in lower case: left as it is, with no copy.
+    if from_target || host.bytes().any(|b| b.is_ascii_uppercase()) {
+        let settled = host.to_ascii_lowercase();
+        let value = HeaderValue::from_str(&settled).map_err(|_| bad("Host is not valid"))?;
+        parts.headers.insert(HOST, value);
+    }
     Ok(())
 }
 

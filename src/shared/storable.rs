@@ -39,16 +39,13 @@ impl NotStored {
     }
 
     /// Whether `reason` (an [`as_str`](Self::as_str)) is about what one request carried (its
-    /// credentials, its `no-store`, its range, conditions or form), not about the URL's response:
-    /// such a response says nothing of whether the next request's can be stored.
+    /// credentials, its `no-store`), not about the URL's response: such a response says nothing
+    /// of whether the next request's can be stored. (A client error that answers one request is
+    /// told by its status, for both modes: `Flights::remember_uncacheable`.)
     pub(crate) fn is_about_the_request(reason: &str) -> bool {
-        [
-            NotStored::Authorization,
-            NotStored::RequestNoStore,
-            NotStored::ClientError,
-        ]
-        .iter()
-        .any(|of_the_request| of_the_request.as_str() == reason)
+        [NotStored::Authorization, NotStored::RequestNoStore]
+            .iter()
+            .any(|of_the_request| of_the_request.as_str() == reason)
     }
 }
 
